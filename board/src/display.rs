@@ -1,0 +1,543 @@
+//! The display: a 128x64 monochrome panel that takes whole frames.
+//!
+//! [`Ssd1306Display`] drives a real SSD1306 through the `ssd1306` crate over any
+//! [`embedded_hal::i2c::I2c`] bus; [`ResilientDisplay`] wraps any display so that a missing,
+//! unplugged or failing panel is a state ([`DisplayHealth::Absent`]) with retries on a bounded
+//! exponential backoff, not an error the caller has to handle.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ssd1306::I2CDisplayInterface;
+use ssd1306::mode::BufferedGraphicsMode;
+use ssd1306::prelude::{Brightness, DisplayConfig, DisplayRotation, DisplaySize128x64, I2CInterface};
+
+use crate::clock::Clock;
+use crate::frame::{Frame, HEIGHT, WIDTH};
+
+/// What can go wrong with a display.
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    /// The I2C address is not one an SSD1306 module answers at.
+    #[error("I2C address {0:#04x} is not an SSD1306 address (0x3c or 0x3d)")]
+    BadAddress(u8),
+    /// The I2C bus could not be opened.
+    #[error("cannot open I2C bus {bus}: {reason}")]
+    Bus {
+        /// The bus (device path or number).
+        bus: String,
+        /// Why.
+        reason: String,
+    },
+    /// The controller did not take a command or data (NACK, bus error).
+    #[error("SSD1306 at {address:#04x}: {reason}")]
+    Controller {
+        /// Its I2C address.
+        address: u8,
+        /// What the driver reported.
+        reason: String,
+    },
+    /// Writing to the terminal, a file or the link failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being written.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A PNG could not be encoded or decoded.
+    #[error("PNG: {0}")]
+    Png(String),
+}
+
+/// Whether the panel is there. An absent panel is retried; the caller shows an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisplayHealth {
+    /// Frames reach the panel.
+    Present,
+    /// Frames do not reach the panel.
+    Absent {
+        /// The last error.
+        reason: String,
+        /// Failed attempts in a row.
+        failures: u32,
+        /// When the next attempt is due, on the [`crate::buttons::monotonic`] time base.
+        next_retry: Duration,
+    },
+}
+
+/// A 128x64 monochrome display that takes whole frames.
+pub trait Display: Send {
+    /// Shows `frame`. `caption` names the screen and carries its text lines: a panel ignores it,
+    /// the sim board prints it, the link sends it so that a host can assert on text.
+    fn show(&mut self, frame: &Frame, caption: &str) -> Result<(), DisplayError>;
+
+    /// Sets the contrast (brightness), 0 dimmest to 255 brightest.
+    fn set_contrast(&mut self, contrast: u8) -> Result<(), DisplayError>;
+
+    /// Turns the panel on or off (off: dark, memory kept).
+    fn set_on(&mut self, on: bool) -> Result<(), DisplayError>;
+
+    /// Whether frames reach the panel.
+    fn health(&self) -> DisplayHealth {
+        DisplayHealth::Present
+    }
+}
+
+impl<D: Display + ?Sized> Display for Box<D> {
+    fn show(&mut self, frame: &Frame, caption: &str) -> Result<(), DisplayError> {
+        (**self).show(frame, caption)
+    }
+    fn set_contrast(&mut self, contrast: u8) -> Result<(), DisplayError> {
+        (**self).set_contrast(contrast)
+    }
+    fn set_on(&mut self, on: bool) -> Result<(), DisplayError> {
+        (**self).set_on(on)
+    }
+    fn health(&self) -> DisplayHealth {
+        (**self).health()
+    }
+}
+
+type Driver<I> =
+    ssd1306::Ssd1306<I2CInterface<I>, DisplaySize128x64, BufferedGraphicsMode<DisplaySize128x64>>;
+
+/// An SSD1306 128x64 panel on an I2C bus, through the `ssd1306` crate.
+///
+/// Only what changed since the last frame is sent (the crate's buffered mode sends the
+/// bounding box of the pixels set), which keeps I2C traffic small for mostly static screens.
+pub struct Ssd1306Display<I> {
+    driver: Driver<I>,
+    address: u8,
+    /// What the panel shows, when known; after an error it is not, and the next frame is sent whole.
+    shown: Option<Frame>,
+}
+
+impl<I> std::fmt::Debug for Ssd1306Display<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ssd1306Display").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl<I: embedded_hal::i2c::I2c> Ssd1306Display<I> {
+    /// Initialises the controller at `address` (0x3C or 0x3D) on `i2c`. Memory is not cleared
+    /// here; the first [`Display::show`] sends a whole frame.
+    pub fn init(i2c: I, address: u8) -> Result<Self, DisplayError> {
+        if address != 0x3C && address != 0x3D {
+            return Err(DisplayError::BadAddress(address));
+        }
+        let interface = I2CDisplayInterface::new_custom_address(i2c, address);
+        let mut driver = ssd1306::Ssd1306::new(interface, DisplaySize128x64, DisplayRotation::Rotate0)
+            .into_buffered_graphics_mode();
+        driver.init().map_err(|e| controller_error(address, e))?;
+        Ok(Ssd1306Display { driver, address, shown: None })
+    }
+}
+
+fn controller_error(address: u8, error: impl std::fmt::Debug) -> DisplayError {
+    DisplayError::Controller { address, reason: format!("{error:?}") }
+}
+
+impl<I: embedded_hal::i2c::I2c + Send> Display for Ssd1306Display<I> {
+    fn show(&mut self, frame: &Frame, _caption: &str) -> Result<(), DisplayError> {
+        for y in 0..HEIGHT {
+            for x in 0..WIDTH {
+                let on = frame.get(x, y);
+                if self.shown.as_ref().is_none_or(|shown| shown.get(x, y) != on) {
+                    self.driver.set_pixel(x as u32, y as u32, on);
+                }
+            }
+        }
+        self.shown = None;
+        self.driver.flush().map_err(|e| controller_error(self.address, e))?;
+        self.shown = Some(frame.clone());
+        Ok(())
+    }
+
+    fn set_contrast(&mut self, contrast: u8) -> Result<(), DisplayError> {
+        // Low contrast also gets the short pre-charge of the crate's dimmest setting.
+        let precharge = if contrast < 0x10 { 0x1 } else { 0x2 };
+        self.driver
+            .set_brightness(Brightness::custom(precharge, contrast))
+            .map_err(|e| controller_error(self.address, e))
+    }
+
+    fn set_on(&mut self, on: bool) -> Result<(), DisplayError> {
+        self.driver.set_display_on(on).map_err(|e| controller_error(self.address, e))
+    }
+}
+
+/// Opens an SSD1306 through the kernel's I2C device (`/dev/i2c-N`) with linux-embedded-hal.
+pub fn open_i2cdev(
+    bus: &Path,
+    address: u8,
+) -> Result<Ssd1306Display<linux_embedded_hal::I2cdev>, DisplayError> {
+    let i2c = linux_embedded_hal::I2cdev::new(bus)
+        .map_err(|e| DisplayError::Bus { bus: bus.display().to_string(), reason: e.to_string() })?;
+    Ssd1306Display::init(i2c, address)
+}
+
+/// Opens an SSD1306 through rppal's I2C (Raspberry Pi OS); `bus` is N of `/dev/i2c-N`.
+pub fn open_rppal(bus: u8, address: u8) -> Result<Ssd1306Display<rppal::i2c::I2c>, DisplayError> {
+    let i2c = rppal::i2c::I2c::with_bus(bus)
+        .map_err(|e| DisplayError::Bus { bus: format!("rppal I2C bus {bus}"), reason: e.to_string() })?;
+    Ssd1306Display::init(i2c, address)
+}
+
+/// How long to wait between attempts to reach an absent display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait after the first failure.
+    pub initial: Duration,
+    /// The longest wait; doubling stops here.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30) }
+    }
+}
+
+impl Backoff {
+    /// The wait after `failures` failed attempts in a row (at least one).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.initial.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// Opens a display afresh: the bus, and initialisation of the controller.
+pub type Connect = Box<dyn FnMut() -> Result<Box<dyn Display>, DisplayError> + Send>;
+
+/// A display that survives its panel: when it is missing or fails, frames are kept, the state
+/// is [`DisplayHealth::Absent`], and connecting is retried on a bounded exponential backoff from
+/// within [`Display::show`] and [`ResilientDisplay::poll`]. On recovery the controller is
+/// initialised again and gets the contrast, on/off state and current frame.
+///
+/// Its methods return `Ok` even while the panel is absent: that is a state, read from
+/// [`Display::health`], not an error for every frame.
+pub struct ResilientDisplay {
+    connect: Connect,
+    clock: Box<dyn Clock>,
+    backoff: Backoff,
+    inner: Option<Box<dyn Display>>,
+    failures: u32,
+    next_retry: Duration,
+    reason: String,
+    frame: Frame,
+    caption: String,
+    contrast: Option<u8>,
+    on: bool,
+}
+
+impl std::fmt::Debug for ResilientDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResilientDisplay").field("health", &self.health()).finish_non_exhaustive()
+    }
+}
+
+impl ResilientDisplay {
+    /// Makes the first attempt to connect at once.
+    pub fn new(connect: Connect, clock: Box<dyn Clock>, backoff: Backoff) -> Self {
+        let mut display = ResilientDisplay {
+            connect,
+            clock,
+            backoff,
+            inner: None,
+            failures: 0,
+            next_retry: Duration::ZERO,
+            reason: "not connected yet".into(),
+            frame: Frame::blank(),
+            caption: String::new(),
+            contrast: None,
+            on: true,
+        };
+        display.poll();
+        display
+    }
+
+    /// Tries to reach an absent panel if a retry is due. Cheap otherwise.
+    pub fn poll(&mut self) {
+        if self.inner.is_some() || self.clock.now() < self.next_retry {
+            return;
+        }
+        let recovered = (self.connect)().and_then(|mut display| {
+            if let Some(contrast) = self.contrast {
+                display.set_contrast(contrast)?;
+            }
+            display.show(&self.frame, &self.caption)?;
+            if !self.on {
+                display.set_on(false)?;
+            }
+            Ok(display)
+        });
+        match recovered {
+            Ok(display) => {
+                if self.failures > 0 {
+                    tracing::info!(after_failures = self.failures, "display is back");
+                }
+                self.inner = Some(display);
+                self.failures = 0;
+            }
+            Err(e) => self.lost(e),
+        }
+    }
+
+    fn lost(&mut self, error: DisplayError) {
+        self.inner = None;
+        self.failures = self.failures.saturating_add(1);
+        self.reason = error.to_string();
+        let delay = self.backoff.delay(self.failures);
+        self.next_retry = self.clock.now() + delay;
+        // Once per outage, not once per retry: an absent panel must not flood the log.
+        if self.failures == 1 {
+            tracing::warn!(error = %self.reason, "display absent; retrying with backoff");
+        } else {
+            tracing::debug!(error = %self.reason, failures = self.failures, ?delay, "display still absent");
+        }
+    }
+
+    fn with_inner(&mut self, op: impl FnOnce(&mut dyn Display) -> Result<(), DisplayError>) {
+        match self.inner.as_mut() {
+            Some(inner) => {
+                if let Err(e) = op(inner.as_mut()) {
+                    self.lost(e);
+                }
+            }
+            None => self.poll(),
+        }
+    }
+}
+
+impl Display for ResilientDisplay {
+    fn show(&mut self, frame: &Frame, caption: &str) -> Result<(), DisplayError> {
+        frame.clone_into(&mut self.frame);
+        caption.clone_into(&mut self.caption);
+        self.with_inner(|d| d.show(frame, caption));
+        Ok(())
+    }
+
+    fn set_contrast(&mut self, contrast: u8) -> Result<(), DisplayError> {
+        self.contrast = Some(contrast);
+        self.with_inner(|d| d.set_contrast(contrast));
+        Ok(())
+    }
+
+    fn set_on(&mut self, on: bool) -> Result<(), DisplayError> {
+        self.on = on;
+        self.with_inner(|d| d.set_on(on));
+        Ok(())
+    }
+
+    fn health(&self) -> DisplayHealth {
+        match self.inner {
+            Some(_) => DisplayHealth::Present,
+            None => DisplayHealth::Absent {
+                reason: self.reason.clone(),
+                failures: self.failures,
+                next_retry: self.next_retry,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::emulated::{EmulatedHandle, EmulatedSsd1306};
+    use embedded_graphics::pixelcolor::BinaryColor;
+    use embedded_graphics::prelude::*;
+    use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
+
+    fn picture() -> Frame {
+        let mut frame = Frame::blank();
+        Circle::new(Point::new(10, 5), 40)
+            .into_styled(PrimitiveStyle::with_stroke(BinaryColor::On, 2))
+            .draw(&mut frame)
+            .expect("infallible");
+        Rectangle::new(Point::new(70, 20), Size::new(50, 30))
+            .into_styled(PrimitiveStyle::with_fill(BinaryColor::On))
+            .draw(&mut frame)
+            .expect("infallible");
+        frame.set(127, 63, true);
+        frame.set(0, 0, true);
+        frame
+    }
+
+    fn panel() -> (EmulatedSsd1306, EmulatedHandle) {
+        let bus = EmulatedSsd1306::new(0x3C);
+        let handle = bus.handle();
+        (bus, handle)
+    }
+
+    #[test]
+    fn init_turns_the_panel_on_upright_with_the_charge_pump() {
+        let (bus, handle) = panel();
+        let _display = Ssd1306Display::init(bus, 0x3C).expect("init");
+        assert!(handle.is_on());
+        assert!(handle.charge_pump());
+        assert!(!handle.is_inverted());
+        assert_eq!(handle.addressing_mode(), crate::emulated::AddressingMode::Horizontal);
+        assert!(handle.protocol_errors().is_empty(), "{:?}", handle.protocol_errors());
+    }
+
+    #[test]
+    fn a_full_flush_shows_exactly_the_frame() {
+        let (bus, handle) = panel();
+        let mut display = Ssd1306Display::init(bus, 0x3C).expect("init");
+        let frame = picture();
+        display.show(&frame, "test").expect("show");
+        assert_eq!(handle.visible(), frame, "\n{}", handle.visible().to_ascii());
+        assert_eq!(handle.data_bytes(), 1024, "the first frame is sent whole");
+        assert!(handle.protocol_errors().is_empty(), "{:?}", handle.protocol_errors());
+    }
+
+    #[test]
+    fn a_partial_flush_sends_and_changes_only_the_dirty_area() {
+        let (bus, handle) = panel();
+        let mut display = Ssd1306Display::init(bus, 0x3C).expect("init");
+        let first = picture();
+        display.show(&first, "one").expect("show");
+        let before = handle.data_bytes();
+        let mut second = first.clone();
+        // Columns 40..=43 of rows 17..=18: all in page 2.
+        for x in 40..44 {
+            second.set(x, 17, true);
+            second.set(x, 18, !first.get(x, 18));
+        }
+        display.show(&second, "two").expect("show");
+        assert_eq!(handle.visible(), second);
+        assert_eq!(handle.data_bytes() - before, 4, "4 columns of 1 page");
+        assert_eq!(handle.windows(), ((40, 43), (2, 2)));
+        let transactions = handle.transactions();
+        display.show(&second, "same").expect("show");
+        assert_eq!(handle.transactions(), transactions, "an unchanged frame sends nothing");
+    }
+
+    #[test]
+    fn contrast_and_on_off_reach_the_controller() {
+        let (bus, handle) = panel();
+        let mut display = Ssd1306Display::init(bus, 0x3C).expect("init");
+        display.show(&picture(), "").expect("show");
+        display.set_contrast(0x22).expect("contrast");
+        assert_eq!(handle.contrast(), 0x22);
+        display.set_on(false).expect("off");
+        assert_eq!(handle.visible(), Frame::blank());
+        display.set_on(true).expect("on");
+        assert_eq!(handle.visible(), picture());
+    }
+
+    #[test]
+    fn addresses_other_than_0x3c_and_0x3d_are_refused() {
+        let (bus, _) = panel();
+        let err = Ssd1306Display::init(bus, 0x50).expect_err("bad address");
+        assert!(err.to_string().contains("0x50"), "{err}");
+        let bus = EmulatedSsd1306::new(0x3D);
+        assert!(Ssd1306Display::init(bus.clone(), 0x3D).is_ok());
+        assert!(Ssd1306Display::init(bus, 0x3C).is_err(), "nobody answers at 0x3c");
+    }
+
+    #[test]
+    fn a_missing_bus_is_an_error() {
+        let err = open_i2cdev(Path::new("/nonexistent/i2c-9"), 0x3C).expect_err("no bus");
+        assert!(err.to_string().contains("/nonexistent/i2c-9"), "{err}");
+    }
+
+    fn resilient(bus: &EmulatedSsd1306, clock: &ManualClock) -> ResilientDisplay {
+        let bus = bus.clone();
+        let connect: Connect = Box::new(move || {
+            Ssd1306Display::init(bus.clone(), 0x3C).map(|d| Box::new(d) as Box<dyn Display>)
+        });
+        ResilientDisplay::new(connect, Box::new(clock.clone()), Backoff::default())
+    }
+
+    fn absent_failures(display: &ResilientDisplay) -> Option<u32> {
+        match display.health() {
+            DisplayHealth::Present => None,
+            DisplayHealth::Absent { failures, .. } => Some(failures),
+        }
+    }
+
+    #[test]
+    fn a_nack_marks_the_display_absent_and_recovery_restores_the_picture() {
+        let (bus, handle) = panel();
+        let clock = ManualClock::new(Duration::from_secs(100));
+        let mut display = resilient(&bus, &clock);
+        assert_eq!(display.health(), DisplayHealth::Present);
+        display.show(&picture(), "home").expect("show");
+        assert_eq!(handle.visible(), picture());
+
+        handle.unplug();
+        let mut next = picture();
+        next.set(64, 2, true);
+        display.show(&next, "home 2").expect("absent is not an error");
+        assert_eq!(absent_failures(&display), Some(1));
+        let DisplayHealth::Absent { reason, next_retry, .. } = display.health() else { panic!("absent") };
+        assert!(reason.contains("0x3c"), "{reason}");
+        assert_eq!(next_retry, Duration::from_millis(100_500));
+
+        handle.replug();
+        display.show(&next, "home 2").expect("show");
+        assert_eq!(absent_failures(&display), Some(1), "no retry before the backoff elapses");
+        assert!(!handle.is_on(), "still in power-on state");
+
+        clock.advance(Duration::from_millis(500));
+        display.poll();
+        assert_eq!(display.health(), DisplayHealth::Present);
+        assert!(handle.is_on(), "re-initialised");
+        assert_eq!(handle.visible(), next, "the current frame is re-sent");
+        assert!(handle.protocol_errors().is_empty(), "{:?}", handle.protocol_errors());
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_bound() {
+        let (bus, handle) = panel();
+        handle.unplug();
+        let clock = ManualClock::new(Duration::ZERO);
+        let mut display = resilient(&bus, &clock);
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            let DisplayHealth::Absent { next_retry, .. } = display.health() else { panic!("absent") };
+            waits.push((next_retry - clock.now()).as_millis());
+            clock.advance(next_retry - clock.now());
+            display.poll();
+        }
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000]);
+        assert_eq!(absent_failures(&display), Some(11));
+    }
+
+    #[test]
+    fn settings_made_while_absent_are_applied_on_recovery() {
+        let (bus, handle) = panel();
+        handle.unplug();
+        let clock = ManualClock::new(Duration::ZERO);
+        let mut display = resilient(&bus, &clock);
+        display.set_contrast(0x05).expect("ok");
+        display.show(&picture(), "x").expect("ok");
+        display.set_on(false).expect("ok");
+        handle.replug();
+        clock.advance(Duration::from_secs(60));
+        display.poll();
+        assert_eq!(display.health(), DisplayHealth::Present);
+        assert_eq!(handle.contrast(), 0x05);
+        assert!(!handle.is_on());
+        assert_eq!(handle.gddram(), picture(), "memory holds the frame while the panel is off");
+    }
+
+    #[test]
+    fn a_nack_in_the_middle_of_a_frame_resends_it_whole_after_recovery() {
+        let (bus, handle) = panel();
+        let clock = ManualClock::new(Duration::ZERO);
+        let mut display = resilient(&bus, &clock);
+        display.show(&Frame::blank(), "blank").expect("ok");
+        handle.set_nack(true);
+        display.show(&picture(), "pic").expect("ok");
+        handle.set_nack(false);
+        clock.advance(Duration::from_secs(1));
+        display.show(&picture(), "pic").expect("ok");
+        assert_eq!(display.health(), DisplayHealth::Present);
+        assert_eq!(handle.visible(), picture());
+    }
+}

@@ -1,0 +1,199 @@
+//! The group committer: one thread that takes every queued operation, in call order, applies
+//! as many as the limits allow in one redb write transaction, commits it (one fsync), and then
+//! releases the callers of that batch.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use redb::{Database, ReadableTable};
+
+use super::completion::{BatchDone, Completion};
+use super::{COMMIT_COUNTER, CommitLimits, KV, META, StoreError};
+
+/// One queued operation.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+    /// Changes nothing; completes when everything queued before it is durable.
+    Barrier,
+}
+
+impl Op {
+    fn bytes(&self) -> usize {
+        match self {
+            Op::Put { key, value } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+            Op::Barrier => 0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    ops: VecDeque<Op>,
+    /// Completion shared by the operations queued since the last batch was taken.
+    done: Arc<BatchDone>,
+    /// Completions of operations queued behind a full batch: (number of ops, completion).
+    /// Kept so that a batch cut by the limits releases exactly its own callers.
+    segments: VecDeque<(usize, Arc<BatchDone>)>,
+    open_segment_ops: usize,
+    open_segment_bytes: usize,
+    shutting_down: bool,
+}
+
+/// State shared by the store handles and the committer thread.
+#[derive(Debug)]
+struct Shared {
+    db: Database,
+    limits: CommitLimits,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    commits: AtomicU64,
+    ops: AtomicU64,
+}
+
+/// The store's handle on the committer. Dropping it (with the last `Store`) lets the thread
+/// commit whatever is still queued and then joins it.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    pub(crate) fn start(db: Database, limits: CommitLimits) -> Result<Arc<Self>, StoreError> {
+        let shared = Arc::new(Shared {
+            db,
+            limits,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            commits: AtomicU64::new(0),
+            ops: AtomicU64::new(0),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("boltbox-commit".into())
+            .spawn(move || while worker.run_one_batch() {})
+            .map_err(StoreError::Thread)?;
+        Ok(Arc::new(Committer { shared, thread: Some(thread) }))
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.shared.db
+    }
+
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        (self.shared.commits.load(Ordering::Relaxed), self.shared.ops.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn submit(&self, op: Op) -> Completion {
+        self.shared.submit(op)
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).shutting_down = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Shared {
+    /// Queues `op` behind everything queued before it and returns its completion.
+    pub(crate) fn submit(&self, op: Op) -> Completion {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = op.bytes();
+        // Close the open segment when this op would make it exceed a batch's limits, so
+        // that its callers are released by the commit that really holds their ops.
+        if q.open_segment_ops > 0
+            && (q.open_segment_ops >= self.limits.max_ops
+                || q.open_segment_bytes + bytes > self.limits.max_bytes)
+        {
+            let full = std::mem::take(&mut q.done);
+            let n = std::mem::take(&mut q.open_segment_ops);
+            q.open_segment_bytes = 0;
+            q.segments.push_back((n, full));
+        }
+        q.ops.push_back(op);
+        q.open_segment_ops += 1;
+        q.open_segment_bytes += bytes;
+        let done = Completion(q.done.clone());
+        drop(q);
+        self.wake.notify_one();
+        done
+    }
+
+    /// Takes the next batch and commits it. Returns false when the store is shutting down
+    /// and nothing is left to do.
+    fn run_one_batch(&self) -> bool {
+        let (ops, done) = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            while q.ops.is_empty() {
+                if q.shutting_down {
+                    return false;
+                }
+                q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            if !self.limits.max_wait.is_zero() && q.segments.is_empty() {
+                // Linger (bounded) for more writes to share this fsync.
+                let until = Instant::now() + self.limits.max_wait;
+                while q.segments.is_empty() && !q.shutting_down {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    q = self.wake.wait_timeout(q, until - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+            match q.segments.pop_front() {
+                Some((n, done)) => (q.ops.drain(..n).collect::<Vec<_>>(), done),
+                None => {
+                    q.open_segment_ops = 0;
+                    q.open_segment_bytes = 0;
+                    let ops = q.ops.drain(..).collect::<Vec<_>>();
+                    (ops, std::mem::take(&mut q.done))
+                }
+            }
+        };
+        let outcome = self.commit(&ops);
+        if outcome.is_ok() {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        } else if let Err(e) = &outcome {
+            tracing::error!("store commit of {} operations failed: {e}", ops.len());
+        }
+        done.finish(outcome.as_ref().map(|_| ()));
+        true
+    }
+
+    fn commit(&self, ops: &[Op]) -> io::Result<()> {
+        let txn = self.db.begin_write().map_err(io::Error::other)?;
+        {
+            let mut kv = txn.open_table(KV).map_err(io::Error::other)?;
+            for op in ops {
+                match op {
+                    Op::Put { key, value } => {
+                        kv.insert(key.as_slice(), value.as_slice()).map_err(io::Error::other)?;
+                    }
+                    Op::Delete { key } => {
+                        kv.remove(key.as_slice()).map_err(io::Error::other)?;
+                    }
+                    Op::Barrier => {}
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(io::Error::other)?;
+            let counter = meta.get(COMMIT_COUNTER).map_err(io::Error::other)?.map(|v| v.value()).unwrap_or(0);
+            meta.insert(COMMIT_COUNTER, counter + 1).map_err(io::Error::other)?;
+        }
+        // Durability::Immediate is redb's default: commit returns after the fsync.
+        txn.commit().map_err(io::Error::other)
+    }
+}

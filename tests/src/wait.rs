@@ -1,0 +1,34 @@
+//! Waiting on a condition with a deadline, instead of sleeping for a guessed time.
+
+use std::time::{Duration, Instant};
+
+/// A point in time by which something must have happened.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// A deadline `secs` seconds from now.
+    pub fn in_secs(secs: u64) -> Self {
+        Deadline(Instant::now() + Duration::from_secs(secs))
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.0
+    }
+}
+
+/// Polls `condition` until it returns `Some`, and returns that value; panics with `what` when
+/// the deadline passes first. The poll interval grows from 10 ms to 250 ms so that fast
+/// conditions return fast and slow ones do not spin.
+pub fn wait_until<T>(deadline: Deadline, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let mut interval = Duration::from_millis(10);
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(!deadline.passed(), "timed out waiting for {what}");
+        std::thread::sleep(interval);
+        interval = (interval * 2).min(Duration::from_millis(250));
+    }
+}
