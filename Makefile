@@ -56,7 +56,7 @@ aarch64:
 	scripts/setup.sh base cross
 	cargo build --locked --release --target $(AARCH64) -p boltbox
 	@file -L $(CARGO_TARGET_DIR)/$(AARCH64)/release/boltbox
-	qemu-aarch64-static -L /usr/$(AARCH64:unknown-%=%) $(CARGO_TARGET_DIR)/$(AARCH64)/release/boltbox --version
+	qemu-aarch64-static -L /usr/aarch64-linux-gnu $(CARGO_TARGET_DIR)/$(AARCH64)/release/boltbox --version
 	@echo "built: $(CARGO_TARGET_DIR)/$(AARCH64)/release/boltbox"
 
 demo:

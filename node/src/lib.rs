@@ -1,6 +1,20 @@
 //! boltbox-node: the Lightning node of boltbox, built on ldk-node (LDK + BDK), with its state
-//! in a redb store that group-commits durable writes.
+//! in a redb store that group-commits durable writes. It knows nothing of screens or pins.
 
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod ledger;
+pub mod node;
+mod probe;
+pub mod seed;
+pub mod status;
 pub mod store;
 
+pub use config::{ChainSource, ChannelPolicy, ConfigError, Network, NodeConfig, PeerAddress};
+pub use error::Error;
+pub use events::NodeEvent;
+pub use node::{BoltNode, PaymentSummary, PeerSummary};
+pub use seed::{Seed, SeedError};
+pub use status::{Alert, ChannelSummary, Status};
 pub use store::{CommitLimits, Store, StoreError};

@@ -59,7 +59,7 @@ fn bin_dir() -> PathBuf {
 }
 
 /// A free TCP port on loopback (the kernel picks it; the listener is dropped right away).
-fn free_port() -> Result<u16, HarnessError> {
+pub fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding a free port"))?;
     let port = listener.local_addr().map_err(io_err("reading a free port"))?.port();
     Ok(port)
@@ -149,14 +149,18 @@ impl BitcoinD {
             }
             if deadline.passed() {
                 self.kill();
-                return Err(HarnessError::Exited { status: "not ready in 60 s".into(), log: self.log_tail() });
+                return Err(HarnessError::Exited {
+                    status: "not ready in 60 s".into(),
+                    log: self.log_tail(),
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("regtest").join("debug.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.path().join("regtest").join("debug.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }

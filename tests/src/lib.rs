@@ -3,9 +3,20 @@
 //! The binaries come from the project's provisioned Bitcoin Knots (`scripts/bitcoind.sh`,
 //! run by `make test`). Each [`BitcoinD`] runs in its own temp dir on free loopback ports and
 //! is stopped, and its dir removed, when it is dropped, also when a test panics.
+//! [`TestNode`] runs a boltbox node against it.
 
 mod bitcoind;
+mod node;
 mod wait;
 
-pub use bitcoind::{BitcoinD, HarnessError};
+pub use bitcoind::{BitcoinD, HarnessError, free_port};
+pub use node::TestNode;
 pub use wait::{Deadline, wait_until};
+
+/// Sends the node's logs (tracing, and ldk-node's `log` records) to the test's output,
+/// filtered by `RUST_LOG` (default: warnings). Safe to call more than once.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}

@@ -27,7 +27,8 @@ fn is_stopped_and_removed_when_dropped_even_on_panic() {
         let bitcoind = BitcoinD::start().expect("start bitcoind");
         std::panic::panic_any((bitcoind.datadir().to_path_buf(), bitcoind.pid().expect("running")));
     });
-    let (dir, pid) = *leaked.expect_err("panicked").downcast::<(std::path::PathBuf, u32)>().expect("dir, pid");
+    let (dir, pid) =
+        *leaked.expect_err("panicked").downcast::<(std::path::PathBuf, u32)>().expect("dir, pid");
     assert!(!dir.exists(), "data dir left behind after a panic: {}", dir.display());
     assert!(!process_exists(pid), "bitcoind {pid} still running after a panic");
 }

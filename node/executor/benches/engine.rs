@@ -8,8 +8,8 @@ use boltbox_executor::bench::{self, BenchConfig};
 fn main() -> ExitCode {
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     match bench::run(&BenchConfig::for_cores(cores)) {
-        Ok(rows) => {
-            print!("{}", bench::format_table(&rows));
+        Ok(report) => {
+            print!("{}", bench::format_table(&report));
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::engine::{
-    ContentionFallback, EngineError, Executor, Outcome, Parallel, Sequential, State, Transaction, TxContext,
+    EngineError, Executor, Outcome, Parallel, Scheduling, Sequential, State, Transaction, TxContext,
     UndeclaredKey,
 };
 
@@ -146,7 +146,7 @@ pub struct BenchConfig {
     pub work: Vec<u32>,
     /// Transfers per batch.
     pub batch: usize,
-    /// Timed runs per measurement; the median counts.
+    /// Timed runs per measurement; the fastest counts (other load only ever slows a run down).
     pub rounds: usize,
     /// Workload seed.
     pub seed: u64,
@@ -154,7 +154,7 @@ pub struct BenchConfig {
 
 impl BenchConfig {
     /// 2, 100 and 10,000 accounts at 1..=`cores` threads; cheap transfers and transfers with
-    /// 2,000 rounds of hashing (about 2 µs on x86_64); 100,000 transfers per batch; 5 rounds.
+    /// 2,000 rounds of hashing (about 2 µs on x86_64); 100,000 transfers per batch; fastest of 5.
     pub fn for_cores(cores: usize) -> Self {
         Self {
             accounts: vec![2, 100, 10_000],
@@ -174,15 +174,26 @@ pub struct BenchRow {
     pub work: u32,
     /// Accounts in the workload.
     pub accounts: u64,
-    /// `sequential`, `parallel`, or `parallel, no fallback` (contended chunks still run in
-    /// parallel phases).
+    /// `sequential`, `parallel` ([`Scheduling::Auto`]), or `parallel, forced`
+    /// ([`Scheduling::Phased`]: chains and cheap chunks still run in parallel phases).
     pub executor: &'static str,
     /// Engine threads.
     pub threads: usize,
-    /// Transfers per second (median of the rounds).
+    /// Transfers per second (fastest of the rounds).
     pub txs_per_sec: f64,
     /// `txs_per_sec` over the sequential executor's at the same account count.
     pub vs_sequential: f64,
+}
+
+/// The measurements, and what the machine allowed while they ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchReport {
+    /// One row per workload, executor and thread count.
+    pub rows: Vec<BenchRow>,
+    /// For each thread count, how much faster that many threads did independent hashing than one
+    /// thread, measured right after the rows: the most any engine could gain on this machine at
+    /// that time (other load, SMT siblings and throttling all lower it).
+    pub ceiling: Vec<(usize, f64)>,
 }
 
 /// Why the benchmark could not produce rows.
@@ -209,8 +220,11 @@ pub enum BenchError {
 const INITIAL_BALANCE: u64 = 1_000;
 const MAX_AMOUNT: u64 = 100;
 
-/// Runs the transfer benchmark.
-pub fn run(config: &BenchConfig) -> Result<Vec<BenchRow>, BenchError> {
+/// Rounds of hashing per ceiling measurement (tens of milliseconds).
+const CEILING_ROUNDS: u64 = 1 << 23;
+
+/// Runs the transfer benchmark, then measures the machine's ceiling.
+pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     if config.accounts.is_empty()
         || config.threads.is_empty()
         || config.work.is_empty()
@@ -218,6 +232,10 @@ pub fn run(config: &BenchConfig) -> Result<Vec<BenchRow>, BenchError> {
         || config.rounds == 0
     {
         return Err(BenchError::Empty("accounts, threads, work, batch and rounds must be non-empty"));
+    }
+    // Wakes the CPU from idle clocks: the first measurement must not run slower than the rest.
+    for _ in 0..config.rounds {
+        split_hashing(1);
     }
     let mut rows = Vec::new();
     for (&work, &accounts) in config.work.iter().flat_map(|w| config.accounts.iter().map(move |a| (w, a))) {
@@ -238,11 +256,11 @@ pub fn run(config: &BenchConfig) -> Result<Vec<BenchRow>, BenchError> {
             txs_per_sec: baseline,
             vs_sequential: 1.0,
         });
-        for (executor, fallback) in
-            [("parallel", ContentionFallback::Auto), ("parallel, no fallback", ContentionFallback::Never)]
+        for (executor, scheduling) in
+            [("parallel", Scheduling::Auto), ("parallel, forced", Scheduling::Phased)]
         {
             for &threads in &config.threads {
-                let engine = Parallel::new(threads)?.with_fallback(fallback);
+                let engine = Parallel::new(threads)?.with_scheduling(scheduling);
                 let (state, outcomes, elapsed) = measure(&engine, &initial, &batch, config.rounds);
                 if state != expected_state || outcomes != expected_outcomes {
                     return Err(BenchError::Diverged { executor, threads, accounts });
@@ -259,38 +277,75 @@ pub fn run(config: &BenchConfig) -> Result<Vec<BenchRow>, BenchError> {
             }
         }
     }
-    Ok(rows)
+    split_hashing(1);
+    let one = fastest_time(config.rounds, || split_hashing(1));
+    let ceiling = config
+        .threads
+        .iter()
+        .map(|&threads| {
+            (
+                threads,
+                one.as_secs_f64() / fastest_time(config.rounds, || split_hashing(threads)).as_secs_f64(),
+            )
+        })
+        .collect();
+    Ok(BenchReport { rows, ceiling })
+}
+
+/// Splits `CEILING_ROUNDS` rounds of hashing over `threads` threads; no shared data at all.
+fn split_hashing(threads: usize) {
+    let share = CEILING_ROUNDS / threads.max(1) as u64;
+    std::thread::scope(|scope| {
+        for thread in 0..threads.max(1) {
+            scope.spawn(move || {
+                let mut rng = SplitMix64::new(thread as u64);
+                for _ in 0..share {
+                    std::hint::black_box(rng.next_u64());
+                }
+            });
+        }
+    });
+}
+
+fn fastest_time(rounds: usize, mut job: impl FnMut()) -> Duration {
+    (0..rounds.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            job();
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
 }
 
 /// Runs `batch` from `initial` once to warm caches and allocator, then `rounds` timed times;
-/// returns the last result and the median time.
+/// returns the last result and the fastest time.
 fn measure<E: Executor>(
     executor: &E,
     initial: &State<u64, u64>,
     batch: &[Transfer],
     rounds: usize,
 ) -> (State<u64, u64>, Vec<Outcome<Transfer>>, Duration) {
-    let mut times = Vec::with_capacity(rounds);
     executor.execute(&mut initial.clone(), batch);
     let mut result = (initial.clone(), Vec::new());
+    let mut fastest = Duration::MAX;
     for _ in 0..rounds {
         let mut state = initial.clone();
         let started = Instant::now();
         let outcomes = executor.execute(&mut state, batch);
-        times.push(started.elapsed());
+        fastest = fastest.min(started.elapsed());
         result = (state, outcomes);
     }
-    times.sort();
-    (result.0, result.1, times[times.len() / 2])
+    (result.0, result.1, fastest)
 }
 
-/// The rows as a plain-text table.
-pub fn format_table(rows: &[BenchRow]) -> String {
+/// The report as a plain-text table, followed by the machine's ceiling.
+pub fn format_table(report: &BenchReport) -> String {
     let mut table = format!(
         "{:>5} {:>8}  {:<22} {:>7} {:>14} {:>14}\n",
         "work", "accounts", "executor", "threads", "transfers/s", "vs sequential"
     );
-    for row in rows {
+    for row in &report.rows {
         // Writing to a String cannot fail.
         let _ = writeln!(
             table,
@@ -303,6 +358,18 @@ pub fn format_table(rows: &[BenchRow]) -> String {
             row.vs_sequential
         );
     }
+    let ceiling: Vec<String> = report
+        .ceiling
+        .iter()
+        .map(|(threads, speedup)| {
+            format!("{threads} {} {speedup:.2}x", if *threads == 1 { "thread" } else { "threads" })
+        })
+        .collect();
+    let _ = writeln!(
+        table,
+        "machine ceiling (independent hashing, measured after the rows): {}",
+        ceiling.join(", ")
+    );
     table
 }
 
@@ -354,11 +421,13 @@ mod tests {
             rounds: 1,
             seed: 3,
         };
-        let rows = run(&config).expect("engines agree");
-        assert_eq!(rows.len(), 2 * 2 * (1 + 2 * 2));
-        let table = format_table(&rows);
-        assert_eq!(table.lines().count(), rows.len() + 1);
+        let report = run(&config).expect("engines agree");
+        assert_eq!(report.rows.len(), 2 * 2 * (1 + 2 * 2));
+        assert_eq!(report.ceiling.iter().map(|(threads, _)| *threads).collect::<Vec<_>>(), [1, 2]);
+        let table = format_table(&report);
+        assert_eq!(table.lines().count(), report.rows.len() + 2);
         assert!(table.lines().nth(1).is_some_and(|line| line.trim_end().ends_with("1.00x")), "{table}");
+        assert!(table.lines().last().is_some_and(|line| line.starts_with("machine ceiling")), "{table}");
     }
 
     #[test]

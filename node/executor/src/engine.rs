@@ -2,31 +2,35 @@
 //! with the result of running them one after another in batch order.
 //!
 //! [`Sequential`] is that definition (the oracle and the baseline). [`Parallel`] reaches the same
-//! final state and the same per-transaction outcomes on several threads. Per chunk of the batch:
+//! final state and the same per-transaction outcomes on several threads. A batch runs in chunks:
 //!
-//! 1. **Automatic choice** ([`ContentionFallback::Auto`]). If the first transactions of the
-//!    chunk mostly conflict with their immediate predecessors (e.g. every transfer between the
-//!    same two accounts), the chunk is a chain and runs inline on the caller's thread, exactly like
-//!    [`Sequential`]. Otherwise the first 64 transactions run inline and are timed: if one costs
-//!    less than 500 ns, the parallel bookkeeping would cost more than it saves, and the rest of the
-//!    chunk runs inline too. Either way the result is the same; only the speed differs.
-//! 2. **Dependencies** (parallel, by key shard). Every thread scans the chunk's declared keys and
-//!    handles the keys of the shards it owns: it records, for each access, which earlier write
-//!    produces the version the access will see (or the value before the chunk, which it copies).
-//!    Only read-after-write is a dependency: every write creates a new version, so writers never
-//!    wait for earlier readers or writers.
-//! 3. **Execution** (parallel, blocks of transactions claimed in batch order). A read waits until
-//!    the version it depends on is published; a transaction that fails (or writes nothing to a key
-//!    it declared) publishes "unchanged", and readers follow it to the version before. Claiming in
-//!    batch order guarantees progress: the earliest unfinished transaction never waits.
-//!    If the dependency pass finds many dependencies between concurrently running blocks, the
-//!    chunk's transactions run on one thread instead (in order, so never waiting).
-//! 4. **Write-back** (parallel, by key shard): the last version of every written key goes into
-//!    the state.
+//! 1. **Automatic choice** ([`Scheduling::Auto`]), made once per batch on its first chunk. If the
+//!    first transactions mostly conflict with their immediate predecessors (e.g. every transfer
+//!    between the same two accounts), the batch is a chain and runs inline on the caller's
+//!    thread, exactly like [`Sequential`]. Otherwise the first 64 transactions run inline and are
+//!    timed: if one costs less than 500 ns, the parallel bookkeeping would cost more than it
+//!    saves, and the batch runs inline too. Either way the result is the same; only the speed
+//!    differs. Otherwise every chunk runs in the following phases.
+//! 2. **Dependencies** (parallel, by key group: the state's 64 hash shards are split into one
+//!    group per thread, and whichever thread is free claims the next group). For each access to
+//!    a key of its group, a thread records which earlier write produces the version the access
+//!    will see (or copies the value from before the chunk). Only read-after-write is a
+//!    dependency: every write creates a new version, so writers never wait for earlier readers
+//!    or writers.
+//! 3. **Execution** (parallel, blocks of 32 transactions claimed in batch order). A read waits
+//!    (spins briefly, then sleeps) until the version it depends on is published; a transaction
+//!    that fails (or writes nothing to a key it declared) publishes "unchanged", and readers
+//!    follow it to the version before. Claiming in batch order guarantees progress: the earliest
+//!    unfinished transaction never waits. If the dependency pass finds many dependencies between
+//!    blocks that would run at the same time, one thread runs the chunk instead (in order, so
+//!    never waiting).
+//! 4. **Write-back** (parallel, by key group, once every transaction has run): the last version
+//!    of every written key goes into the state.
 //!
-//! Memory is bounded per chunk: a chunk holds at most `chunk_rows` declared keys (default 32768;
+//! Memory is bounded per chunk: a chunk holds at most `chunk_rows` declared keys (default 65536;
 //! a single larger transaction is a chunk of its own), and everything the engine allocates for it
-//! is proportional to that; a longer batch is cut into chunks that run one after another.
+//! is proportional to that (version cells and key maps are reused by the next chunk of the same
+//! batch); a longer batch is cut into chunks that run one after another.
 //!
 //! A transaction that panics makes `execute` panic once the chunk's threads have stopped; the
 //! state is then unspecified, as after a panic in a sequential loop. `Hash`, `Eq` and `Clone` of
@@ -39,8 +43,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::Instant;
 
@@ -62,8 +66,11 @@ const PROBE_TXS: usize = 64;
 /// Below this cost per transaction the parallel phases (about 150-200 ns of bookkeeping per
 /// transaction and thread, measured on x86_64) cost more than they save.
 const PARALLEL_MIN_TX_NANOS: u128 = 500;
-/// Default bound of declared keys per chunk (about 16k two-account transfers).
-pub const DEFAULT_CHUNK_ROWS: usize = 1 << 15;
+/// Default bound of declared keys per chunk: 16,384 two-account transfers (2 reads, 2 writes
+/// each), a few MiB of engine memory. Measured: fewer, larger chunks amortise the per-chunk
+/// synchronisation (2 µs transfers on 2 threads: 1.71x at 1 << 14, 1.78x here, no better at
+/// 1 << 17).
+pub const DEFAULT_CHUNK_ROWS: usize = 1 << 16;
 /// Upper bound of `chunk_rows`: row numbers are stored in 32 bits.
 pub const MAX_CHUNK_ROWS: usize = 1 << 28;
 
@@ -356,14 +363,15 @@ pub enum EngineError {
     ChunkRows(usize),
 }
 
-/// Whether [`Parallel`] may run contended chunks inline.
+/// How [`Parallel`] runs a chunk; the result is the same either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ContentionFallback {
-    /// Run a chunk inline when it looks like a chain (the default).
+pub enum Scheduling {
+    /// Inline on the caller's thread when the chunk is a chain or its transactions are too
+    /// cheap to gain from threads; otherwise the parallel phases (the default).
     #[default]
     Auto,
-    /// Always use the parallel phases, even on one thread (for tests and measurements).
-    Never,
+    /// Always the parallel phases, even on one thread (for tests and measurements).
+    Phased,
 }
 
 /// The parallel engine. See the module documentation for how it schedules.
@@ -371,7 +379,7 @@ pub enum ContentionFallback {
 pub struct Parallel {
     threads: usize,
     chunk_rows: usize,
-    fallback: ContentionFallback,
+    scheduling: Scheduling,
 }
 
 impl Parallel {
@@ -380,7 +388,7 @@ impl Parallel {
         if threads == 0 {
             return Err(EngineError::ZeroThreads);
         }
-        Ok(Self { threads, chunk_rows: DEFAULT_CHUNK_ROWS, fallback: ContentionFallback::Auto })
+        Ok(Self { threads, chunk_rows: DEFAULT_CHUNK_ROWS, scheduling: Scheduling::Auto })
     }
 
     /// An engine on the plan's engine threads.
@@ -388,7 +396,7 @@ impl Parallel {
         Self {
             threads: plan.engine_threads().max(1),
             chunk_rows: DEFAULT_CHUNK_ROWS,
-            fallback: ContentionFallback::Auto,
+            scheduling: Scheduling::Auto,
         }
     }
 
@@ -401,9 +409,9 @@ impl Parallel {
         Ok(self)
     }
 
-    /// Sets whether contended chunks may run inline.
-    pub fn with_fallback(mut self, fallback: ContentionFallback) -> Self {
-        self.fallback = fallback;
+    /// Sets how chunks are run.
+    pub fn with_scheduling(mut self, scheduling: Scheduling) -> Self {
+        self.scheduling = scheduling;
         self
     }
 
@@ -412,17 +420,19 @@ impl Parallel {
         self.threads
     }
 
-    /// Runs a chunk inline when it is a chain or its transactions are too cheap for the parallel
-    /// phases to pay off; the probe transactions are executed for real, not wasted.
-    fn run_auto<T: Transaction>(
+    /// Runs the first chunk of a batch inline or in parallel phases and says which: inline when it
+    /// is a chain or its transactions are too cheap for the parallel phases to pay off. The probe
+    /// transactions are executed for real, not wasted.
+    fn run_first_chunk<'b, T: Transaction>(
         &self,
         state: &mut State<T::Key, T::Value>,
-        chunk: &[T],
+        chunk: &'b [T],
+        scratch: &mut Scratch<'b, T::Key, T::Value>,
         outcomes: &mut Vec<Outcome<T>>,
-    ) {
+    ) -> Choice {
         if self.threads == 1 || looks_contended(chunk, self.threads) {
             run_sequential(state, chunk, outcomes);
-            return;
+            return Choice::Inline;
         }
         let (probe, rest) = chunk.split_at(chunk.len().min(PROBE_TXS));
         let started = Instant::now();
@@ -430,15 +440,29 @@ impl Parallel {
         let nanos_per_tx = started.elapsed().as_nanos() / probe.len().max(1) as u128;
         if nanos_per_tx < PARALLEL_MIN_TX_NANOS {
             run_sequential(state, rest, outcomes);
+            Choice::Inline
         } else {
-            run_phases(state, rest, self.threads, self.fallback, outcomes);
+            run_phases(state, rest, self.threads, self.scheduling, scratch, outcomes);
+            Choice::Phased
         }
     }
+}
+
+/// How [`Scheduling::Auto`] runs the chunks of a batch, decided on its first chunk.
+#[derive(Debug, Clone, Copy)]
+enum Choice {
+    Inline,
+    Phased,
 }
 
 impl Executor for Parallel {
     fn execute<T: Transaction>(&self, state: &mut State<T::Key, T::Value>, batch: &[T]) -> Vec<Outcome<T>> {
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut scratch = Scratch::default();
+        let mut choice = match self.scheduling {
+            Scheduling::Auto => None,
+            Scheduling::Phased => Some(Choice::Phased),
+        };
         let mut start = 0;
         while start < batch.len() {
             let mut end = start;
@@ -452,11 +476,12 @@ impl Executor for Parallel {
                 end += 1;
             }
             let chunk = &batch[start..end];
-            match self.fallback {
-                ContentionFallback::Never => {
-                    run_phases(state, chunk, self.threads, self.fallback, &mut outcomes)
+            match choice {
+                None => choice = Some(self.run_first_chunk(state, chunk, &mut scratch, &mut outcomes)),
+                Some(Choice::Inline) => run_sequential(state, chunk, &mut outcomes),
+                Some(Choice::Phased) => {
+                    run_phases(state, chunk, self.threads, self.scheduling, &mut scratch, &mut outcomes)
                 }
-                ContentionFallback::Auto => self.run_auto(state, chunk, &mut outcomes),
             }
             start = end;
         }
@@ -501,7 +526,8 @@ fn rows_of<'t, T: Transaction>(tx: &'t T, rows: &mut Vec<(&'t T::Key, bool)>) {
 /// Where the version an access sees comes from.
 #[derive(Debug, Clone, Copy)]
 enum Pred {
-    /// The value before the chunk, copied by shard owner `.0` into its `bases[.1]`.
+    /// The value before the chunk, copied by the dependency pass of key group `.0` into its
+    /// `bases[.1]`.
     Base(u32, u32),
     /// The version published by the write in this row.
     Row(u32),
@@ -516,10 +542,10 @@ enum Version<V> {
     Unchanged(Pred),
 }
 
-/// The dependency pass's results for the keys of one thread's shards.
+/// The dependency pass's results for the keys of one key group.
 #[derive(Debug)]
 struct Dependencies<V> {
-    /// The predecessor of each of this thread's rows, in row order.
+    /// The predecessor of each row whose key is in this group, in row order.
     preds: Vec<Pred>,
     bases: Vec<Option<V>>,
     /// Index into `preds` at the start of each block.
@@ -530,14 +556,28 @@ struct Dependencies<V> {
     stalling: usize,
 }
 
-/// The last write of a key seen by the dependency pass.
+/// The last write of a key seen by the dependency pass (kept small: one per key per chunk).
 #[derive(Debug)]
 struct LastWrite {
     pred: Pred,
-    tx: Option<usize>,
-    shard: usize,
+    tx: Option<u32>,
+    /// Index of the key's shard within its group.
+    local: u32,
 }
 
+/// Where a shard belongs: its key group (shard mod groups) and its index in the group. Looked up
+/// in a table because a division per declared key is measurably slow.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    group: usize,
+    local: usize,
+}
+
+fn places(groups: usize) -> [Place; SHARDS] {
+    std::array::from_fn(|shard| Place { group: shard % groups, local: shard / groups })
+}
+
+/// One declared key of the transaction being executed.
 #[derive(Debug)]
 struct RowRef<'t, K> {
     key: &'t K,
@@ -552,12 +592,14 @@ struct Versions<'c, K, V> {
     rows: &'c [RowRef<'c, K>],
     cells: &'c [OnceLock<Version<V>>],
     deps: &'c [&'c Dependencies<V>],
+    wakeup: &'c Wakeup,
+    me: usize,
 }
 
 impl<'c, K: Eq, V> Versions<'c, K, V> {
     fn get(&self, key: &K) -> Option<&'c V> {
         let row = self.rows.iter().find(|row| row.key == key)?;
-        match resolve(self.cells, row.pred) {
+        match resolve(self.cells, self.wakeup, self.me, row.pred) {
             Resolved::Base(owner, index) => self.deps[owner as usize].bases[index as usize].as_ref(),
             Resolved::Value(value) => Some(value),
             Resolved::Absent => None,
@@ -567,18 +609,23 @@ impl<'c, K: Eq, V> Versions<'c, K, V> {
 
 /// The effective version behind a predecessor.
 enum Resolved<'c, V> {
-    /// The value before the chunk, in `bases[.1]` of shard owner `.0`.
+    /// The value before the chunk, in `bases[.1]` of key group `.0`.
     Base(u32, u32),
     Value(&'c V),
     Absent,
 }
 
 /// Follows "unchanged" versions back to the effective one, waiting for each to be published.
-fn resolve<V>(cells: &[OnceLock<Version<V>>], mut pred: Pred) -> Resolved<'_, V> {
+fn resolve<'c, V>(
+    cells: &'c [OnceLock<Version<V>>],
+    wakeup: &Wakeup,
+    me: usize,
+    mut pred: Pred,
+) -> Resolved<'c, V> {
     loop {
         match pred {
             Pred::Base(owner, index) => return Resolved::Base(owner, index),
-            Pred::Row(row) => match wait(&cells[row as usize]) {
+            Pred::Row(row) => match wakeup.wait(me, Event::Row(row), || cells[row as usize].get()) {
                 Version::Unchanged(earlier) => pred = *earlier,
                 Version::Value(value) => return Resolved::Value(value),
                 Version::Absent => return Resolved::Absent,
@@ -587,69 +634,176 @@ fn resolve<V>(cells: &[OnceLock<Version<V>>], mut pred: Pred) -> Resolved<'_, V>
     }
 }
 
-/// Waits until another engine thread publishes `cell`. Every wait is for an earlier transaction,
-/// and the earliest unfinished one never waits, so this ends.
-fn wait<T>(cell: &OnceLock<T>) -> &T {
-    let mut spins = 0u32;
-    loop {
-        if let Some(value) = cell.get() {
-            return value;
+/// Spins before a waiting thread goes to sleep: most waits end within a transaction or two.
+const SPINS: u32 = 256;
+
+/// What a sleeping engine thread waits for: a version row's publication, a key group's
+/// dependency pass, or the end of execution. Encoded in one `u64` so that a publisher can check cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Row(u32),
+    Dependencies(usize),
+    AllExecuted,
+}
+
+impl Event {
+    fn encode(self) -> u64 {
+        match self {
+            Event::Row(row) => u64::from(row),
+            Event::Dependencies(group) => (1 << 32) + group as u64,
+            Event::AllExecuted => 1 << 40,
         }
-        if spins < 100 {
-            spins += 1;
+    }
+}
+
+/// Marks a thread that is not sleeping.
+const AWAKE: u64 = u64::MAX;
+
+/// Lets engine threads sleep while they wait, instead of taking CPU time from the thread they
+/// wait for (and from the node and the display loop). Each sleeper says what it waits for, so a
+/// publisher wakes sleepers only for their own event.
+#[derive(Debug)]
+struct Wakeup {
+    sleeping_on: Vec<AtomicU64>,
+    lock: Mutex<()>,
+    published: Condvar,
+}
+
+impl Wakeup {
+    fn new(threads: usize) -> Self {
+        Self {
+            sleeping_on: (0..threads).map(|_| AtomicU64::new(AWAKE)).collect(),
+            lock: Mutex::new(()),
+            published: Condvar::new(),
+        }
+    }
+
+    /// Call after publishing: wakes the sleepers waiting for one of `events`.
+    fn notify(&self, events: impl Iterator<Item = Event> + Clone) {
+        // Pairs with the fence in `wait`: either the sleeper sees the publication or this sees
+        // the sleeper.
+        fence(Ordering::SeqCst);
+        let waited_for = |sleeper: &AtomicU64| {
+            let event = sleeper.load(Ordering::Relaxed);
+            event != AWAKE && events.clone().any(|published| published.encode() == event)
+        };
+        if self.sleeping_on.iter().any(waited_for) {
+            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.published.notify_all();
+        }
+    }
+
+    /// Waits on thread `me` until `ready` returns a value, which another thread publishes together
+    /// with `event`. Every wait is for an earlier transaction, a dependency pass (which never
+    /// waits) or the end of execution, and the earliest unfinished transaction never waits, so
+    /// this ends.
+    fn wait<'c, R>(&self, me: usize, event: Event, ready: impl Fn() -> Option<&'c R>) -> &'c R {
+        for _ in 0..SPINS {
+            if let Some(value) = ready() {
+                return value;
+            }
             std::hint::spin_loop();
-        } else {
-            thread::yield_now();
         }
+        self.sleeping_on[me].store(event.encode(), Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let value = loop {
+            if let Some(value) = ready() {
+                break value;
+            }
+            guard = self.published.wait(guard).unwrap_or_else(PoisonError::into_inner);
+        };
+        drop(guard);
+        self.sleeping_on[me].store(AWAKE, Ordering::Relaxed);
+        value
     }
 }
 
 type Shard<K, V> = HashMap<K, V, FxBuildHasher>;
 
+/// The shards of one key group (shard index ≡ group mod groups) and what the dependency pass
+/// learned about their keys. Whichever thread is free claims a group for the dependency pass
+/// and again for the write-back, so a descheduled thread holds up only work it already started.
+struct Group<'s, 'b, K, V> {
+    shards: Vec<&'s mut Shard<K, V>>,
+    last: HashMap<&'b K, LastWrite, FxBuildHasher>,
+}
+
+/// Allocations reused from chunk to chunk of one batch: growing fresh maps and touching fresh
+/// pages for every chunk cost more than the bookkeeping itself.
+struct Scratch<'b, K, V> {
+    lasts: Vec<HashMap<&'b K, LastWrite, FxBuildHasher>>,
+    cells: Vec<OnceLock<Version<V>>>,
+}
+
+impl<K, V> Default for Scratch<'_, K, V> {
+    fn default() -> Self {
+        Self { lasts: Vec::new(), cells: Vec::new() }
+    }
+}
+
 /// Everything the threads of one chunk share.
-struct Chunk<'b, T: Transaction> {
+struct Chunk<'s, 'b, T: Transaction> {
     txs: &'b [T],
     threads: usize,
-    fallback: ContentionFallback,
+    scheduling: Scheduling,
+    groups: Vec<Mutex<Group<'s, 'b, T::Key, T::Value>>>,
+    places: [Place; SHARDS],
+    next_group: AtomicUsize,
+    next_write_back: AtomicUsize,
+    /// Per group, published once by the thread that ran its dependency pass.
     deps: Vec<OnceLock<Dependencies<T::Value>>>,
-    cells: Vec<OnceLock<Version<T::Value>>>,
+    cells: &'s [OnceLock<Version<T::Value>>],
     next_block: AtomicUsize,
+    /// Transactions executed so far; write-back waits for all.
+    executed: AtomicUsize,
+    wakeup: Wakeup,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
-fn run_phases<T: Transaction>(
+fn run_phases<'b, T: Transaction>(
     state: &mut State<T::Key, T::Value>,
-    txs: &[T],
+    txs: &'b [T],
     threads: usize,
-    fallback: ContentionFallback,
+    scheduling: Scheduling,
+    scratch: &mut Scratch<'b, T::Key, T::Value>,
     outcomes: &mut Vec<Outcome<T>>,
 ) {
     if txs.is_empty() {
         return;
     }
     let rows: usize = txs.iter().map(|tx| tx.reads().len() + tx.writes().len()).sum();
+    if scratch.cells.len() < rows {
+        scratch.cells.resize_with(rows, OnceLock::new);
+    }
+    scratch.lasts.resize_with(threads, HashMap::default);
+    let mut groups: Vec<Group<'_, 'b, T::Key, T::Value>> = scratch
+        .lasts
+        .iter_mut()
+        .map(|last| Group { shards: Vec::new(), last: std::mem::take(last) })
+        .collect();
+    for (index, shard) in state.shards.iter_mut().enumerate() {
+        groups[index % threads].shards.push(shard);
+    }
     let chunk = Chunk {
         txs,
         threads,
-        fallback,
+        scheduling,
+        groups: groups.into_iter().map(Mutex::new).collect(),
+        places: places(threads),
+        next_group: AtomicUsize::new(0),
+        next_write_back: AtomicUsize::new(0),
         deps: (0..threads).map(|_| OnceLock::new()).collect(),
-        cells: (0..rows).map(|_| OnceLock::new()).collect(),
+        cells: &scratch.cells[..rows],
         next_block: AtomicUsize::new(0),
+        executed: AtomicUsize::new(0),
+        wakeup: Wakeup::new(threads),
         panic: Mutex::new(None),
     };
-    let mut owned: Vec<Vec<&mut Shard<T::Key, T::Value>>> = (0..threads).map(|_| Vec::new()).collect();
-    for (index, shard) in state.shards.iter_mut().enumerate() {
-        owned[index % threads].push(shard);
-    }
     let per_thread = thread::scope(|scope| {
         let chunk = &chunk;
-        let mut owned = owned.into_iter();
-        let mine = owned.next().unwrap_or_default();
-        let handles: Vec<_> = owned
-            .enumerate()
-            .map(|(index, shards)| scope.spawn(move || work(chunk, index + 1, shards)))
-            .collect();
-        let mut per_thread = vec![work(chunk, 0, mine)];
+        let handles: Vec<_> = (1..threads).map(|me| scope.spawn(move || work(chunk, me))).collect();
+        let mut per_thread = vec![work(chunk, 0)];
         for handle in handles {
             match handle.join() {
                 Ok(done) => per_thread.push(done),
@@ -658,7 +812,14 @@ fn run_phases<T: Transaction>(
         }
         per_thread
     });
-    if let Some(payload) = chunk.panic.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()) {
+    let Chunk { groups, panic, .. } = chunk;
+    for (last, group) in scratch.lasts.iter_mut().zip(groups) {
+        *last = group.into_inner().unwrap_or_else(PoisonError::into_inner).last;
+    }
+    for cell in &mut scratch.cells[..rows] {
+        cell.take();
+    }
+    if let Some(payload) = panic.into_inner().unwrap_or_else(PoisonError::into_inner) {
         panic::resume_unwind(payload);
     }
     let mut slots: Vec<Option<Outcome<T>>> = (0..txs.len()).map(|_| None).collect();
@@ -668,15 +829,68 @@ fn run_phases<T: Transaction>(
     outcomes.extend(slots.into_iter().map(|slot| slot.expect("every transaction of the chunk was executed")));
 }
 
-/// One engine thread: dependencies and write-back for its shards, execution of claimed blocks.
-fn work<'b, T: Transaction>(
-    chunk: &Chunk<'b, T>,
-    me: usize,
-    mut shards: Vec<&mut Shard<T::Key, T::Value>>,
-) -> Vec<(usize, Outcome<T>)> {
-    let threads = chunk.threads;
-    let mut last: HashMap<&'b T::Key, LastWrite, FxBuildHasher> = HashMap::default();
-    let mut mine = Dependencies {
+/// One engine thread: claims dependency passes, blocks of transactions and write-backs until
+/// none is left.
+fn work<T: Transaction>(chunk: &Chunk<'_, '_, T>, me: usize) -> Vec<(usize, Outcome<T>)> {
+    let groups = chunk.groups.len();
+    loop {
+        let group = chunk.next_group.fetch_add(1, Ordering::Relaxed);
+        if group >= groups {
+            break;
+        }
+        let mut claimed = chunk.groups[group].lock().unwrap_or_else(PoisonError::into_inner);
+        let deps = dependency_pass(chunk, group, &mut claimed);
+        // Publishing is the hand-over to the other threads; each slot is set once.
+        let _ = chunk.deps[group].set(deps);
+        chunk.wakeup.notify(std::iter::once(Event::Dependencies(group)));
+    }
+    let deps: Vec<&Dependencies<T::Value>> = (0..groups)
+        .map(|group| chunk.wakeup.wait(me, Event::Dependencies(group), || chunk.deps[group].get()))
+        .collect();
+
+    let stalling: usize = deps.iter().map(|d| d.stalling).sum();
+    let one_thread = chunk.scheduling == Scheduling::Auto && stalling * 4 > chunk.txs.len();
+    let done = if me == 0 || !one_thread { execute_blocks(chunk, &deps, me) } else { Vec::new() };
+
+    // Write-back starts when every transaction has run: one wait instead of one per key.
+    let all = chunk.txs.len();
+    chunk
+        .wakeup
+        .wait(me, Event::AllExecuted, || (chunk.executed.load(Ordering::Acquire) == all).then_some(&()));
+    loop {
+        let group = chunk.next_write_back.fetch_add(1, Ordering::Relaxed);
+        if group >= groups {
+            return done;
+        }
+        let mut claimed = chunk.groups[group].lock().unwrap_or_else(PoisonError::into_inner);
+        let Group { shards, last } = &mut *claimed;
+        for (key, last_write) in last.drain() {
+            if last_write.tx.is_none() {
+                continue;
+            }
+            let shard = &mut shards[last_write.local as usize];
+            match resolve(chunk.cells, &chunk.wakeup, me, last_write.pred) {
+                Resolved::Base(..) => {}
+                Resolved::Value(value) => {
+                    shard.insert(key.clone(), value.clone());
+                }
+                Resolved::Absent => {
+                    shard.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// For every access to a key of `group`, finds the write whose version it will see (or copies
+/// the value from before the chunk).
+fn dependency_pass<'b, T: Transaction>(
+    chunk: &Chunk<'_, 'b, T>,
+    group: usize,
+    claimed: &mut Group<'_, 'b, T::Key, T::Value>,
+) -> Dependencies<T::Value> {
+    let Group { shards, last } = claimed;
+    let mut deps = Dependencies {
         preds: Vec::new(),
         bases: Vec::new(),
         block_starts: Vec::new(),
@@ -687,68 +901,46 @@ fn work<'b, T: Transaction>(
     let mut row = 0u32;
     for (index, tx) in chunk.txs.iter().enumerate() {
         if index % BLOCK_TXS == 0 {
-            mine.block_starts.push(mine.preds.len() as u32);
-            mine.row_starts.push(row);
+            deps.block_starts.push(deps.preds.len() as u32);
+            deps.row_starts.push(row);
         }
         rows_of(tx, &mut keys);
         for &(key, write) in &keys {
-            let shard = shard_of(hash_of(key));
-            if shard % threads == me {
-                let bases = &mut mine.bases;
+            let place = chunk.places[shard_of(hash_of(key))];
+            if place.group == group {
+                let bases = &mut deps.bases;
                 let entry = last.entry(key).or_insert_with(|| {
-                    bases.push(shards[shard / threads].get(key).cloned());
-                    LastWrite { pred: Pred::Base(me as u32, (bases.len() - 1) as u32), tx: None, shard }
+                    bases.push(shards[place.local].get(key).cloned());
+                    let pred = Pred::Base(group as u32, (bases.len() - 1) as u32);
+                    LastWrite { pred, tx: None, local: place.local as u32 }
                 });
-                mine.preds.push(entry.pred);
+                deps.preds.push(entry.pred);
                 if let Some(writer) = entry.tx {
-                    let (writer_block, block) = (writer / BLOCK_TXS, index / BLOCK_TXS);
-                    if writer_block != block && block - writer_block < threads {
-                        mine.stalling += 1;
+                    let (writer_block, block) = (writer as usize / BLOCK_TXS, index / BLOCK_TXS);
+                    if writer_block != block && block - writer_block < chunk.threads {
+                        deps.stalling += 1;
                     }
                 }
                 if write {
                     entry.pred = Pred::Row(row);
-                    entry.tx = Some(index);
+                    entry.tx = Some(index as u32);
                 }
             }
             row += 1;
         }
     }
-    // Publishing is the hand-over to the other threads; each slot is set once, by its owner.
-    let _ = chunk.deps[me].set(mine);
-    let deps: Vec<&Dependencies<T::Value>> = chunk.deps.iter().map(wait).collect();
-
-    let stalling: usize = deps.iter().map(|d| d.stalling).sum();
-    let one_thread = chunk.fallback == ContentionFallback::Auto && stalling * 4 > chunk.txs.len();
-    let done = if me == 0 || !one_thread { execute_blocks(chunk, &deps) } else { Vec::new() };
-
-    for (key, last_write) in last {
-        if last_write.tx.is_none() {
-            continue;
-        }
-        let shard = &mut shards[last_write.shard / threads];
-        match resolve(&chunk.cells, last_write.pred) {
-            Resolved::Base(..) => {}
-            Resolved::Value(value) => {
-                shard.insert(key.clone(), value.clone());
-            }
-            Resolved::Absent => {
-                shard.remove(key);
-            }
-        }
-    }
-    done
+    deps
 }
 
 /// Claims blocks of transactions in batch order and executes them.
 fn execute_blocks<T: Transaction>(
-    chunk: &Chunk<'_, T>,
+    chunk: &Chunk<'_, '_, T>,
     deps: &[&Dependencies<T::Value>],
+    me: usize,
 ) -> Vec<(usize, Outcome<T>)> {
-    let threads = chunk.threads;
     let blocks = chunk.txs.len().div_ceil(BLOCK_TXS);
     let mut done = Vec::new();
-    let mut cursors = vec![0usize; threads];
+    let mut cursors = vec![0usize; deps.len()];
     let mut keys = Vec::new();
     let mut rows: Vec<RowRef<'_, T::Key>> = Vec::new();
     let mut buffer = Vec::new();
@@ -767,13 +959,13 @@ fn execute_blocks<T: Transaction>(
             rows_of(tx, &mut keys);
             rows.clear();
             for &(key, write) in &keys {
-                let owner = shard_of(hash_of(key)) % threads;
+                let owner = chunk.places[shard_of(hash_of(key))].group;
                 let pred = deps[owner].preds[cursors[owner]];
                 cursors[owner] += 1;
                 rows.push(RowRef { key, write, pred, row });
                 row += 1;
             }
-            let versions = Versions { rows: &rows, cells: &chunk.cells, deps };
+            let versions = Versions { rows: &rows, cells: chunk.cells, deps, wakeup: &chunk.wakeup, me };
             let mut ctx = TxContext::new(tx.reads(), tx.writes(), View::Versions(versions), &mut buffer);
             let result = panic::catch_unwind(AssertUnwindSafe(|| tx.execute(&mut ctx)));
             let violation = ctx.into_violation();
@@ -782,7 +974,7 @@ fn execute_blocks<T: Transaction>(
                 Err(payload) => {
                     // Publish "unchanged" so that no other thread waits forever; the panic is
                     // re-raised when the chunk ends.
-                    let mut slot = chunk.panic.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut slot = chunk.panic.lock().unwrap_or_else(PoisonError::into_inner);
                     slot.get_or_insert(payload);
                     None
                 }
@@ -799,9 +991,14 @@ fn execute_blocks<T: Transaction>(
                 // Each row belongs to one transaction, so this is its only publication.
                 let _ = chunk.cells[written.row as usize].set(version);
             }
+            chunk.wakeup.notify(rows.iter().filter(|r| r.write).map(|r| Event::Row(r.row)));
             if let Some(outcome) = outcome {
                 done.push((index, outcome));
             }
+        }
+        let executed = end - block * BLOCK_TXS;
+        if chunk.executed.fetch_add(executed, Ordering::AcqRel) + executed == chunk.txs.len() {
+            chunk.wakeup.notify(std::iter::once(Event::AllExecuted));
         }
     }
 }
@@ -845,7 +1042,14 @@ mod tests {
     }
 
     fn forced(threads: usize) -> Parallel {
-        Parallel::new(threads).expect("threads > 0").with_fallback(ContentionFallback::Never)
+        Parallel::new(threads).expect("threads > 0").with_scheduling(Scheduling::Phased)
+    }
+
+    #[test]
+    fn engine_threads_come_from_the_runtime_plan() {
+        let facts = crate::runtime::BoardFacts { cores: 4, memory_bytes: 1 << 30 };
+        let plan = RuntimePlan::derive(facts).expect("valid facts");
+        assert_eq!(Parallel::from_plan(&plan).threads(), 4);
     }
 
     #[test]

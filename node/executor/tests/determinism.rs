@@ -5,8 +5,7 @@ use std::num::NonZeroUsize;
 
 use boltbox_executor::bench::{Transfer, TransferError, funded_accounts, random_transfers};
 use boltbox_executor::engine::{
-    Access, ContentionFallback, Executor, Outcome, Parallel, Sequential, State, Transaction, TxContext,
-    TxError,
+    Access, Executor, Outcome, Parallel, Scheduling, Sequential, State, Transaction, TxContext, TxError,
 };
 use proptest::prelude::*;
 
@@ -21,7 +20,7 @@ fn thread_counts() -> Vec<usize> {
     counts
 }
 
-/// Every engine configuration the oracle is compared with: automatic fallback with default
+/// Every engine configuration the oracle is compared with: automatic scheduling with default
 /// chunks, and forced parallel phases with default chunks and with chunks of `small_chunk_rows`
 /// declared keys (many chunk borders).
 fn engines(small_chunk_rows: usize) -> Vec<Parallel> {
@@ -29,7 +28,7 @@ fn engines(small_chunk_rows: usize) -> Vec<Parallel> {
     for threads in thread_counts() {
         let parallel = Parallel::new(threads).expect("threads > 0");
         engines.push(parallel.clone());
-        let forced = parallel.with_fallback(ContentionFallback::Never);
+        let forced = parallel.with_scheduling(Scheduling::Phased);
         engines.push(forced.clone());
         engines.push(forced.with_chunk_rows(small_chunk_rows).expect("valid chunk"));
     }

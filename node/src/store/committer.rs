@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -17,8 +17,13 @@ use super::{COMMIT_COUNTER, CommitLimits, KV, META, StoreError};
 /// One queued operation.
 #[derive(Debug)]
 pub(crate) enum Op {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
     /// Changes nothing; completes when everything queued before it is durable.
     Barrier,
 }
@@ -49,7 +54,8 @@ struct Queue {
 /// State shared by the store handles and the committer thread.
 #[derive(Debug)]
 struct Shared {
-    db: Database,
+    /// `None` once the store is closed.
+    db: RwLock<Option<Database>>,
     limits: CommitLimits,
     queue: Mutex<Queue>,
     wake: Condvar,
@@ -62,13 +68,29 @@ struct Shared {
 #[derive(Debug)]
 pub(crate) struct Committer {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A read lock on the open database.
+pub(crate) struct DbGuard<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // `Committer::db` hands out a guard only while the database is open.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("guard on a closed store"))
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the store is closed")
 }
 
 impl Committer {
     pub(crate) fn start(db: Database, limits: CommitLimits) -> Result<Arc<Self>, StoreError> {
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(db)),
             limits,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -80,11 +102,27 @@ impl Committer {
             .name("boltbox-commit".into())
             .spawn(move || while worker.run_one_batch() {})
             .map_err(StoreError::Thread)?;
-        Ok(Arc::new(Committer { shared, thread: Some(thread) }))
+        Ok(Arc::new(Committer { shared, thread: Mutex::new(Some(thread)) }))
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.shared.db
+    /// The database, for readers; an error once the store is closed.
+    pub(crate) fn db(&self) -> io::Result<DbGuard<'_>> {
+        let guard = self.shared.db.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(closed());
+        }
+        Ok(DbGuard(guard))
+    }
+
+    /// Commits everything queued, stops the thread and closes the database. Operations on
+    /// any remaining handle fail from now on.
+    pub(crate) fn close(&self) {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).shutting_down = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+        self.shared.db.write().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     pub(crate) fn stats(&self) -> (u64, u64) {
@@ -98,11 +136,7 @@ impl Committer {
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).shutting_down = true;
-        self.shared.wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.close();
     }
 }
 
@@ -110,6 +144,11 @@ impl Shared {
     /// Queues `op` behind everything queued before it and returns its completion.
     pub(crate) fn submit(&self, op: Op) -> Completion {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.shutting_down {
+            let done = Arc::new(BatchDone::default());
+            done.finish(Err(&closed()));
+            return Completion(done);
+        }
         let bytes = op.bytes();
         // Close the open segment when this op would make it exceed a batch's limits, so
         // that its callers are released by the commit that really holds their ops.
@@ -175,7 +214,8 @@ impl Shared {
     }
 
     fn commit(&self, ops: &[Op]) -> io::Result<()> {
-        let txn = self.db.begin_write().map_err(io::Error::other)?;
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let txn = db.as_ref().ok_or_else(closed)?.begin_write().map_err(io::Error::other)?;
         {
             let mut kv = txn.open_table(KV).map_err(io::Error::other)?;
             for op in ops {

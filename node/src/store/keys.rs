@@ -26,7 +26,13 @@ pub fn validate(primary: &str, secondary: &str, key: Option<&str>, operation: &s
             return Err(invalid(operation, primary, secondary, Some(key), "the key may not be empty"));
         }
         if !valid_str(key) {
-            return Err(invalid(operation, primary, secondary, Some(key), "the key has invalid characters or length"));
+            return Err(invalid(
+                operation,
+                primary,
+                secondary,
+                Some(key),
+                "the key has invalid characters or length",
+            ));
         }
     }
     if primary.is_empty() && !secondary.is_empty() {
@@ -39,7 +45,13 @@ pub fn validate(primary: &str, secondary: &str, key: Option<&str>, operation: &s
         ));
     }
     if !valid_str(primary) || !valid_str(secondary) {
-        return Err(invalid(operation, primary, secondary, key, "a namespace has invalid characters or length"));
+        return Err(invalid(
+            operation,
+            primary,
+            secondary,
+            key,
+            "a namespace has invalid characters or length",
+        ));
     }
     Ok(())
 }

@@ -60,6 +60,12 @@ impl StoreError {
     }
 }
 
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        StoreError::Redb(e.to_string())
+    }
+}
+
 impl From<StoreError> for io::Error {
     fn from(e: StoreError) -> Self {
         io::Error::other(e.to_string())
@@ -83,6 +89,28 @@ impl Default for CommitLimits {
     fn default() -> Self {
         CommitLimits { max_ops: 4096, max_bytes: 32 << 20, max_wait: Duration::ZERO }
     }
+}
+
+/// One stored value with its namespaces and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// LDK's primary namespace.
+    pub primary: String,
+    /// LDK's secondary namespace.
+    pub secondary: String,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// One committed state of the whole store (for backups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The commit counter of that state.
+    pub commit_counter: u64,
+    /// Every entry.
+    pub entries: Vec<Entry>,
 }
 
 /// The redb-backed, group-committing store. Cheap to clone (shared handle).
@@ -114,9 +142,15 @@ impl Store {
         Ok(Store { committer: Committer::start(db, limits)? })
     }
 
+    /// Commits everything queued and closes the database file, even if other handles (held
+    /// inside ldk-node, for instance) still exist: their operations fail from now on.
+    pub fn close(&self) {
+        self.committer.close();
+    }
+
     /// The number of commits this store has made over its whole life.
     pub fn commit_counter(&self) -> Result<u64, StoreError> {
-        let txn = self.committer.db().begin_read().map_err(StoreError::redb)?;
+        let txn = self.committer.db()?.begin_read().map_err(StoreError::redb)?;
         let meta = txn.open_table(META).map_err(StoreError::redb)?;
         Ok(meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0))
     }
@@ -132,7 +166,13 @@ impl Store {
         self.committer.stats()
     }
 
-    fn submit_write(&self, primary: &str, secondary: &str, key: &str, value: Vec<u8>) -> io::Result<Completion> {
+    fn submit_write(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> io::Result<Completion> {
         validate(primary, secondary, Some(key), "write")?;
         Ok(self.committer.submit(Op::Put { key: keys::encode(primary, secondary, key), value }))
     }
@@ -144,7 +184,7 @@ impl Store {
 
     fn read_now(&self, primary: &str, secondary: &str, key: &str) -> io::Result<Vec<u8>> {
         validate(primary, secondary, Some(key), "read")?;
-        let txn = self.committer.db().begin_read().map_err(io::Error::other)?;
+        let txn = self.committer.db()?.begin_read().map_err(io::Error::other)?;
         let table = txn.open_table(KV).map_err(io::Error::other)?;
         match table.get(keys::encode(primary, secondary, key).as_slice()).map_err(io::Error::other)? {
             Some(v) => Ok(v.value().to_vec()),
@@ -158,7 +198,7 @@ impl Store {
     fn list_now(&self, primary: &str, secondary: &str) -> io::Result<Vec<String>> {
         validate(primary, secondary, None, "list")?;
         let (start, end) = keys::namespace_range(primary, secondary);
-        let txn = self.committer.db().begin_read().map_err(io::Error::other)?;
+        let txn = self.committer.db()?.begin_read().map_err(io::Error::other)?;
         let table = txn.open_table(KV).map_err(io::Error::other)?;
         let mut out = Vec::new();
         for entry in table.range(start.as_slice()..end.as_slice()).map_err(io::Error::other)? {
@@ -168,20 +208,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Every (primary, secondary, key, value) of one committed state, and that state's commit
-    /// counter, read in one read transaction while writers go on.
-    pub fn snapshot(&self) -> Result<(u64, Vec<(String, String, String, Vec<u8>)>), StoreError> {
-        let txn = self.committer.db().begin_read().map_err(StoreError::redb)?;
+    /// Every entry of one committed state, and that state's commit counter, read in one read
+    /// transaction while writers go on.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.committer.db()?.begin_read().map_err(StoreError::redb)?;
         let meta = txn.open_table(META).map_err(StoreError::redb)?;
         let counter = meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0);
         let table = txn.open_table(KV).map_err(StoreError::redb)?;
         let mut entries = Vec::new();
         for entry in table.iter().map_err(StoreError::redb)? {
             let (k, v) = entry.map_err(StoreError::redb)?;
-            let (p, s, key) = keys::decode(k.value()).map_err(StoreError::redb)?;
-            entries.push((p, s, key, v.value().to_vec()));
+            let (primary, secondary, key) = keys::decode(k.value()).map_err(StoreError::redb)?;
+            entries.push(Entry { primary, secondary, key, value: v.value().to_vec() });
         }
-        Ok((counter, entries))
+        Ok(Snapshot { commit_counter: counter, entries })
     }
 }
 
@@ -210,14 +250,21 @@ impl KVStoreSync for Store {
 
 impl KVStore for Store {
     fn read(
-        &self, primary: &str, secondary: &str, key: &str,
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
     ) -> AsyncResult<'static, Vec<u8>, ldk_node::lightning::io::Error> {
         let res = self.read_now(primary, secondary, key);
         Box::pin(async move { Ok(res?) })
     }
 
     fn write(
-        &self, primary: &str, secondary: &str, key: &str, buf: Vec<u8>,
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        buf: Vec<u8>,
     ) -> AsyncResult<'static, (), ldk_node::lightning::io::Error> {
         // Queued now, in call order; the future only waits for durability.
         let queued = self.submit_write(primary, secondary, key, buf);
@@ -225,7 +272,11 @@ impl KVStore for Store {
     }
 
     fn remove(
-        &self, primary: &str, secondary: &str, key: &str, lazy: bool,
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        lazy: bool,
     ) -> AsyncResult<'static, (), ldk_node::lightning::io::Error> {
         let queued = self.submit_remove(primary, secondary, key);
         Box::pin(async move {
@@ -235,7 +286,9 @@ impl KVStore for Store {
     }
 
     fn list(
-        &self, primary: &str, secondary: &str,
+        &self,
+        primary: &str,
+        secondary: &str,
     ) -> AsyncResult<'static, Vec<String>, ldk_node::lightning::io::Error> {
         let res = self.list_now(primary, secondary);
         Box::pin(async move { Ok(res?) })
@@ -244,8 +297,8 @@ impl KVStore for Store {
 
 impl MigratableKVStore for Store {
     fn list_all_keys(&self) -> LdkResult<Vec<(String, String, String)>> {
-        let (_, entries) = self.snapshot().map_err(io::Error::from)?;
-        Ok(entries.into_iter().map(|(p, s, k, _)| (p, s, k)).collect())
+        let snapshot = self.snapshot().map_err(io::Error::from)?;
+        Ok(snapshot.entries.into_iter().map(|e| (e.primary, e.secondary, e.key)).collect())
     }
 }
 

@@ -72,6 +72,23 @@ fn a_write_is_durable_when_it_returns() {
 }
 
 #[test]
+fn close_commits_what_is_queued_and_fails_later_operations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    let store = Store::open(&path).expect("open");
+    let stray_handle = store.clone();
+    let queued = KVStore::write(&store, "p", "", "k", b"v".to_vec());
+    store.close();
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    rt.block_on(queued).expect("queued before close: committed");
+    assert!(KVStoreSync::write(&stray_handle, "p", "", "k2", vec![1]).is_err());
+    assert!(KVStoreSync::read(&stray_handle, "p", "", "k").is_err());
+    // The file is closed although a handle remains: it opens again.
+    let reopened = Store::open(&path).expect("reopen while a stray handle exists");
+    assert_eq!(KVStoreSync::read(&reopened, "p", "", "k").expect("read"), b"v");
+}
+
+#[test]
 fn lazy_removes_are_ordered_with_writes_and_flushed() {
     let (_dir, store) = temp_store();
     KVStoreSync::write(&store, "p", "", "k", b"1".to_vec()).expect("write");

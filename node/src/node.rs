@@ -1,0 +1,854 @@
+//! [`BoltNode`]: ldk-node wrapped for the appliance. It owns the node, its redb store, the
+//! status snapshot and the tasks that keep it current (events, a timer, trusted peers).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ldk_node::bitcoin::Address;
+use ldk_node::bitcoin::secp256k1::PublicKey;
+use ldk_node::config::{AnchorChannelsConfig, ChannelConfig, Config as LdkConfig};
+use ldk_node::lightning::ln::msgs::SocketAddress;
+use ldk_node::lightning::offers::offer::Offer;
+use ldk_node::lightning::routing::gossip::NodeAlias;
+use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
+use ldk_node::payment::{PaymentDirection, PaymentKind, PaymentStatus};
+use ldk_node::{Builder, Event, Node, UserChannelId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{ChainSource, Gossip, NodeConfig, PeerAddress, ValidConfig};
+use crate::error::Error;
+use crate::events::NodeEvent;
+use crate::ledger::Ledger;
+use crate::probe::ChainProbe;
+use crate::seed::Seed;
+use crate::status::{self, AlertInputs, Balances, ChannelSummary, PaymentCounts, Status, SyncStatus};
+use crate::store::Store;
+
+/// The store's file name in the data dir.
+pub const STORE_FILE: &str = "node.redb";
+/// How often the status is refreshed without an event.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the chain source is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Trusted peers are checked this often; a failed connect backs off from 1 s to this.
+const PEER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+const PEER_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A payment, as the CLI lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSummary {
+    /// Payment id (hex).
+    pub id: String,
+    /// "bolt11", "bolt12", "keysend", "onchain"…
+    pub kind: String,
+    /// "inbound" or "outbound".
+    pub direction: String,
+    /// "pending", "succeeded" or "failed".
+    pub status: String,
+    /// Amount, when known.
+    pub amount_msat: Option<u64>,
+    /// Fee paid, when known.
+    pub fee_msat: Option<u64>,
+}
+
+/// A peer, as the CLI lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    /// Node id (hex).
+    pub node_id: String,
+    /// Address.
+    pub address: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Reconnected by ldk-node after a restart.
+    pub persisted: bool,
+}
+
+/// Chain source state seen by the probe task.
+#[derive(Debug, Default)]
+struct ChainState {
+    error: Option<String>,
+    tip: Option<u32>,
+}
+
+struct Inner {
+    node: Node,
+    store: Store,
+    config: ValidConfig,
+    status: RwLock<Status>,
+    events: broadcast::Sender<NodeEvent>,
+    ledger: Mutex<Ledger>,
+    counts: Mutex<PaymentCounts>,
+    chain: Mutex<ChainState>,
+    probe: Option<ChainProbe>,
+    refresh: Notify,
+    started_at: u64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoltNode").field("node_id", &self.node.node_id()).finish_non_exhaustive()
+    }
+}
+
+/// The running Lightning node.
+#[derive(Debug)]
+pub struct BoltNode {
+    inner: Arc<Inner>,
+    handle: tokio::runtime::Handle,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Reads bitcoind credentials from the config (user/password, or the cookie file).
+fn bitcoind_credentials(config: &NodeConfig) -> Result<Option<(String, String)>, Error> {
+    match &config.chain {
+        ChainSource::Bitcoind { rpc_user: Some(u), rpc_password: Some(p), .. } => {
+            Ok(Some((u.clone(), p.clone())))
+        }
+        ChainSource::Bitcoind { rpc_cookie: Some(path), .. } => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::invalid("node.chain.rpc_cookie", format!("{}: {e}", path.display())))?;
+            let (u, p) = text.trim().split_once(':').ok_or_else(|| {
+                Error::invalid("node.chain.rpc_cookie", format!("{} is not user:password", path.display()))
+            })?;
+            Ok(Some((u.to_string(), p.to_string())))
+        }
+        _ => Ok(None),
+    }
+}
+
+impl BoltNode {
+    /// Builds and starts the node described by `config`, with `seed`, on `runtime`. Blocks
+    /// until ldk-node has started; call it from a plain thread, not from inside the runtime.
+    pub fn start(config: &NodeConfig, seed: &Seed, runtime: tokio::runtime::Handle) -> Result<Self, Error> {
+        let valid = config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store = Store::open(&config.data_dir.join(STORE_FILE))?;
+
+        let policy = &config.channel;
+        let ldk_config = LdkConfig {
+            anchor_channels_config: Some(AnchorChannelsConfig {
+                trusted_peers_no_reserve: Vec::new(),
+                per_channel_reserve_sats: policy.anchor_reserve_sats,
+            }),
+            ..LdkConfig::default()
+        };
+        let mut builder = Builder::from_config(ldk_config);
+        builder.set_network(config.network.to_bitcoin());
+        builder.set_storage_dir_path(config.data_dir.join("ldk").to_string_lossy().into_owned());
+        // Logs go to the `log` facade (and from there to tracing/journald), not to a file on
+        // the SD card.
+        builder.set_log_facade_logger();
+        builder.set_entropy_bip39_mnemonic(seed.mnemonic().clone(), None);
+        builder.set_runtime(runtime.clone());
+        builder.set_node_alias(config.alias.clone()).map_err(|e| Error::invalid("node.alias", e))?;
+        if !valid.listen.is_empty() {
+            builder
+                .set_listening_addresses(valid.listen.clone())
+                .map_err(|e| Error::invalid("node.listen", e))?;
+        }
+        if !valid.announce.is_empty() {
+            builder
+                .set_announcement_addresses(valid.announce.clone())
+                .map_err(|e| Error::invalid("node.announce", e))?;
+        }
+        let credentials = bitcoind_credentials(config)?;
+        match (&config.chain, &credentials) {
+            (ChainSource::Bitcoind { rpc_host, .. }, Some((user, password))) => {
+                builder.set_chain_source_bitcoind_rpc(
+                    rpc_host.clone(),
+                    config.bitcoind_rpc_port(),
+                    user.clone(),
+                    password.clone(),
+                );
+            }
+            (ChainSource::Esplora { url }, _) => {
+                builder.set_chain_source_esplora(url.clone(), None);
+            }
+            (ChainSource::Electrum { url }, _) => {
+                builder.set_chain_source_electrum(url.clone(), None);
+            }
+            (ChainSource::Bitcoind { .. }, None) => {
+                return Err(Error::invalid("node.chain", "bitcoind credentials are missing"));
+            }
+        }
+        match &valid.gossip {
+            Gossip::P2p => {
+                builder.set_gossip_source_p2p();
+            }
+            Gossip::Rgs(url) => {
+                builder.set_gossip_source_rgs(url.clone());
+            }
+            Gossip::None => {}
+        }
+        let node = builder
+            .build_with_store(Arc::new(store.clone()))
+            .map_err(|e| Error::Build(format!("{e} ({e:?})")))?;
+        node.start().map_err(Error::node("start"))?;
+
+        let probe = ChainProbe::new(config, credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str())));
+        let ledger = Ledger::load(&store)?;
+        let counts = count_payments(&node);
+        let (events, _) = broadcast::channel(256);
+        let inner = Arc::new(Inner {
+            status: RwLock::new(Status::starting(config.network, &config.alias)),
+            node,
+            store,
+            config: valid,
+            events,
+            ledger: Mutex::new(ledger),
+            counts: Mutex::new(counts),
+            chain: Mutex::new(ChainState::default()),
+            probe,
+            refresh: Notify::new(),
+            started_at: unix_now(),
+        });
+        inner.apply_policy_to_all_channels();
+        inner.refresh_status();
+
+        let (shutdown, _) = watch::channel(false);
+        let tasks = vec![
+            runtime.spawn(event_loop(inner.clone(), shutdown.subscribe())),
+            runtime.spawn(status_loop(inner.clone(), shutdown.subscribe())),
+            runtime.spawn(probe_loop(inner.clone(), shutdown.subscribe())),
+            runtime.spawn(trusted_peers_loop(inner.clone(), shutdown.subscribe())),
+        ];
+        tracing::info!(
+            "node {} started on {} ({} trusted peers)",
+            inner.node.node_id(),
+            config.network,
+            inner.config.trusted_peers.len()
+        );
+        Ok(BoltNode { inner, handle: runtime, shutdown, tasks: Mutex::new(tasks) })
+    }
+
+    /// Stops the node: our tasks end, ldk-node stops and persists everything, and the store
+    /// is flushed. Blocks; call it from a plain thread.
+    pub fn stop(&self) -> Result<(), Error> {
+        let _ = self.shutdown.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = self.handle.block_on(task);
+        }
+        let stopped = match self.inner.node.stop() {
+            Err(ldk_node::NodeError::NotRunning) => Ok(()),
+            other => other.map_err(Error::node("stop")),
+        };
+        self.inner.store.flush()?;
+        let counter = self.inner.store.commit_counter()?;
+        // ldk-node may keep handles on the store after it stops: close the file regardless,
+        // so that the same data dir can be opened again (restart, restore).
+        self.inner.store.close();
+        self.inner.status.write().unwrap_or_else(|p| p.into_inner()).running = false;
+        tracing::info!("node stopped; store flushed and closed at commit {counter}");
+        stopped
+    }
+
+    /// The current status snapshot (one lock, one clone: cheap at display rate).
+    pub fn status(&self) -> Status {
+        self.inner.status.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Recomputes the status now (it is also refreshed every second and after each event).
+    pub fn refresh_status(&self) -> Status {
+        self.inner.refresh_status();
+        self.status()
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The node's store (for backups and metrics).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Our node id (hex).
+    pub fn node_id(&self) -> String {
+        self.inner.node.node_id().to_string()
+    }
+
+    /// `node_id@host:port` for each listening address.
+    pub fn uris(&self) -> Vec<String> {
+        let id = self.node_id();
+        self.inner.config.listen.iter().map(|a| format!("{id}@{a}")).collect()
+    }
+
+    /// A new on-chain address of the node's wallet.
+    pub fn new_address(&self) -> Result<String, Error> {
+        Ok(self.inner.node.onchain_payment().new_address().map_err(Error::node("new address"))?.to_string())
+    }
+
+    /// Sends `amount_sats` on-chain to `address` (or everything but the anchor reserve when
+    /// `amount_sats` is `None`). Returns the txid.
+    pub fn send_onchain(&self, address: &str, amount_sats: Option<u64>) -> Result<String, Error> {
+        let network = self.inner.config.raw.network.to_bitcoin();
+        let address = Address::from_str(address)
+            .map_err(|e| Error::invalid("address", e))?
+            .require_network(network)
+            .map_err(|e| Error::invalid("address", e))?;
+        let onchain = self.inner.node.onchain_payment();
+        let txid = match amount_sats {
+            Some(sats) => onchain.send_to_address(&address, sats, None),
+            None => onchain.send_all_to_address(&address, true, None),
+        }
+        .map_err(Error::node("send on-chain"))?;
+        Ok(txid.to_string())
+    }
+
+    /// Connects to a peer; `persist` makes ldk-node reconnect to it after restarts.
+    pub fn connect(&self, peer: &PeerAddress, persist: bool) -> Result<(), Error> {
+        self.inner.node.connect(peer.node_id, peer.address.clone(), persist).map_err(Error::node("connect"))
+    }
+
+    /// Disconnects from a peer (and forgets it).
+    pub fn disconnect(&self, node_id: &str) -> Result<(), Error> {
+        let id = parse_node_id(node_id)?;
+        self.inner.node.disconnect(id).map_err(Error::node("disconnect"))
+    }
+
+    /// Opens a channel of `amount_sats` to `peer`, announced or not, with our channel policy.
+    /// Returns the user channel id (decimal).
+    pub fn open_channel(
+        &self,
+        peer: &PeerAddress,
+        amount_sats: u64,
+        push_msat: Option<u64>,
+        announce: bool,
+    ) -> Result<String, Error> {
+        let config = Some(self.inner.channel_config());
+        let node = &self.inner.node;
+        let id = if announce {
+            node.open_announced_channel(peer.node_id, peer.address.clone(), amount_sats, push_msat, config)
+        } else {
+            node.open_channel(peer.node_id, peer.address.clone(), amount_sats, push_msat, config)
+        }
+        .map_err(Error::node("open channel"))?;
+        Ok(id.0.to_string())
+    }
+
+    /// Closes a channel cooperatively, or by force.
+    pub fn close_channel(&self, user_channel_id: &str, force: bool) -> Result<(), Error> {
+        let wanted = u128::from_str(user_channel_id).map_err(|e| Error::invalid("channel id", e))?;
+        let channel = self
+            .inner
+            .node
+            .list_channels()
+            .into_iter()
+            .find(|c| c.user_channel_id.0 == wanted)
+            .ok_or_else(|| Error::invalid("channel id", format!("no channel {user_channel_id}")))?;
+        let (id, peer) = (UserChannelId(wanted), channel.counterparty_node_id);
+        if force {
+            self.inner
+                .node
+                .force_close_channel(&id, peer, Some("closed by the operator".into()))
+                .map_err(Error::node("force close"))
+        } else {
+            self.inner.node.close_channel(&id, peer).map_err(Error::node("close"))
+        }
+    }
+
+    /// A BOLT11 invoice for `amount_msat` (any amount when `None`).
+    pub fn create_invoice(
+        &self,
+        amount_msat: Option<u64>,
+        description: &str,
+        expiry_secs: u32,
+    ) -> Result<String, Error> {
+        let description = Bolt11InvoiceDescription::Direct(
+            Description::new(description.to_string()).map_err(|e| Error::invalid("description", e))?,
+        );
+        let bolt11 = self.inner.node.bolt11_payment();
+        let invoice = match amount_msat {
+            Some(msat) => bolt11.receive(msat, &description, expiry_secs),
+            None => bolt11.receive_variable_amount(&description, expiry_secs),
+        }
+        .map_err(Error::node("create invoice"))?;
+        Ok(invoice.to_string())
+    }
+
+    /// Pays a BOLT11 invoice (with `amount_msat` for an any-amount invoice). Returns the
+    /// payment id (hex); the outcome arrives as an event.
+    pub fn pay_invoice(&self, invoice: &str, amount_msat: Option<u64>) -> Result<String, Error> {
+        let invoice = Bolt11Invoice::from_str(invoice.trim()).map_err(|e| Error::invalid("invoice", e))?;
+        let bolt11 = self.inner.node.bolt11_payment();
+        let id = match amount_msat {
+            Some(msat) => bolt11.send_using_amount(&invoice, msat, None),
+            None => bolt11.send(&invoice, None),
+        }
+        .map_err(Error::node("pay invoice"))?;
+        Ok(hex(&id.0))
+    }
+
+    /// Sends a spontaneous (keysend) payment.
+    pub fn keysend(&self, node_id: &str, amount_msat: u64) -> Result<String, Error> {
+        let id = parse_node_id(node_id)?;
+        let payment = self.inner.node.spontaneous_payment().send(amount_msat, id, None);
+        Ok(hex(&payment.map_err(Error::node("keysend"))?.0))
+    }
+
+    /// A BOLT12 offer for `amount_msat` (any amount when `None`).
+    pub fn create_offer(&self, amount_msat: Option<u64>, description: &str) -> Result<String, Error> {
+        let bolt12 = self.inner.node.bolt12_payment();
+        let offer = match amount_msat {
+            Some(msat) => bolt12.receive(msat, description, None, None),
+            None => bolt12.receive_variable_amount(description, None),
+        }
+        .map_err(Error::node("create offer"))?;
+        Ok(offer.to_string())
+    }
+
+    /// Pays a BOLT12 offer (with `amount_msat` for an any-amount offer).
+    pub fn pay_offer(&self, offer: &str, amount_msat: Option<u64>) -> Result<String, Error> {
+        let offer = Offer::from_str(offer.trim()).map_err(|e| Error::invalid("offer", format!("{e:?}")))?;
+        let bolt12 = self.inner.node.bolt12_payment();
+        let id = match amount_msat {
+            Some(msat) => bolt12.send_using_amount(&offer, msat, None, None, None),
+            None => bolt12.send(&offer, None, None, None),
+        }
+        .map_err(Error::node("pay offer"))?;
+        Ok(hex(&id.0))
+    }
+
+    /// The channels.
+    pub fn list_channels(&self) -> Vec<ChannelSummary> {
+        self.inner.node.list_channels().iter().map(summarize_channel).collect()
+    }
+
+    /// The payments, newest last.
+    pub fn list_payments(&self) -> Vec<PaymentSummary> {
+        let mut payments = self.inner.node.list_payments();
+        payments.sort_by_key(|p| p.latest_update_timestamp);
+        payments
+            .iter()
+            .map(|p| PaymentSummary {
+                id: hex(&p.id.0),
+                kind: match p.kind {
+                    PaymentKind::Onchain { .. } => "onchain",
+                    PaymentKind::Bolt11 { .. } | PaymentKind::Bolt11Jit { .. } => "bolt11",
+                    PaymentKind::Bolt12Offer { .. } | PaymentKind::Bolt12Refund { .. } => "bolt12",
+                    PaymentKind::Spontaneous { .. } => "keysend",
+                }
+                .into(),
+                direction: match p.direction {
+                    PaymentDirection::Inbound => "inbound",
+                    PaymentDirection::Outbound => "outbound",
+                }
+                .into(),
+                status: match p.status {
+                    PaymentStatus::Pending => "pending",
+                    PaymentStatus::Succeeded => "succeeded",
+                    PaymentStatus::Failed => "failed",
+                }
+                .into(),
+                amount_msat: p.amount_msat,
+                fee_msat: p.fee_paid_msat,
+            })
+            .collect()
+    }
+
+    /// The peers.
+    pub fn list_peers(&self) -> Vec<PeerSummary> {
+        self.inner
+            .node
+            .list_peers()
+            .into_iter()
+            .map(|p| PeerSummary {
+                node_id: p.node_id.to_string(),
+                address: p.address.to_string(),
+                connected: p.is_connected,
+                persisted: p.is_persisted,
+            })
+            .collect()
+    }
+
+    /// How many nodes, and routable channels (announced, with fee policies for both
+    /// directions), the node knows of in the network graph.
+    pub fn graph_size(&self) -> (usize, usize) {
+        let graph = self.inner.node.network_graph();
+        let routable = graph
+            .list_channels()
+            .iter()
+            .filter_map(|scid| graph.channel(*scid))
+            .filter(|c| c.one_to_two.is_some() && c.two_to_one.is_some())
+            .count();
+        (graph.list_nodes().len(), routable)
+    }
+
+    /// Whether the network graph holds `node_id`'s node announcement.
+    pub fn graph_has_announced_node(&self, node_id: &str) -> bool {
+        let Ok(id) = parse_node_id(node_id) else { return false };
+        let id = ldk_node::lightning::routing::gossip::NodeId::from_pubkey(&id);
+        self.inner.node.network_graph().node(&id).is_some_and(|n| n.announcement_info.is_some())
+    }
+
+    /// Syncs the wallets with the chain source now (ldk-node also does so on its own timer).
+    pub fn sync_wallets(&self) -> Result<(), Error> {
+        self.inner.node.sync_wallets().map_err(Error::node("sync wallets"))
+    }
+}
+
+impl Drop for BoltNode {
+    fn drop(&mut self) {
+        // A node dropped without `stop` still stops its tasks; ldk-node persists on its own.
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn parse_node_id(text: &str) -> Result<PublicKey, Error> {
+    PublicKey::from_str(text.trim()).map_err(|e| Error::invalid("node id", e))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn summarize_channel(c: &ldk_node::ChannelDetails) -> ChannelSummary {
+    ChannelSummary {
+        channel_id: c.channel_id.to_string(),
+        user_channel_id: c.user_channel_id.0.to_string(),
+        peer: c.counterparty_node_id.to_string(),
+        capacity_sats: c.channel_value_sats,
+        local_msat: c.outbound_capacity_msat,
+        remote_msat: c.inbound_capacity_msat,
+        usable: c.is_usable,
+        pending: !c.is_channel_ready,
+        announced: c.is_announced,
+    }
+}
+
+fn count_payments(node: &Node) -> PaymentCounts {
+    let mut counts = PaymentCounts::default();
+    for p in node.list_payments_with_filter(|p| {
+        p.status == PaymentStatus::Succeeded && !matches!(p.kind, PaymentKind::Onchain { .. })
+    }) {
+        match p.direction {
+            PaymentDirection::Inbound => counts.received += 1,
+            PaymentDirection::Outbound => counts.sent += 1,
+        }
+    }
+    counts
+}
+
+impl Inner {
+    fn channel_config(&self) -> ChannelConfig {
+        let policy = &self.config.raw.channel;
+        ChannelConfig {
+            forwarding_fee_base_msat: policy.forwarding_fee_base_msat,
+            forwarding_fee_proportional_millionths: policy.forwarding_fee_proportional_millionths,
+            cltv_expiry_delta: policy.cltv_expiry_delta,
+            ..ChannelConfig::default()
+        }
+    }
+
+    /// Inbound channels are opened with LDK's defaults: our policy is applied when they are
+    /// ready, and to every channel at start so that a changed config reaches them.
+    fn apply_policy(&self, user_channel_id: &UserChannelId, peer: PublicKey) {
+        let wanted = self.channel_config();
+        let current = self.node.list_channels().into_iter().find(|c| c.user_channel_id == *user_channel_id);
+        if current.is_some_and(|c| {
+            c.config.forwarding_fee_base_msat == wanted.forwarding_fee_base_msat
+                && c.config.forwarding_fee_proportional_millionths
+                    == wanted.forwarding_fee_proportional_millionths
+                && c.config.cltv_expiry_delta == wanted.cltv_expiry_delta
+        }) {
+            return;
+        }
+        if let Err(e) = self.node.update_channel_config(user_channel_id, peer, wanted) {
+            tracing::warn!("could not apply the channel policy to channel {}: {e}", user_channel_id.0);
+        }
+    }
+
+    fn apply_policy_to_all_channels(&self) {
+        for c in self.node.list_channels() {
+            self.apply_policy(&c.user_channel_id, c.counterparty_node_id);
+        }
+    }
+
+    fn publish(&self, event: NodeEvent) {
+        // No subscriber is fine: the UI may not be listening.
+        let _ = self.events.send(event);
+    }
+
+    fn handle_event(&self, event: &Event) -> Result<(), Error> {
+        match event {
+            Event::PaymentForwarded { total_fee_earned_msat, .. } => {
+                let fee = total_fee_earned_msat.unwrap_or(0);
+                self.ledger.lock().unwrap_or_else(|p| p.into_inner()).record_forward(
+                    fee,
+                    unix_now(),
+                    &self.store,
+                )?;
+                self.publish(NodeEvent::PaymentForwarded { fee_msat: fee });
+            }
+            Event::PaymentReceived { payment_hash, amount_msat, .. } => {
+                self.counts.lock().unwrap_or_else(|p| p.into_inner()).received += 1;
+                self.publish(NodeEvent::PaymentReceived {
+                    payment_hash: hex(&payment_hash.0),
+                    amount_msat: *amount_msat,
+                });
+            }
+            Event::PaymentSuccessful { payment_hash, fee_paid_msat, .. } => {
+                self.counts.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
+                self.publish(NodeEvent::PaymentSent {
+                    payment_hash: hex(&payment_hash.0),
+                    fee_msat: *fee_paid_msat,
+                });
+            }
+            Event::PaymentFailed { payment_hash, reason, .. } => {
+                self.publish(NodeEvent::PaymentFailed {
+                    payment_hash: payment_hash.map(|h| hex(&h.0)),
+                    reason: format!("{reason:?}"),
+                });
+            }
+            Event::ChannelPending { channel_id, counterparty_node_id, .. } => {
+                self.publish(NodeEvent::ChannelPending {
+                    channel_id: channel_id.to_string(),
+                    peer: counterparty_node_id.to_string(),
+                });
+            }
+            Event::ChannelReady { channel_id, user_channel_id, counterparty_node_id, .. } => {
+                if let Some(peer) = counterparty_node_id {
+                    self.apply_policy(user_channel_id, *peer);
+                }
+                self.publish(NodeEvent::ChannelReady {
+                    channel_id: channel_id.to_string(),
+                    peer: counterparty_node_id.map(|p| p.to_string()),
+                });
+            }
+            Event::ChannelClosed { channel_id, counterparty_node_id, reason, .. } => {
+                self.publish(NodeEvent::ChannelClosed {
+                    channel_id: channel_id.to_string(),
+                    peer: counterparty_node_id.map(|p| p.to_string()),
+                    reason: reason.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "unknown".into()),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn refresh_status(&self) {
+        let node = &self.node;
+        let ldk = node.status();
+        let now = unix_now();
+        let balances = node.list_balances();
+        let channels: Vec<ChannelSummary> = node.list_channels().iter().map(summarize_channel).collect();
+        let peers = node.list_peers();
+        let connected: Vec<PublicKey> = peers.iter().filter(|p| p.is_connected).map(|p| p.node_id).collect();
+        let trusted_down: Vec<String> = self
+            .config
+            .trusted_peers
+            .iter()
+            .filter(|p| !connected.contains(&p.node_id))
+            .map(|p| p.node_id.to_string())
+            .collect();
+        let (chain_error, tip) = {
+            let chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+            (chain.error.clone(), chain.tip)
+        };
+        let height = ldk.current_best_block.height;
+        let last_sync =
+            ldk.latest_onchain_wallet_sync_timestamp.max(ldk.latest_lightning_wallet_sync_timestamp);
+        let claimable_sats = balances
+            .pending_balances_from_channel_closures
+            .iter()
+            .map(|b| match b {
+                ldk_node::PendingSweepBalance::PendingBroadcast { amount_satoshis, .. }
+                | ldk_node::PendingSweepBalance::BroadcastAwaitingConfirmation { amount_satoshis, .. }
+                | ldk_node::PendingSweepBalance::AwaitingThresholdConfirmations { amount_satoshis, .. } => {
+                    *amount_satoshis
+                }
+            })
+            .sum();
+        let in_flight_htlc_msat = balances
+            .lightning_balances
+            .iter()
+            .map(|b| match b {
+                ldk_node::LightningBalance::ClaimableOnChannelClose {
+                    outbound_payment_htlc_rounded_msat,
+                    outbound_forwarded_htlc_rounded_msat,
+                    inbound_claiming_htlc_rounded_msat,
+                    inbound_htlc_rounded_msat,
+                    ..
+                } => {
+                    outbound_payment_htlc_rounded_msat
+                        + outbound_forwarded_htlc_rounded_msat
+                        + inbound_claiming_htlc_rounded_msat
+                        + inbound_htlc_rounded_msat
+                }
+                _ => 0,
+            })
+            .sum();
+        let anchor_channels = channels.iter().filter(|c| !c.pending || c.usable).count() as u64;
+        let reserve_per_channel = self.config.raw.channel.anchor_reserve_sats;
+        let alerts = status::alerts(&AlertInputs {
+            chain_error,
+            now,
+            last_sync,
+            started_at: self.started_at,
+            trusted_peers_down: trusted_down,
+            onchain_for_reserve_sats: balances.total_anchor_channels_reserve_sats
+                + balances.spendable_onchain_balance_sats,
+            reserve_needed_sats: anchor_channels.max(channels.len() as u64) * reserve_per_channel,
+        });
+        let status = Status {
+            network: self.config.raw.network,
+            node_id: node.node_id().to_string(),
+            alias: node.node_alias().map(|a: NodeAlias| a.to_string()).unwrap_or_default(),
+            listening: self.config.listen.iter().map(SocketAddress::to_string).collect(),
+            running: ldk.is_running,
+            sync: SyncStatus {
+                lightning_height: height,
+                wallet_height: height,
+                chain_tip: tip,
+                last_sync,
+                syncing: tip.is_some_and(|t| t > height),
+            },
+            peers_connected: connected.len(),
+            peers_configured: self.config.trusted_peers.len(),
+            balances: Balances {
+                onchain_total_sats: balances.total_onchain_balance_sats,
+                onchain_spendable_sats: balances.spendable_onchain_balance_sats,
+                onchain_unconfirmed_sats: balances
+                    .total_onchain_balance_sats
+                    .saturating_sub(balances.spendable_onchain_balance_sats)
+                    .saturating_sub(balances.total_anchor_channels_reserve_sats),
+                anchor_reserve_sats: balances.total_anchor_channels_reserve_sats,
+                lightning_sats: balances.total_lightning_balance_sats,
+                claimable_sats,
+                in_flight_htlc_msat,
+            },
+            channels,
+            earnings: self.ledger.lock().unwrap_or_else(|p| p.into_inner()).earnings(now),
+            payments: self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            alerts,
+            updated_at: now,
+        };
+        *self.status.write().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+}
+
+async fn event_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => return,
+            event = inner.node.next_event_async() => event,
+        };
+        match inner.handle_event(&event) {
+            Ok(()) => {
+                // Only now may ldk-node forget the event: what it caused is stored.
+                if let Err(e) = inner.node.event_handled() {
+                    tracing::error!("could not mark event handled: {e}");
+                }
+            }
+            Err(e) => {
+                // Leave it unhandled: ldk-node hands it out again.
+                tracing::error!("handling {event:?} failed: {e}");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        inner.refresh.notify_one();
+    }
+}
+
+async fn status_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = inner.refresh.notified() => {}
+            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+        }
+        let worker = inner.clone();
+        // ldk-node's list calls take its locks: keep them off the async workers.
+        if tokio::task::spawn_blocking(move || worker.refresh_status()).await.is_err() {
+            tracing::error!("status refresh panicked");
+        }
+    }
+}
+
+async fn probe_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let Some(probe) = inner.probe.as_ref() else { return };
+    loop {
+        let result = probe.probe().await;
+        {
+            let mut chain = inner.chain.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(tip) => {
+                    if chain.error.take().is_some() {
+                        tracing::info!("chain source reachable again");
+                    }
+                    chain.tip = tip.or(chain.tip);
+                }
+                Err(reason) => {
+                    if chain.error.is_none() {
+                        tracing::warn!("chain source unreachable: {reason}");
+                    }
+                    chain.error = Some(reason);
+                }
+            }
+        }
+        inner.refresh.notify_one();
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+    }
+}
+
+async fn trusted_peers_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    if inner.config.trusted_peers.is_empty() {
+        return;
+    }
+    // Per peer: when the next attempt may be made, and the current backoff.
+    let mut backoff: HashMap<PublicKey, (Instant, Duration)> = HashMap::new();
+    loop {
+        let connected: Vec<PublicKey> =
+            inner.node.list_peers().into_iter().filter(|p| p.is_connected).map(|p| p.node_id).collect();
+        for peer in &inner.config.trusted_peers {
+            if connected.contains(&peer.node_id) {
+                backoff.remove(&peer.node_id);
+                continue;
+            }
+            let now = Instant::now();
+            let (next, delay) = backoff.get(&peer.node_id).copied().unwrap_or((now, Duration::from_secs(1)));
+            if now < next {
+                continue;
+            }
+            let (worker, target) = (inner.clone(), peer.clone());
+            let outcome = tokio::task::spawn_blocking(move || {
+                worker.node.connect(target.node_id, target.address, true)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(())) => {
+                    tracing::info!("connected to trusted peer {peer}");
+                    backoff.remove(&peer.node_id);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("trusted peer {peer}: {e}; next try in {} s", delay.as_secs());
+                    backoff.insert(peer.node_id, (now + delay, (delay * 2).min(PEER_MAX_BACKOFF)));
+                }
+                Err(e) => tracing::error!("connecting to {peer} panicked: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(PEER_CHECK_INTERVAL) => {}
+        }
+    }
+}

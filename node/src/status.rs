@@ -1,0 +1,303 @@
+//! The node's status snapshot: everything the screens, the CLI and metrics show, kept current
+//! by the node's own tasks (events and a timer) so that reading it costs one lock and a clone.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Network;
+
+/// Sync state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// The height LDK has processed (its best block).
+    pub lightning_height: u32,
+    /// The height the on-chain wallet has synced to (same as LDK's for a bitcoind source).
+    pub wallet_height: u32,
+    /// The chain source's tip, when the source can tell it.
+    pub chain_tip: Option<u32>,
+    /// Unix time of the last successful wallet sync.
+    pub last_sync: Option<u64>,
+    /// Whether the node is behind the chain tip.
+    pub syncing: bool,
+}
+
+impl SyncStatus {
+    /// Progress in 0..=1, when the tip is known.
+    pub fn progress(&self) -> Option<f64> {
+        self.chain_tip
+            .map(|tip| if tip == 0 { 1.0 } else { (self.lightning_height as f64 / tip as f64).min(1.0) })
+    }
+}
+
+/// One channel, as the screens and the CLI show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSummary {
+    /// LDK's channel id (hex).
+    pub channel_id: String,
+    /// Our id for it (decimal), used to close it.
+    pub user_channel_id: String,
+    /// The peer's node id (hex).
+    pub peer: String,
+    /// Total capacity.
+    pub capacity_sats: u64,
+    /// What we could send now.
+    pub local_msat: u64,
+    /// What we could receive now.
+    pub remote_msat: u64,
+    /// Ready and the peer is connected.
+    pub usable: bool,
+    /// Opening, not yet confirmed.
+    pub pending: bool,
+    /// Announced to the network.
+    pub announced: bool,
+}
+
+/// Balances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balances {
+    /// All on-chain funds, confirmed or not.
+    pub onchain_total_sats: u64,
+    /// Confirmed on-chain funds that can be spent (the anchor reserve excluded).
+    pub onchain_spendable_sats: u64,
+    /// On-chain funds not yet confirmed or not yet spendable.
+    pub onchain_unconfirmed_sats: u64,
+    /// The on-chain reserve kept for anchor channels.
+    pub anchor_reserve_sats: u64,
+    /// Our side of all channels.
+    pub lightning_sats: u64,
+    /// Funds from closed channels on their way back on-chain.
+    pub claimable_sats: u64,
+    /// HTLCs in flight (payments and forwards not yet settled), all channels together.
+    pub in_flight_htlc_msat: u64,
+}
+
+/// Routing fees earned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Earnings {
+    /// Since the node was created (persisted across restarts).
+    pub total_msat: u64,
+    /// Today (UTC).
+    pub today_msat: u64,
+    /// The last 7 days including today.
+    pub week_msat: u64,
+    /// Payments forwarded.
+    pub forwards: u64,
+}
+
+/// Payment counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCounts {
+    /// Outbound payments that succeeded.
+    pub sent: u64,
+    /// Inbound payments that succeeded.
+    pub received: u64,
+}
+
+/// Something the user should know about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Alert {
+    /// The chain source does not answer.
+    ChainSourceUnreachable {
+        /// What the probe saw.
+        reason: String,
+    },
+    /// No successful sync for too long.
+    SyncStalled {
+        /// Seconds since the last successful sync (none if never).
+        seconds: Option<u64>,
+    },
+    /// A configured trusted peer is not connected.
+    PeerDown {
+        /// The peer's node id.
+        peer: String,
+    },
+    /// Not enough confirmed on-chain funds for the anchor reserve of the channels.
+    LowOnchainReserve {
+        /// What there is.
+        have_sats: u64,
+        /// What the channels need.
+        need_sats: u64,
+    },
+}
+
+impl Alert {
+    /// A short line for the OLED (at most ~21 characters per line is readable).
+    pub fn headline(&self) -> String {
+        match self {
+            Alert::ChainSourceUnreachable { .. } => "chain source down".into(),
+            Alert::SyncStalled { .. } => "sync stalled".into(),
+            Alert::PeerDown { peer } => format!("peer {} down", &peer[..peer.len().min(8)]),
+            Alert::LowOnchainReserve { .. } => "low on-chain reserve".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Alert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Alert::ChainSourceUnreachable { reason } => write!(f, "chain source unreachable: {reason}"),
+            Alert::SyncStalled { seconds: Some(s) } => write!(f, "no successful sync for {s} s"),
+            Alert::SyncStalled { seconds: None } => write!(f, "the node has not synced yet"),
+            Alert::PeerDown { peer } => write!(f, "trusted peer {peer} is not connected"),
+            Alert::LowOnchainReserve { have_sats, need_sats } => write!(
+                f,
+                "on-chain reserve for anchor channels is low: {have_sats} sat, channels need {need_sats} sat"
+            ),
+        }
+    }
+}
+
+/// The whole snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The network.
+    pub network: Network,
+    /// Our node id (hex).
+    pub node_id: String,
+    /// Our alias.
+    pub alias: String,
+    /// Where we listen.
+    pub listening: Vec<String>,
+    /// Whether the node is running.
+    pub running: bool,
+    /// Sync state.
+    pub sync: SyncStatus,
+    /// Connected peers.
+    pub peers_connected: usize,
+    /// Configured trusted peers.
+    pub peers_configured: usize,
+    /// Channels.
+    pub channels: Vec<ChannelSummary>,
+    /// Balances.
+    pub balances: Balances,
+    /// Routing fees earned.
+    pub earnings: Earnings,
+    /// Payment counts.
+    pub payments: PaymentCounts,
+    /// Current alerts.
+    pub alerts: Vec<Alert>,
+    /// Unix time of this snapshot.
+    pub updated_at: u64,
+}
+
+impl Status {
+    /// The snapshot of a node that has not started yet.
+    pub fn starting(network: Network, alias: &str) -> Self {
+        Status {
+            network,
+            node_id: String::new(),
+            alias: alias.to_string(),
+            listening: Vec::new(),
+            running: false,
+            sync: SyncStatus::default(),
+            peers_connected: 0,
+            peers_configured: 0,
+            channels: Vec::new(),
+            balances: Balances::default(),
+            earnings: Earnings::default(),
+            payments: PaymentCounts::default(),
+            alerts: Vec::new(),
+            updated_at: 0,
+        }
+    }
+
+    /// Channels that are usable now.
+    pub fn usable_channels(&self) -> usize {
+        self.channels.iter().filter(|c| c.usable).count()
+    }
+}
+
+/// What the alert rules look at.
+#[derive(Debug, Clone, Default)]
+pub struct AlertInputs {
+    /// The chain probe's error, if the last probe failed.
+    pub chain_error: Option<String>,
+    /// Unix time now.
+    pub now: u64,
+    /// Unix time of the last successful sync.
+    pub last_sync: Option<u64>,
+    /// Unix time the node started.
+    pub started_at: u64,
+    /// Trusted peers that are not connected (hex ids).
+    pub trusted_peers_down: Vec<String>,
+    /// Confirmed, spendable on-chain funds plus the reserve already set aside.
+    pub onchain_for_reserve_sats: u64,
+    /// Anchor channels times the per-channel reserve.
+    pub reserve_needed_sats: u64,
+}
+
+/// A sync older than this raises "sync stalled". Syncs happen every few seconds (bitcoind) to
+/// 80 s (esplora/electrum wallet sync), so this is several missed rounds.
+pub const SYNC_STALLED_AFTER_SECS: u64 = 300;
+
+/// The alerts for a set of inputs (pure, so the rules are unit-tested).
+pub fn alerts(inputs: &AlertInputs) -> Vec<Alert> {
+    let mut out = Vec::new();
+    if let Some(reason) = &inputs.chain_error {
+        out.push(Alert::ChainSourceUnreachable { reason: reason.clone() });
+    }
+    let since = inputs.last_sync.unwrap_or(inputs.started_at);
+    if inputs.now.saturating_sub(since) > SYNC_STALLED_AFTER_SECS {
+        out.push(Alert::SyncStalled { seconds: inputs.last_sync.map(|t| inputs.now.saturating_sub(t)) });
+    }
+    out.extend(inputs.trusted_peers_down.iter().map(|p| Alert::PeerDown { peer: p.clone() }));
+    if inputs.onchain_for_reserve_sats < inputs.reserve_needed_sats {
+        out.push(Alert::LowOnchainReserve {
+            have_sats: inputs.onchain_for_reserve_sats,
+            need_sats: inputs.reserve_needed_sats,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> AlertInputs {
+        AlertInputs { now: 10_000, last_sync: Some(9_990), started_at: 1_000, ..AlertInputs::default() }
+    }
+
+    #[test]
+    fn a_healthy_node_has_no_alerts() {
+        assert!(alerts(&healthy()).is_empty());
+    }
+
+    #[test]
+    fn each_rule_raises_its_alert() {
+        let mut i = healthy();
+        i.chain_error = Some("connection refused".into());
+        assert_eq!(alerts(&i), vec![Alert::ChainSourceUnreachable { reason: "connection refused".into() }]);
+
+        let mut i = healthy();
+        i.last_sync = Some(10_000 - SYNC_STALLED_AFTER_SECS - 1);
+        assert_eq!(alerts(&i), vec![Alert::SyncStalled { seconds: Some(SYNC_STALLED_AFTER_SECS + 1) }]);
+
+        let mut i = healthy();
+        i.last_sync = None;
+        i.started_at = 10_000 - 10;
+        assert!(alerts(&i).is_empty(), "a node that just started is not stalled");
+        i.started_at = 1_000;
+        assert_eq!(alerts(&i), vec![Alert::SyncStalled { seconds: None }]);
+
+        let mut i = healthy();
+        i.trusted_peers_down = vec!["02ab".into()];
+        assert_eq!(alerts(&i), vec![Alert::PeerDown { peer: "02ab".into() }]);
+
+        let mut i = healthy();
+        i.reserve_needed_sats = 50_000;
+        i.onchain_for_reserve_sats = 20_000;
+        assert_eq!(alerts(&i), vec![Alert::LowOnchainReserve { have_sats: 20_000, need_sats: 50_000 }]);
+        i.onchain_for_reserve_sats = 50_000;
+        assert!(alerts(&i).is_empty());
+    }
+
+    #[test]
+    fn progress_is_bounded() {
+        let s = SyncStatus { lightning_height: 50, chain_tip: Some(100), ..SyncStatus::default() };
+        assert_eq!(s.progress(), Some(0.5));
+        let s = SyncStatus { lightning_height: 120, chain_tip: Some(100), ..SyncStatus::default() };
+        assert_eq!(s.progress(), Some(1.0));
+        assert_eq!(SyncStatus::default().progress(), None);
+    }
+}

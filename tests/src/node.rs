@@ -1,0 +1,138 @@
+//! A boltbox node on the test bitcoind: its own data dir, runtime and event subscription.
+
+use std::time::Duration;
+
+use boltbox_node::config::ChainSource;
+use boltbox_node::{BoltNode, Network, NodeConfig, NodeEvent, PeerAddress, Seed, Status};
+use tokio::sync::broadcast::error::TryRecvError;
+
+use crate::bitcoind::{BitcoinD, free_port};
+use crate::wait::{Deadline, wait_until};
+
+/// A running test node. Stopped (and its runtime shut down) when dropped.
+#[derive(Debug)]
+pub struct TestNode {
+    node: Option<BoltNode>,
+    runtime: Option<tokio::runtime::Runtime>,
+    events: tokio::sync::broadcast::Receiver<NodeEvent>,
+    /// The node's config (regtest, its temp data dir, its port).
+    pub config: NodeConfig,
+    seed: Seed,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn runtime(name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(format!("{name}-worker"))
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+impl TestNode {
+    /// A node named `alias` on `bitcoind`, with `trusted_peers` (`id@host:port`).
+    pub fn start(bitcoind: &BitcoinD, alias: &str, trusted_peers: Vec<String>) -> TestNode {
+        crate::init_logging();
+        let dir = tempfile::Builder::new().prefix(&format!("boltbox-{alias}-")).tempdir().expect("tempdir");
+        let port = free_port().expect("port");
+        let config = NodeConfig {
+            network: Network::Regtest,
+            data_dir: dir.path().join("data"),
+            alias: alias.to_string(),
+            listen: vec![format!("127.0.0.1:{port}")],
+            announce: Vec::new(),
+            gossip: "p2p".into(),
+            trusted_peers,
+            chain: ChainSource::Bitcoind {
+                rpc_host: "127.0.0.1".into(),
+                rpc_port: Some(bitcoind.rpc_port()),
+                rpc_user: Some(bitcoind.rpc_user().into()),
+                rpc_password: Some(bitcoind.rpc_password().into()),
+                rpc_cookie: None,
+            },
+            channel: Default::default(),
+        };
+        let (seed, created) = Seed::load_or_create(&config.data_dir).expect("seed");
+        assert!(created);
+        let rt = runtime(alias);
+        let node = BoltNode::start(&config, &seed, rt.handle().clone()).expect("start node");
+        let events = node.subscribe();
+        TestNode { node: Some(node), runtime: Some(rt), events, config, seed, port, _dir: dir }
+    }
+
+    /// The node.
+    pub fn node(&self) -> &BoltNode {
+        self.node.as_ref().expect("running")
+    }
+
+    /// `node_id@127.0.0.1:port`.
+    pub fn peer_address(&self) -> PeerAddress {
+        format!("{}@127.0.0.1:{}", self.node().node_id(), self.port).parse().expect("peer address")
+    }
+
+    /// Stops the node (everything persisted) and starts it again on the same data dir.
+    pub fn restart(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop().expect("stop");
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(10));
+        }
+        let rt = runtime(&self.config.alias);
+        let node = BoltNode::start(&self.config, &self.seed, rt.handle().clone()).expect("restart node");
+        self.events = node.subscribe();
+        self.node = Some(node);
+        self.runtime = Some(rt);
+    }
+
+    /// Waits for an event that `matches` selects (earlier, unmatched events are skipped).
+    pub fn wait_event<T>(
+        &mut self,
+        what: &str,
+        secs: u64,
+        mut matches: impl FnMut(&NodeEvent) -> Option<T>,
+    ) -> T {
+        let events = &mut self.events;
+        wait_until(Deadline::in_secs(secs), what, || {
+            loop {
+                match events.try_recv() {
+                    Ok(event) => {
+                        if let Some(found) = matches(&event) {
+                            return Some(found);
+                        }
+                    }
+                    Err(TryRecvError::Empty) => return None,
+                    Err(TryRecvError::Lagged(_)) => continue,
+                    Err(TryRecvError::Closed) => panic!("event stream closed while waiting for {what}"),
+                }
+            }
+        })
+    }
+
+    /// Waits until the (freshly refreshed) status satisfies `check`, and returns it.
+    pub fn wait_status(&self, what: &str, secs: u64, mut check: impl FnMut(&Status) -> bool) -> Status {
+        wait_until(Deadline::in_secs(secs), what, || {
+            let status = self.node().refresh_status();
+            check(&status).then_some(status)
+        })
+    }
+
+    /// Sends `sats` from the harness wallet to a new address of this node (unconfirmed).
+    pub fn fund(&self, bitcoind: &BitcoinD, sats: u64) {
+        let address = self.node().new_address().expect("address");
+        bitcoind.send_to(&address, sats).expect("send");
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            let _ = node.stop();
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
