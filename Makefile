@@ -65,5 +65,16 @@ demo:
 image:
 	@echo "make image: not built yet (issue: flashable image). Nothing was built." >&2; exit 1
 
-bench:
-	@echo "make bench: not built yet (issue: executor benchmarks). Nothing was run." >&2; exit 1
+# The SD-card flush model (LD_PRELOAD): +10 ms per fsync/fdatasync, one at a time.
+SDCARD_SHIM := $(CARGO_TARGET_DIR)/sdcard_fsync.so
+
+$(SDCARD_SHIM): node/benches/sdcard_fsync.c
+	@mkdir -p $(dir $@)
+	gcc -shared -fPIC -O2 -Wall -Wextra -o $@ $< -ldl -lpthread
+
+bench: $(SDCARD_SHIM)
+	scripts/setup.sh base
+	mkdir -p $(BOLTBOX_CACHE)/bench
+	BOLTBOX_SDCARD_SHIM=$(SDCARD_SHIM) BOLTBOX_BENCH_DIR=$(BOLTBOX_CACHE)/bench \
+		cargo bench --locked -p boltbox-node --bench store
+	cargo bench --locked -p boltbox-executor

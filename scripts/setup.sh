@@ -32,7 +32,7 @@ apt_install() {
 }
 
 setup_base() {
-    apt_install ca-certificates build-essential pkg-config
+    apt_install ca-certificates build-essential pkg-config file
 }
 
 # binfmt for aarch64: lets mmdebstrap run arm64 maintainer scripts and the kernel run

@@ -1,6 +1,7 @@
 //! boltbox-node: the Lightning node of boltbox, built on ldk-node (LDK + BDK), with its state
 //! in a redb store that group-commits durable writes. It knows nothing of screens or pins.
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -14,7 +15,7 @@ pub mod store;
 pub use config::{ChainSource, ChannelPolicy, ConfigError, Network, NodeConfig, PeerAddress};
 pub use error::Error;
 pub use events::NodeEvent;
-pub use node::{BoltNode, PaymentSummary, PeerSummary};
+pub use node::{BoltNode, PaymentSummary, PeerSummary, Storage};
 pub use seed::{Seed, SeedError};
 pub use status::{Alert, ChannelSummary, Status};
 pub use store::{CommitLimits, Store, StoreError};

@@ -99,6 +99,16 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Where ldk-node keeps the Lightning state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// boltbox's redb store with group commit (the product).
+    Boltbox,
+    /// ldk-node's stock SQLite store (the baseline the benchmarks compare against); the fee
+    /// ledger still lives in boltbox's store.
+    LdkSqlite,
+}
+
 /// The running Lightning node.
 #[derive(Debug)]
 pub struct BoltNode {
@@ -130,6 +140,16 @@ impl BoltNode {
     /// Builds and starts the node described by `config`, with `seed`, on `runtime`. Blocks
     /// until ldk-node has started; call it from a plain thread, not from inside the runtime.
     pub fn start(config: &NodeConfig, seed: &Seed, runtime: tokio::runtime::Handle) -> Result<Self, Error> {
+        Self::start_with_storage(config, seed, runtime, Storage::Boltbox)
+    }
+
+    /// [`BoltNode::start`] with a choice of where ldk-node keeps its state.
+    pub fn start_with_storage(
+        config: &NodeConfig,
+        seed: &Seed,
+        runtime: tokio::runtime::Handle,
+        storage: Storage,
+    ) -> Result<Self, Error> {
         let valid = config.validate()?;
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.data_dir.join(STORE_FILE))?;
@@ -190,9 +210,11 @@ impl BoltNode {
             }
             Gossip::None => {}
         }
-        let node = builder
-            .build_with_store(Arc::new(store.clone()))
-            .map_err(|e| Error::Build(format!("{e} ({e:?})")))?;
+        let node = match storage {
+            Storage::Boltbox => builder.build_with_store(Arc::new(store.clone())),
+            Storage::LdkSqlite => builder.build(),
+        }
+        .map_err(|e| Error::Build(format!("{e} ({e:?})")))?;
         node.start().map_err(Error::node("start"))?;
 
         let probe = ChainProbe::new(config, credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str())));

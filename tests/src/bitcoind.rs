@@ -132,6 +132,8 @@ impl BitcoinD {
     fn spawn_and_wait(&mut self) -> Result<(), HarnessError> {
         let child = Command::new(self.bin.join("bitcoind"))
             .arg(format!("-datadir={}", self.dir.path().display()))
+            // A benchmark's SD-card flush model is for the node under test, not for bitcoind.
+            .env_remove("LD_PRELOAD")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -31,29 +31,41 @@ fn runtime(name: &str) -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// A regtest node config on `bitcoind`, keeping its data under `dir` and listening on
+/// 127.0.0.1:`port`.
+pub fn regtest_config(
+    bitcoind: &BitcoinD,
+    alias: &str,
+    dir: &std::path::Path,
+    port: u16,
+    trusted_peers: Vec<String>,
+) -> NodeConfig {
+    NodeConfig {
+        network: Network::Regtest,
+        data_dir: dir.join("data"),
+        alias: alias.to_string(),
+        listen: vec![format!("127.0.0.1:{port}")],
+        announce: Vec::new(),
+        gossip: "p2p".into(),
+        trusted_peers,
+        chain: ChainSource::Bitcoind {
+            rpc_host: "127.0.0.1".into(),
+            rpc_port: Some(bitcoind.rpc_port()),
+            rpc_user: Some(bitcoind.rpc_user().into()),
+            rpc_password: Some(bitcoind.rpc_password().into()),
+            rpc_cookie: None,
+        },
+        channel: Default::default(),
+    }
+}
+
 impl TestNode {
     /// A node named `alias` on `bitcoind`, with `trusted_peers` (`id@host:port`).
     pub fn start(bitcoind: &BitcoinD, alias: &str, trusted_peers: Vec<String>) -> TestNode {
         crate::init_logging();
         let dir = tempfile::Builder::new().prefix(&format!("boltbox-{alias}-")).tempdir().expect("tempdir");
         let port = free_port().expect("port");
-        let config = NodeConfig {
-            network: Network::Regtest,
-            data_dir: dir.path().join("data"),
-            alias: alias.to_string(),
-            listen: vec![format!("127.0.0.1:{port}")],
-            announce: Vec::new(),
-            gossip: "p2p".into(),
-            trusted_peers,
-            chain: ChainSource::Bitcoind {
-                rpc_host: "127.0.0.1".into(),
-                rpc_port: Some(bitcoind.rpc_port()),
-                rpc_user: Some(bitcoind.rpc_user().into()),
-                rpc_password: Some(bitcoind.rpc_password().into()),
-                rpc_cookie: None,
-            },
-            channel: Default::default(),
-        };
+        let config = regtest_config(bitcoind, alias, dir.path(), port, trusted_peers);
         let (seed, created) = Seed::load_or_create(&config.data_dir).expect("seed");
         assert!(created);
         let rt = runtime(alias);

@@ -1,0 +1,152 @@
+//! Screens that are not status pages: seed warning and words, shutdown, confirmations, backup,
+//! boot and the config error.
+
+use super::draw::{Align, BIG, BODY, Canvas, MEDIUM, SMALL, W, bytes, clip, short_duration, wrap_lines};
+use super::{BackupProgress, Rendered, ShutdownPhase};
+
+/// Seed words on one page: four lines of 13 px text below the title bar.
+pub const SEED_WORDS_PER_PAGE: usize = 4;
+
+/// How many pages `words` seed words take.
+pub fn seed_pages(words: usize) -> usize {
+    words.div_ceil(SEED_WORDS_PER_PAGE).max(1)
+}
+
+/// The warning before the seed words are shown.
+pub fn seed_warning() -> Rendered {
+    let mut c = Canvas::new("seed warning");
+    c.header("! SEED WORDS", "");
+    c.text_in("Anyone who sees these", BODY, 0, W, 12, Align::Left);
+    c.text_in("words can take your", BODY, 0, W, 25, Align::Left);
+    c.text_in("funds. Look alone.", BODY, 0, W, 38, Align::Left);
+    c.text_in("B: show", BODY, 0, W, 51, Align::Left);
+    c.text_in("A: leave", BODY, 0, W, 51, Align::Right);
+    c.done()
+}
+
+/// Page `page` (0-based, wraps) of the seed words, numbered from 1. The caption names the page
+/// but not the words: captions travel to the link board's host and may be logged, the words
+/// must only ever be on the glass.
+pub fn seed_page<S: AsRef<str>>(words: &[S], page: usize) -> Rendered {
+    let pages = seed_pages(words.len());
+    let page = page % pages;
+    let mut c = Canvas::new("seed words");
+    c.header(&format!("seed words {}/{pages}", page + 1), "");
+    let first = page * SEED_WORDS_PER_PAGE;
+    for (i, word) in words.iter().enumerate().skip(first).take(SEED_WORDS_PER_PAGE) {
+        let y = 13 + 13 * (i - first) as i32;
+        c.text_in_unrecorded(&format!("{:>2}", i + 1), BODY, 0, y);
+        c.text_in_unrecorded(word.as_ref(), MEDIUM, 22, y);
+    }
+    c.note(format!(
+        "{} words on this page (not captioned)",
+        words.len().saturating_sub(first).min(SEED_WORDS_PER_PAGE)
+    ));
+    c.done()
+}
+
+/// The seed words could not be read (the caller had none to give).
+pub fn seed_unavailable() -> Rendered {
+    let mut c = Canvas::new("seed words");
+    c.header("seed words", "");
+    c.text("not available", MEDIUM, 20, Align::Center);
+    c.text("A: leave", BODY, 50, Align::Center);
+    c.done()
+}
+
+/// Shutting down, then the last frame, which stays on the OLED after power-off.
+pub fn shutdown(phase: ShutdownPhase) -> Rendered {
+    let mut c = Canvas::new("shutdown");
+    match phase {
+        ShutdownPhase::InProgress => {
+            c.text("shutting", BIG, 6, Align::Center);
+            c.text("down...", BIG, 26, Align::Center);
+            c.text("saving node state", SMALL, 52, Align::Center);
+        }
+        ShutdownPhase::SafeToUnplug => {
+            c.text("safe to", BIG, 6, Align::Center);
+            c.text("unplug", BIG, 26, Align::Center);
+            c.text("boltbox is off", SMALL, 52, Align::Center);
+        }
+    }
+    c.done()
+}
+
+fn confirm(name: &str, title: &str, lines: [&str; 2], cancel: &str) -> Rendered {
+    let mut c = Canvas::new(name);
+    c.header(title, "");
+    c.text(lines[0], MEDIUM, 15, Align::Center);
+    c.text(lines[1], MEDIUM, 30, Align::Center);
+    c.text(cancel, BODY, 51, Align::Center);
+    c.done()
+}
+
+/// After A was held: a second press of A shuts down, B cancels.
+pub fn shutdown_confirm() -> Rendered {
+    confirm("shutdown confirm", "hold done: shut down?", ["press A again", "to shut down"], "B: cancel")
+}
+
+/// After B was held: a second press of B starts the backup, A cancels.
+pub fn backup_confirm() -> Rendered {
+    confirm("backup confirm", "hold done: back up?", ["press B again", "to back up"], "A: cancel")
+}
+
+/// The backup gesture before the backup feature exists.
+pub fn backup_unavailable() -> Rendered {
+    let mut c = Canvas::new("backup unavailable");
+    c.header("backup", "");
+    c.text("not available", MEDIUM, 15, Align::Center);
+    c.text("yet", MEDIUM, 30, Align::Center);
+    c.text("any button: back", BODY, 51, Align::Center);
+    c.done()
+}
+
+/// A backup's progress or result.
+pub fn backup(progress: &BackupProgress) -> Rendered {
+    let mut c = Canvas::new("backup");
+    match progress {
+        BackupProgress::Running { percent } => {
+            let percent = (*percent).min(100);
+            c.header("backup", "");
+            c.text_in(&format!("{percent}%"), BIG, 0, 44, 15, Align::Left);
+            c.bar(48, 17, W - 48, 16, f64::from(percent) / 100.0, &format!("backup {percent}%"));
+            c.text("writing to USB", BODY, 38, Align::Center);
+            c.text("keep the stick in", SMALL, 53, Align::Center);
+        }
+        BackupProgress::Succeeded { bytes: size, took } => {
+            c.header("backup", "");
+            c.text("backup OK", BIG, 14, Align::Center);
+            c.text(&format!("{} in {}", bytes(*size), short_duration(*took)), BODY, 36, Align::Center);
+            c.text("verified: unplug USB", SMALL, 53, Align::Center);
+        }
+        BackupProgress::Failed { reason } => {
+            c.header("backup failed", "");
+            for (i, line) in wrap_lines(reason, 21, 3).iter().enumerate() {
+                c.text_in(line, BODY, 0, W, 13 + 13 * i as i32, Align::Left);
+            }
+            c.text_in("A: back", SMALL, 0, W, 54, Align::Right);
+        }
+    }
+    c.done()
+}
+
+/// The first frame after power-on, before the node reports anything.
+pub fn boot(version: &str) -> Rendered {
+    let mut c = Canvas::new("boot");
+    c.text("boltbox", BIG, 10, Align::Center);
+    c.text("starting", BODY, 34, Align::Center);
+    c.text(&format!("v{version}"), SMALL, 52, Align::Center);
+    c.done()
+}
+
+/// A configuration the node cannot start with: the field and the reason, wrapped, so that the
+/// user can fix `boltbox.toml` without a console.
+pub fn config_error(field: &str, reason: &str) -> Rendered {
+    let mut c = Canvas::new("config error");
+    c.header("config error", "");
+    c.text_in(&clip(field, 21), BODY, 0, W, 12, Align::Left);
+    for (i, line) in wrap_lines(reason, 21, 4).iter().enumerate() {
+        c.text_in(line, SMALL, 0, W, 25 + 10 * i as i32, Align::Left);
+    }
+    c.done()
+}

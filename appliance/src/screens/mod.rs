@@ -1,0 +1,100 @@
+//! The OLED screens: pure functions from data to a [`Rendered`] frame and caption.
+//!
+//! Every screen is laid out for a 0.96" 128x64 panel read at arm's length: a title bar in
+//! small print, then at most four lines, headline values in a 20 px font, everything else at
+//! least 13 px tall and bold. The caption is the screen's name followed by each text line drawn,
+//! so that a host on the link board can assert on what is shown without decoding pixels.
+//!
+//! - [`status`]: home, channels, earnings, network (with QR codes), system, alerts.
+//! - [`dialogs`]: seed warning and words, shutdown, confirmations, backup, boot and config error.
+//! - [`samples`]: sample data that `boltbox screens` and the golden tests render.
+
+mod dialogs;
+mod draw;
+pub mod samples;
+mod status;
+
+use std::time::Duration;
+
+use boltbox_board::Frame;
+
+pub use dialogs::{
+    SEED_WORDS_PER_PAGE, backup, backup_confirm, backup_unavailable, boot, config_error, seed_page,
+    seed_pages, seed_unavailable, seed_warning, shutdown, shutdown_confirm,
+};
+pub use draw::{bytes, clip, msat_as_sats, short_duration, thousands, wrap, wrap_lines};
+pub use status::{alerts, channels, earnings, home, network, network_qr, node_uri, screensaver, system};
+
+/// A drawn screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The picture.
+    pub frame: Frame,
+    /// The screen's name on the first line, then each text line shown on it.
+    pub caption: String,
+}
+
+/// Used and total amount of a resource, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// In use.
+    pub used: u64,
+    /// In all.
+    pub total: u64,
+}
+
+impl Usage {
+    /// The share in use, in whole percent (0 when the total is 0).
+    pub fn percent(&self) -> u64 {
+        (self.used.saturating_mul(100)).checked_div(self.total).unwrap_or(0)
+    }
+}
+
+/// Facts about the machine for the system screen. Each is optional: whatever could not be read
+/// is shown as "-" rather than hiding the screen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SystemInfo {
+    /// SoC temperature in degrees Celsius.
+    pub temperature_c: Option<f32>,
+    /// One-minute load average.
+    pub load_1m: Option<f32>,
+    /// Memory in use and in all.
+    pub memory: Option<Usage>,
+    /// The data partition: in use and in all.
+    pub disk: Option<Usage>,
+    /// Worker threads of the node's executor.
+    pub executor_workers: Option<usize>,
+    /// Time since the last verified backup, none if there has never been one.
+    pub last_backup_age: Option<Duration>,
+}
+
+/// Where a backup is, for the backup screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupProgress {
+    /// Writing and verifying.
+    Running {
+        /// 0..=100.
+        percent: u8,
+    },
+    /// Written and read back.
+    Succeeded {
+        /// Size of the backup file.
+        bytes: u64,
+        /// How long it took.
+        took: Duration,
+    },
+    /// Did not complete; `reason` says why in words the user can act on ("no USB stick found").
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The two frames of a safe shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownPhase {
+    /// The node is stopping and state is being flushed.
+    InProgress,
+    /// Everything is persisted and synced: the board may lose power.
+    SafeToUnplug,
+}

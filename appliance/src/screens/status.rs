@@ -1,0 +1,284 @@
+//! The status screens that A pages through: home, channels, earnings, network, system, alerts.
+
+use std::net::IpAddr;
+
+use boltbox_node::{Network, Status};
+use qrcode::{Color, EcLevel, QrCode};
+
+use super::draw::{
+    Align, BIG, BODY, Canvas, H, MEDIUM, SMALL, W, clip, fit, msat_as_sats, short_duration, thousands,
+};
+use super::{Rendered, SystemInfo};
+
+/// Characters that fit in the title bar: 124 px of 6 px glyphs.
+const HEADER_CHARS: usize = 20;
+
+/// "!2" when there are alerts, so every status screen says that something needs a look.
+fn badge(status: &Status) -> String {
+    if status.alerts.is_empty() { String::new() } else { format!("!{}", status.alerts.len()) }
+}
+
+/// The title bar with `title` cut to leave room for `note`.
+fn header(c: &mut Canvas, title: &str, note: &str) {
+    let room = HEADER_CHARS.saturating_sub(note.chars().count() + usize::from(!note.is_empty()));
+    c.header(&clip(title, room), note);
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Home: the alias, then sync progress while syncing, else the lightning (big) and on-chain
+/// balances; the block height in the title bar once synced; peers and usable/total channels.
+pub fn home(status: &Status) -> Rendered {
+    let mut c = Canvas::new("home");
+    let synced = status.running && !status.sync.syncing;
+    let mut note = badge(status);
+    // Once synced the height goes in the title bar, but only where the alias leaves room: the
+    // alias is how the owner tells boxes apart (and what the image boot test looks for).
+    let height = thousands(u64::from(status.sync.lightning_height));
+    let with_height = if note.is_empty() { height } else { format!("{note} {height}") };
+    if synced && status.alias.chars().count() + 1 + with_height.chars().count() <= HEADER_CHARS {
+        note = with_height;
+    }
+    header(&mut c, &status.alias, &note);
+
+    if !status.running {
+        c.text("starting", BIG, 16, Align::Center);
+        c.text("node not running yet", BODY, 36, Align::Center);
+    } else if status.sync.syncing {
+        let height = thousands(u64::from(status.sync.lightning_height));
+        match (status.sync.progress(), status.sync.chain_tip) {
+            (Some(p), Some(tip)) => {
+                let percent = (p * 100.0).floor() as u32;
+                c.text_in(&format!("{percent}%"), BIG, 0, 44, 14, Align::Left);
+                c.bar(48, 16, W - 48, 16, p, &format!("sync {percent}%"));
+                let line = format!("{height}/{}", thousands(u64::from(tip)));
+                c.text(&line, fit(&line, W, &[BODY, SMALL]), 36, Align::Center);
+            }
+            _ => {
+                c.text("syncing", BIG, 14, Align::Center);
+                c.text(&format!("height {height}"), BODY, 36, Align::Center);
+            }
+        }
+    } else {
+        c.row("LN", &thousands(status.balances.lightning_sats), 13, 20, &[BIG, MEDIUM, BODY]);
+        c.row("chain", &thousands(status.balances.onchain_total_sats), 36, 13, &[MEDIUM, BODY, SMALL]);
+    }
+    let channels = format!("{}/{} ch", status.usable_channels(), status.channels.len());
+    c.text_in(&plural(status.peers_connected, "peer", "peers"), BODY, 0, W, 51, Align::Left);
+    c.text_in(&channels, BODY, 0, W, 51, Align::Right);
+    c.done()
+}
+
+/// One channel per page (`index` wraps around): peer id prefix and state, capacity, a bar of
+/// our share, and what we can send (left) and receive (right), in sats.
+pub fn channels(status: &Status, index: usize) -> Rendered {
+    let mut c = Canvas::new("channels");
+    let badge = badge(status);
+    if status.channels.is_empty() {
+        header(&mut c, "channels", &badge);
+        c.text("no channels yet", BODY, 20, Align::Center);
+        c.text("fund the node, then", SMALL, 38, Align::Center);
+        c.text("open a channel", SMALL, 49, Align::Center);
+        return c.done();
+    }
+    let i = index % status.channels.len();
+    let ch = &status.channels[i];
+    header(&mut c, &format!("channel {}/{}", i + 1, status.channels.len()), &badge);
+    let peer: String = ch.peer.chars().take(8).collect();
+    c.text_in(&peer, MEDIUM, 0, W, 13, Align::Left);
+    let state = if ch.pending {
+        "pending"
+    } else if ch.usable {
+        "usable"
+    } else {
+        "offline"
+    };
+    c.text_in(state, BODY, 0, W, 13, Align::Right);
+    c.row("capacity", &thousands(ch.capacity_sats), 27, 13, &[MEDIUM, BODY]);
+    let total = ch.local_msat.saturating_add(ch.remote_msat);
+    let share = if total == 0 { 0.0 } else { ch.local_msat as f64 / total as f64 };
+    c.bar(0, 41, W, 9, share, &format!("local {}%", (share * 100.0).round()));
+    c.text_in(&thousands(ch.local_msat / 1000), BODY, 0, W, 51, Align::Left);
+    c.text_in(&thousands(ch.remote_msat / 1000), BODY, 0, W, 51, Align::Right);
+    c.done()
+}
+
+/// Routing fees earned today, in the last 7 days and in all, and payments sent and received.
+pub fn earnings(status: &Status) -> Rendered {
+    let mut c = Canvas::new("earnings");
+    header(&mut c, "routing fees, sat", &badge(status));
+    let e = &status.earnings;
+    c.row("today", &msat_as_sats(e.today_msat), 13, 13, &[MEDIUM, BODY]);
+    c.row("7 days", &msat_as_sats(e.week_msat), 26, 13, &[MEDIUM, BODY]);
+    c.row("total", &msat_as_sats(e.total_msat), 39, 13, &[MEDIUM, BODY]);
+    c.text_in(&format!("sent {}", status.payments.sent), BODY, 0, W, 51, Align::Left);
+    c.text_in(&format!("recv {}", status.payments.received), BODY, 0, W, 51, Align::Right);
+    c.done()
+}
+
+/// The port the node listens on, from the first listening address that has one.
+fn listen_port(status: &Status) -> Option<u16> {
+    status.listening.iter().find_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+}
+
+/// The node's connection string `<node id>@<ip>:<port>`, or the bare node id when the address
+/// is not known; none before the node has an id.
+pub fn node_uri(status: &Status, ip: Option<IpAddr>) -> Option<String> {
+    if status.node_id.is_empty() {
+        return None;
+    }
+    Some(match (ip, listen_port(status)) {
+        (Some(IpAddr::V4(ip)), Some(port)) => format!("{}@{ip}:{port}", status.node_id),
+        (Some(IpAddr::V6(ip)), Some(port)) => format!("{}@[{ip}]:{port}", status.node_id),
+        _ => status.node_id.clone(),
+    })
+}
+
+/// Draws `code` with dark modules as unlit pixels on a lit box (a QR code is dark on light),
+/// `scale` pixels per module, with a quiet zone of `quiet_x`/`quiet_y` pixels, at (x, y).
+fn draw_qr(c: &mut Canvas, code: &QrCode, x: i32, y: i32, scale: i32, quiet_x: i32, quiet_y: i32) {
+    let n = code.width() as i32;
+    c.fill(x, y, n * scale + 2 * quiet_x, n * scale + 2 * quiet_y);
+    for (i, color) in code.to_colors().into_iter().enumerate() {
+        if color == Color::Dark {
+            let (mx, my) = (i as i32 % n, i as i32 / n);
+            for dy in 0..scale {
+                for dx in 0..scale {
+                    c.pixel(x + quiet_x + mx * scale + dx, y + quiet_y + my * scale + dy, false);
+                }
+            }
+        }
+    }
+}
+
+fn network_name(network: Network) -> &'static str {
+    match network {
+        Network::Bitcoin => "mainnet",
+        other => other.name(),
+    }
+}
+
+/// Network: the IP address and port to reach the node, the chain, and the node URI as a QR
+/// code (one pixel per module, which a phone reads from a hand's width away; B shows a bigger
+/// one, see [`network_qr`]).
+pub fn network(status: &Status, ip: Option<IpAddr>) -> Rendered {
+    let mut c = Canvas::new("network");
+    let uri = node_uri(status, ip);
+    // A URI is about 90 bytes: a version-5 code, 37 modules, plus a 4-module quiet zone.
+    let code = uri.as_deref().and_then(|u| QrCode::with_error_correction_level(u, EcLevel::L).ok());
+    let text_right = match &code {
+        Some(code) => {
+            let n = code.width() as i32;
+            let quiet = ((H - n) / 2).clamp(0, 4);
+            let size = n + 2 * quiet;
+            let x = W - size;
+            draw_qr(&mut c, code, x, (H - size) / 2, 1, quiet, quiet);
+            x - 3
+        }
+        None => W,
+    };
+    header(&mut c, "network", &badge(status));
+    let ip_text = ip.map_or_else(|| "no address".to_string(), |ip| ip.to_string());
+    c.text_in(&ip_text, fit(&ip_text, text_right, &[BODY, SMALL]), 0, text_right, 14, Align::Left);
+    let port = listen_port(status).map_or_else(|| "not listening".to_string(), |p| format!("port {p}"));
+    c.text_in(&port, fit(&port, text_right, &[BODY, SMALL]), 0, text_right, 28, Align::Left);
+    c.text_in(network_name(status.network), BODY, 0, text_right, 42, Align::Left);
+    match &uri {
+        Some(uri) => {
+            c.text_in("B: big QR", SMALL, 0, text_right, 54, Align::Left);
+            c.note(format!("qr {uri}"));
+        }
+        None => c.text_in("no node id yet", SMALL, 0, text_right, 54, Align::Left),
+    }
+    c.done()
+}
+
+/// The node id as a full-screen QR code at two pixels per module. The id alone, in upper case,
+/// fits a version-3 code (29 modules, 58 px) that is easy to scan; the whole URI would need a
+/// version-5 code, which only fits the 64 px height at one pixel per module.
+pub fn network_qr(status: &Status) -> Rendered {
+    let mut c = Canvas::new("network qr");
+    let id = status.node_id.to_uppercase();
+    let code = if id.is_empty() { None } else { QrCode::with_error_correction_level(&id, EcLevel::L).ok() };
+    let Some(code) = code else {
+        c.text("no node id yet", BODY, 25, Align::Center);
+        return c.done();
+    };
+    let n = code.width() as i32;
+    let scale = (H / (n + 2)).max(1);
+    let quiet_y = (H - n * scale) / 2;
+    let quiet_x = 4 * scale;
+    let size_x = n * scale + 2 * quiet_x;
+    let x = (W - size_x) / 2;
+    draw_qr(&mut c, &code, x, (H - n * scale - 2 * quiet_y) / 2, scale, quiet_x, quiet_y);
+    c.text_in("node", SMALL, 0, x, 22, Align::Center);
+    c.text_in("id", SMALL, 0, x, 33, Align::Center);
+    c.text_in("B:", SMALL, x + size_x, W, 22, Align::Center);
+    c.text_in("back", SMALL, x + size_x, W, 33, Align::Center);
+    c.note(format!("qr {id}"));
+    c.done()
+}
+
+fn or_dash<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
+    value.map_or_else(|| "-".to_string(), show)
+}
+
+/// System: temperature and load, memory and disk use, executor workers, age of the last backup.
+pub fn system(status: &Status, info: &SystemInfo) -> Rendered {
+    let mut c = Canvas::new("system");
+    header(&mut c, "system", &badge(status));
+    let temp = or_dash(info.temperature_c, |t| format!("{t:.0} C"));
+    let load = or_dash(info.load_1m, |l| format!("{l:.2}"));
+    c.text_in(&format!("temp {temp}"), BODY, 0, W, 13, Align::Left);
+    c.text_in(&format!("load {load}"), BODY, 0, W, 13, Align::Right);
+    let mem = or_dash(info.memory, |m| format!("{}%", m.percent()));
+    let disk = or_dash(info.disk, |d| format!("{}%", d.percent()));
+    c.text_in(&format!("mem {mem}"), BODY, 0, W, 26, Align::Left);
+    c.text_in(&format!("disk {disk}"), BODY, 0, W, 26, Align::Right);
+    c.row("workers", &or_dash(info.executor_workers, |n| n.to_string()), 39, 13, &[BODY]);
+    let backup = info
+        .last_backup_age
+        .map_or_else(|| "never".to_string(), |age| format!("{} ago", short_duration(age)));
+    c.row("backup", &backup, 52, 12, &[BODY, SMALL]);
+    c.done()
+}
+
+/// Alerts: one headline per line (three, then "+N more"), or "no alerts".
+pub fn alerts(status: &Status) -> Rendered {
+    let mut c = Canvas::new("alerts");
+    let count = if status.alerts.is_empty() { String::new() } else { status.alerts.len().to_string() };
+    header(&mut c, "alerts", &count);
+    if status.alerts.is_empty() {
+        c.text("no alerts", MEDIUM, 22, Align::Center);
+        c.text("all good", SMALL, 42, Align::Center);
+        return c.done();
+    }
+    let shown = if status.alerts.len() > 4 { 3 } else { status.alerts.len() };
+    for (i, alert) in status.alerts.iter().take(shown).enumerate() {
+        c.text_in(&clip(&alert.headline(), 21), BODY, 0, W, 13 + 13 * i as i32, Align::Left);
+    }
+    if status.alerts.len() > shown {
+        c.text_in(&format!("+{} more", status.alerts.len() - shown), BODY, 0, W, 52, Align::Left);
+    }
+    c.done()
+}
+
+/// What an idle, blanked display shows: the alias (and the alert count) in small print at one
+/// of many positions, picked by `step` (the UI advances it every few minutes), so that no pixel
+/// stays lit for long against OLED burn-in while the box still shows it is alive.
+pub fn screensaver(status: &Status, step: u64) -> Rendered {
+    let mut c = Canvas::new("screensaver");
+    let mut text = clip(&status.alias, 12);
+    if !status.alerts.is_empty() {
+        text.push_str(&format!(" !{}", status.alerts.len()));
+    }
+    let free_x = (W - super::draw::text_width(&text, SMALL)).max(0) as u64 + 1;
+    let free_y = (H - SMALL.character_size.height as i32).max(0) as u64 + 1;
+    // Steps by primes: successive positions are far apart and cycle through many before repeating.
+    let x = (step.wrapping_mul(37) % free_x) as i32;
+    let y = (step.wrapping_mul(23) % free_y) as i32;
+    c.text_in(&text, SMALL, x, W, y, Align::Left);
+    c.done()
+}
