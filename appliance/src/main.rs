@@ -22,7 +22,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Pixels per OLED pixel (1..=16).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
         scale: u32,
     },
 }
@@ -40,12 +40,16 @@ fn main() -> anyhow::Result<()> {
 
 /// `boltbox screens`: writes each sample screen as `<name>.png` and lists the files.
 fn screens(out: &std::path::Path, scale: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut stdout = std::io::stdout().lock();
     for (name, screen) in boltbox::screens::samples::render_all() {
         let path = out.join(format!("{name}.png"));
         let png = screen.frame.to_png(scale).with_context(|| format!("encoding {name}"))?;
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
-        println!("{}", path.display());
+        // An error, not a panic, when the reader of the list went away (`| head`).
+        writeln!(stdout, "{}", path.display()).context("writing the list of files")?;
     }
     Ok(())
 }

@@ -109,7 +109,7 @@ pub fn backup(progress: &BackupProgress) -> Rendered {
             let percent = (*percent).min(100);
             c.header("backup", "");
             c.text_in(&format!("{percent}%"), BIG, 0, 44, 15, Align::Left);
-            c.bar(48, 17, W - 48, 16, f64::from(percent) / 100.0, &format!("backup {percent}%"));
+            c.bar(48, 17, W - 49, 16, f64::from(percent) / 100.0, &format!("backup {percent}%"));
             c.text("writing to USB", BODY, 38, Align::Center);
             c.text("keep the stick in", SMALL, 53, Align::Center);
         }
@@ -149,4 +149,44 @@ pub fn config_error(field: &str, reason: &str) -> Rendered {
         c.text_in(line, SMALL, 0, W, 25 + 10 * i as i32, Align::Left);
     }
     c.done()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_pages_hold_four_words() {
+        assert_eq!(seed_pages(24), 6);
+        assert_eq!(seed_pages(12), 3);
+        assert_eq!(seed_pages(13), 4);
+        assert_eq!(seed_pages(0), 1);
+    }
+
+    #[test]
+    fn a_seed_page_wraps_and_numbers_words_from_one() {
+        let words: Vec<String> = (1..=24).map(|i| format!("w{i}")).collect();
+        let last = seed_page(&words, 5);
+        assert_eq!(seed_page(&words, 11), last);
+        assert!(last.caption.contains("seed words 6/6"));
+        assert!(!last.caption.contains("w24"));
+        assert_ne!(seed_page(&words, 0).frame, last.frame);
+    }
+
+    #[test]
+    fn a_long_config_error_is_wrapped_and_marked_as_cut() {
+        let reason = "word ".repeat(40);
+        let screen = config_error("node.alias", &reason);
+        let lines: Vec<&str> = screen.caption.lines().collect();
+        assert_eq!(lines[..3], ["config error", "config error", "node.alias"]);
+        assert_eq!(lines.len(), 3 + 4);
+        assert!(lines[6].ends_with("..."), "{lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 21));
+    }
+
+    #[test]
+    fn backup_progress_is_clamped_to_100() {
+        let screen = backup(&BackupProgress::Running { percent: 250 });
+        assert!(screen.caption.contains("backup 100%"), "{}", screen.caption);
+    }
 }

@@ -23,6 +23,8 @@ pub(crate) const BIG: &MonoFont<'static> = &ascii::FONT_10X20;
 pub(crate) const W: i32 = WIDTH as i32;
 /// The screen is 64 px tall.
 pub(crate) const H: i32 = HEIGHT as i32;
+/// Blank columns kept at the left and right edges.
+const MARGIN: i32 = 1;
 
 /// Horizontal placement of a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,10 +91,12 @@ impl Canvas {
         align: Align,
     ) {
         let w = text_width(text, font);
+        // One pixel of margin at the sides: bold glyphs fill their whole cell, and a stroke on
+        // the panel's last column reads as cut off.
         let x = match align {
-            Align::Left => x0,
+            Align::Left => x0 + MARGIN,
             Align::Center => x0 + (x1 - x0 - w) / 2,
-            Align::Right => x1 - w,
+            Align::Right => x1 - w - MARGIN,
         };
         self.put(text, font, x, y, false);
         self.lines.push(text.to_string());
@@ -121,11 +125,12 @@ impl Canvas {
         fonts: &[&'static MonoFont<'static>],
     ) {
         let label_font = BODY;
-        let room = W - text_width(label, label_font) - 4;
+        let room = W - text_width(label, label_font) - 4 - 2 * MARGIN;
         let font = fit(value, room, fonts);
         let bottom = y + height;
-        self.put(label, label_font, 0, bottom - label_font.character_size.height as i32, false);
-        self.put(value, font, W - text_width(value, font), bottom - font.character_size.height as i32, false);
+        self.put(label, label_font, MARGIN, bottom - label_font.character_size.height as i32, false);
+        let x = W - MARGIN - text_width(value, font);
+        self.put(value, font, x, bottom - font.character_size.height as i32, false);
         self.lines.push(format!("{label} {value}"));
     }
 
@@ -282,7 +287,13 @@ pub fn wrap_lines(text: &str, width: usize, max_lines: usize) -> Vec<String> {
         if let Some(last) = lines.last_mut() {
             let keep = width.saturating_sub(4);
             if last.chars().count() > keep {
-                *last = last.chars().take(keep).collect::<String>().trim_end().to_string();
+                let cut: String = last.chars().take(keep).collect();
+                // Break at the last whole word when the cut falls inside one.
+                let whole_word = last.chars().nth(keep) == Some(' ');
+                *last = match cut.rfind(' ') {
+                    Some(space) if !whole_word => cut[..space].to_string(),
+                    _ => cut.trim_end().to_string(),
+                };
             }
             last.push_str(" ...");
         }
@@ -352,6 +363,7 @@ mod tests {
         assert_eq!(wrap_lines("one two three", 9, 2), vec!["one two", "three"]);
         assert_eq!(wrap_lines("one two three four", 9, 1), vec!["one ..."]);
         assert_eq!(wrap_lines("aaaa bbbbbbbbb c", 9, 2), vec!["aaaa", "bbbbb ..."]);
+        assert_eq!(wrap_lines("ab cd efgh ij", 9, 1), vec!["ab cd ..."]);
     }
 
     #[test]
@@ -363,7 +375,7 @@ mod tests {
     #[test]
     fn fit_picks_the_largest_font_that_fits() {
         assert_eq!(text_width("abc", BIG), 30);
-        let f = fit("1,234,567,890", 100, &[BIG, MEDIUM, SMALL]);
+        let f = fit("1,234,567,890", 110, &[BIG, MEDIUM, SMALL]);
         assert_eq!(f.character_size, MEDIUM.character_size);
     }
 }

@@ -188,9 +188,7 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     ));
     out.push((
         "backup-failed".into(),
-        backup(&BackupProgress::Failed {
-            reason: "no USB stick found: insert a FAT or ext4 stick and hold B again".into(),
-        }),
+        backup(&BackupProgress::Failed { reason: "no USB stick found: insert one and hold B again".into() }),
     ));
     out.push((
         "config-error".into(),

@@ -52,7 +52,7 @@ pub fn home(status: &Status) -> Rendered {
             (Some(p), Some(tip)) => {
                 let percent = (p * 100.0).floor() as u32;
                 c.text_in(&format!("{percent}%"), BIG, 0, 44, 14, Align::Left);
-                c.bar(48, 16, W - 48, 16, p, &format!("sync {percent}%"));
+                c.bar(48, 16, W - 49, 16, p, &format!("sync {percent}%"));
                 let line = format!("{height}/{}", thousands(u64::from(tip)));
                 c.text(&line, fit(&line, W, &[BODY, SMALL]), 36, Align::Center);
             }
@@ -99,7 +99,7 @@ pub fn channels(status: &Status, index: usize) -> Rendered {
     c.row("capacity", &thousands(ch.capacity_sats), 27, 13, &[MEDIUM, BODY]);
     let total = ch.local_msat.saturating_add(ch.remote_msat);
     let share = if total == 0 { 0.0 } else { ch.local_msat as f64 / total as f64 };
-    c.bar(0, 41, W, 9, share, &format!("local {}%", (share * 100.0).round()));
+    c.bar(1, 41, W - 2, 9, share, &format!("local {}%", (share * 100.0).round()));
     c.text_in(&thousands(ch.local_msat / 1000), BODY, 0, W, 51, Align::Left);
     c.text_in(&thousands(ch.remote_msat / 1000), BODY, 0, W, 51, Align::Right);
     c.done()
@@ -270,7 +270,7 @@ pub fn alerts(status: &Status) -> Rendered {
 /// stays lit for long against OLED burn-in while the box still shows it is alive.
 pub fn screensaver(status: &Status, step: u64) -> Rendered {
     let mut c = Canvas::new("screensaver");
-    let mut text = clip(&status.alias, 12);
+    let mut text = clip(&status.alias, 16);
     if !status.alerts.is_empty() {
         text.push_str(&format!(" !{}", status.alerts.len()));
     }
@@ -281,4 +281,114 @@ pub fn screensaver(status: &Status, step: u64) -> Rendered {
     let y = (step.wrapping_mul(23) % free_y) as i32;
     c.text_in(&text, SMALL, x, W, y, Align::Left);
     c.done()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+    use crate::screens::samples;
+
+    /// Reads the QR code back from the frame: module (mx, my) is dark when the pixel at its
+    /// top-left is unlit.
+    fn modules_in(frame: &boltbox_board::Frame, x: usize, y: usize, scale: usize, n: usize) -> Vec<bool> {
+        (0..n * n).map(|i| !frame.get(x + (i % n) * scale, y + (i / n) * scale)).collect()
+    }
+
+    #[test]
+    fn the_network_qr_code_is_drawn_module_for_module_on_a_lit_quiet_zone() {
+        let status = samples::synced();
+        let uri = node_uri(&status, Some(samples::SAMPLE_IP)).expect("uri");
+        let code = QrCode::with_error_correction_level(&uri, EcLevel::L).expect("code");
+        let n = code.width();
+        assert_eq!(n, 37, "a URI is a version-5 code");
+        let frame = network(&status, Some(samples::SAMPLE_IP)).frame;
+        let quiet = 4;
+        let (x0, y0) = (128 - n - 2 * quiet, (64 - n - 2 * quiet) / 2);
+        let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
+        assert_eq!(modules_in(&frame, x0 + quiet, y0 + quiet, 1, n), dark);
+        for i in 0..n + 2 * quiet {
+            assert!(frame.get(x0 + i, y0), "quiet zone lit at the top");
+            assert!(frame.get(x0, y0 + i), "quiet zone lit at the left");
+        }
+    }
+
+    #[test]
+    fn the_big_qr_code_has_two_pixels_per_module() {
+        let status = samples::synced();
+        let code =
+            QrCode::with_error_correction_level(status.node_id.to_uppercase(), EcLevel::L).expect("code");
+        let n = code.width();
+        assert_eq!(n, 29, "an upper-case node id is a version-3 code");
+        let frame = network_qr(&status).frame;
+        let (x0, y0) = ((128 - (2 * n + 16)) / 2 + 8, (64 - 2 * n) / 2);
+        let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
+        assert_eq!(modules_in(&frame, x0, y0, 2, n), dark);
+        assert_eq!(modules_in(&frame, x0 + 1, y0 + 1, 2, n), dark, "each module is 2x2");
+    }
+
+    #[test]
+    fn node_uri_uses_the_address_and_the_listening_port() {
+        let mut status = samples::synced();
+        let id = status.node_id.clone();
+        assert_eq!(node_uri(&status, Some(samples::SAMPLE_IP)), Some(format!("{id}@192.168.1.42:9735")));
+        assert_eq!(
+            node_uri(&status, Some(IpAddr::V6(Ipv6Addr::LOCALHOST))),
+            Some(format!("{id}@[::1]:9735"))
+        );
+        assert_eq!(node_uri(&status, None), Some(id.clone()), "no address: the bare id");
+        status.listening.clear();
+        assert_eq!(node_uri(&status, Some(samples::SAMPLE_IP)), Some(id), "no port: the bare id");
+        status.node_id.clear();
+        assert_eq!(node_uri(&status, None), None);
+    }
+
+    #[test]
+    fn home_shows_the_height_only_where_the_alias_leaves_room() {
+        let fresh = home(&samples::fresh());
+        assert!(fresh.caption.contains("boltbox 852,301"), "{}", fresh.caption);
+        let synced = home(&samples::synced());
+        assert!(synced.caption.contains("satoshi's box !2\n"), "{}", synced.caption);
+    }
+
+    #[test]
+    fn home_while_syncing_without_a_known_tip_shows_the_height() {
+        let mut status = samples::syncing();
+        status.sync.chain_tip = None;
+        let screen = home(&status);
+        assert!(screen.caption.contains("syncing\nheight 524,288"), "{}", screen.caption);
+    }
+
+    #[test]
+    fn channel_pages_wrap_and_show_the_state() {
+        let status = samples::synced();
+        assert_eq!(channels(&status, 3), channels(&status, 0));
+        assert!(channels(&status, 2).caption.contains("offline"));
+        assert!(channels(&samples::syncing(), 0).caption.contains("pending"));
+    }
+
+    #[test]
+    fn more_than_four_alerts_end_in_a_count() {
+        let mut status = samples::synced();
+        for i in 0..4 {
+            status.alerts.push(boltbox_node::Alert::PeerDown { peer: format!("03{i:062}") });
+        }
+        let screen = alerts(&status);
+        assert!(screen.caption.ends_with("+3 more"), "{}", screen.caption);
+    }
+
+    #[test]
+    fn the_screensaver_moves_but_stays_whole() {
+        let status = samples::synced();
+        let first = screensaver(&status, 0).frame;
+        let lit = first.lit_pixels();
+        let mut positions = std::collections::HashSet::new();
+        for step in 0..50 {
+            let frame = screensaver(&status, step).frame;
+            assert_eq!(frame.lit_pixels(), lit, "step {step}: text cut at an edge");
+            positions.insert(frame);
+        }
+        assert!(positions.len() > 40, "only {} positions", positions.len());
+    }
 }

@@ -79,15 +79,16 @@ pub struct CommitLimits {
     pub max_ops: usize,
     /// At most about this many value bytes go into one write transaction.
     pub max_bytes: usize,
-    /// How long the committer may wait for more writes once it has one. Zero (the default)
-    /// means it never waits: writes that arrive while a commit is in flight form the next
-    /// batch, which is where the grouping comes from.
+    /// The most the committer waits for more writes once it has one. Writes that arrive while
+    /// a commit is in flight form the next batch anyway; this bounds the extra wait for the
+    /// writers the last commit released (itself at most an eighth of that commit's duration).
+    /// Zero never waits.
     pub max_wait: Duration,
 }
 
 impl Default for CommitLimits {
     fn default() -> Self {
-        CommitLimits { max_ops: 4096, max_bytes: 32 << 20, max_wait: Duration::ZERO }
+        CommitLimits { max_ops: 4096, max_bytes: 32 << 20, max_wait: Duration::from_millis(2) }
     }
 }
 
