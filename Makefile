@@ -33,9 +33,10 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Tier 1: unit tests in each crate.
+# Tier 1: unit tests in each crate (the appliance's supervisor test runs the real binary
+# against a regtest bitcoind, so it is provisioned here too).
 test-unit:
-	scripts/setup.sh base
+	scripts/setup.sh base bitcoind
 	cargo test --workspace --locked --exclude boltbox-tests
 
 # Tier 2: nodes against a real bitcoind on regtest.
@@ -72,9 +73,15 @@ $(SDCARD_SHIM): node/benches/sdcard_fsync.c
 	@mkdir -p $(dir $@)
 	gcc -shared -fPIC -O2 -Wall -Wextra -o $@ $< -ldl -lpthread
 
+# Every benchmark, each comparison in one run on the same disk (and under the SD-card model).
+# The figures and how to read them: docs/BENCHMARKS.md.
+BENCH_ENV := BOLTBOX_SDCARD_SHIM=$(SDCARD_SHIM) BOLTBOX_BENCH_DIR=$(BOLTBOX_CACHE)/bench
+
 bench: $(SDCARD_SHIM)
-	scripts/setup.sh base
+	scripts/setup.sh base bitcoind
 	mkdir -p $(BOLTBOX_CACHE)/bench
-	BOLTBOX_SDCARD_SHIM=$(SDCARD_SHIM) BOLTBOX_BENCH_DIR=$(BOLTBOX_CACHE)/bench \
-		cargo bench --locked -p boltbox-node --bench store
+	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench store
 	cargo bench --locked -p boltbox-executor
+	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench durable_transfers
+	$(BENCH_ENV) cargo bench --locked -p boltbox-tests --bench payments
+	cargo bench --locked -p boltbox-tests --bench node_rss

@@ -1,9 +1,19 @@
-//! The boltbox appliance as a library: what the `boltbox` binary shows and how the buttons
-//! drive it, kept free of I/O so that it is tested without a board.
+//! The boltbox appliance as a library: what the `boltbox` binary shows, how the buttons drive
+//! it, and the service that runs it all. The screens and the UI are kept free of I/O so that
+//! they are tested without a board.
 //!
+//! - [`bench`]: `boltbox bench`, the benchmarks on the device.
+//! - [`config`]: `boltbox.toml`, parsed and validated with errors that name the field.
+//! - [`supervisor`]: `boltbox run`, the service: board, runtime, node, display loop, systemd,
+//!   safe shutdown.
+//! - [`system`]: machine facts for the system and network screens.
 //! - [`screens`]: pure functions from the node's status (and other data) to OLED frames.
 //! - [`ui`]: the state machine that turns gestures and time into the screen shown and the
 //!   actions requested (shutdown, backup).
 
+pub mod bench;
+pub mod config;
 pub mod screens;
+pub mod supervisor;
+pub mod system;
 pub mod ui;

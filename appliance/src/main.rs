@@ -16,6 +16,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the appliance: board, node and display until a safe shutdown (SIGTERM, SIGINT or
+    /// the shutdown gesture). Exits 0 after a safe shutdown, non-zero on a bad config.
+    Run {
+        /// The config file (see appliance/boltbox.example.toml).
+        #[arg(long, default_value = "/etc/boltbox/boltbox.toml")]
+        config: PathBuf,
+    },
+    /// Run the benchmarks on this machine: the node's store against LDK's own stores on the
+    /// disk holding DIR, and the executor's engine on this machine's cores.
+    Bench {
+        /// A directory on the disk to measure (the data partition on the device).
+        #[arg(long, default_value = "/var/lib/boltbox")]
+        dir: PathBuf,
+        /// Seconds per store measurement.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
     /// Render every OLED screen for sample statuses as PNG files.
     Screens {
         /// Directory to write `<screen>.png` files to (created if missing).
@@ -30,12 +47,31 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Run { config }) => {
+            init_logging();
+            boltbox::supervisor::run(&config)
+                .with_context(|| format!("boltbox run --config {}", config.display()))
+        }
         Some(Command::Screens { out, scale }) => screens(&out, scale),
+        Some(Command::Bench { dir, seconds }) => {
+            anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be a positive number");
+            let cores = boltbox_executor::runtime::BoardFacts::detect().map(|f| f.cores).unwrap_or(1);
+            let options = boltbox::bench::BenchOptions { dir, seconds, writers: vec![1, 4, 16, 64], cores };
+            print!("{}", boltbox::bench::run(&options)?);
+            Ok(())
+        }
         None => {
             println!("boltbox {}: no command given; see --help", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     }
+}
+
+/// Logs to stderr (journald under systemd), filtered by `RUST_LOG` (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// `boltbox screens`: writes each sample screen as `<name>.png` and lists the files.

@@ -1,0 +1,333 @@
+//! `boltbox.toml`: the appliance's configuration file.
+//!
+//! Sections: `[node]` ([`NodeConfig`], see docs/CONFIG.md), `[board]` ([`BoardConfig`]),
+//! `[ui]` ([`UiSettings`]), `[runtime]` ([`RuntimeOverrides`]) and `[power]`
+//! ([`PowerSettings`]). Every field has a default and unknown fields are refused. Every error
+//! names the field as written in the file (`node.alias`, `board.i2c_address`, `ui.long_press_ms`)
+//! and says why, so that the OLED can tell the owner what to fix.
+//! `appliance/boltbox.example.toml` is a commented example.
+
+use std::path::Path;
+use std::time::Duration;
+
+use boltbox_board::config::BoardKind;
+use boltbox_board::{BoardConfig, GestureConfig};
+use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimeOverrides, RuntimePlan};
+use boltbox_node::NodeConfig;
+use serde::Deserialize;
+
+use crate::ui::UiConfig;
+
+/// A configuration that cannot be used: the field's full name and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The field as written in the file, e.g. `node.alias`; the file's path when it cannot be
+    /// read at all.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// `[ui]`: button thresholds and display timings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiSettings {
+    /// A button level must be stable this long to count (contact bounce).
+    pub debounce_ms: u64,
+    /// A press this long is a long press (A: shut down, B: back up).
+    pub long_press_ms: u64,
+    /// Both buttons held this long show the seed warning.
+    pub both_held_ms: u64,
+    /// Without a press for this long the display dims.
+    pub dim_after_secs: u64,
+    /// Without a press for this long the display blanks to the moving screensaver.
+    pub blank_after_secs: u64,
+    /// How often the screensaver moves (against burn-in).
+    pub shift_every_secs: u64,
+    /// Confirmation and warning screens go back after this long.
+    pub confirm_timeout_secs: u64,
+    /// The seed pages go back home after this long without a press.
+    pub seed_timeout_secs: u64,
+    /// Contrast when awake (0..=255).
+    pub bright: u8,
+    /// Contrast when dim or blank (0..=255).
+    pub dim: u8,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        let g = GestureConfig::default();
+        let u = UiConfig::default();
+        UiSettings {
+            debounce_ms: millis(g.debounce),
+            long_press_ms: millis(g.long_press),
+            both_held_ms: millis(g.both_held),
+            dim_after_secs: u.dim_after.as_secs(),
+            blank_after_secs: u.blank_after.as_secs(),
+            shift_every_secs: u.shift_every.as_secs(),
+            confirm_timeout_secs: u.confirm_timeout.as_secs(),
+            seed_timeout_secs: u.seed_timeout.as_secs(),
+            bright: u.bright,
+            dim: u.dim,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl UiSettings {
+    /// The gesture machine's thresholds.
+    pub fn gestures(&self) -> GestureConfig {
+        GestureConfig {
+            debounce: Duration::from_millis(self.debounce_ms),
+            long_press: Duration::from_millis(self.long_press_ms),
+            both_held: Duration::from_millis(self.both_held_ms),
+        }
+    }
+
+    /// The UI's timings and contrast levels.
+    pub fn ui(&self) -> UiConfig {
+        UiConfig {
+            dim_after: Duration::from_secs(self.dim_after_secs),
+            blank_after: Duration::from_secs(self.blank_after_secs),
+            shift_every: Duration::from_secs(self.shift_every_secs),
+            confirm_timeout: Duration::from_secs(self.confirm_timeout_secs),
+            seed_timeout: Duration::from_secs(self.seed_timeout_secs),
+            bright: self.bright,
+            dim: self.dim,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.debounce_ms >= self.long_press_ms {
+            return Err(ConfigError::new(
+                "ui.long_press_ms",
+                format!("must be longer than debounce_ms ({} ms)", self.debounce_ms),
+            ));
+        }
+        if self.both_held_ms == 0 {
+            return Err(ConfigError::new("ui.both_held_ms", "must be longer than zero"));
+        }
+        if self.blank_after_secs < self.dim_after_secs {
+            return Err(ConfigError::new(
+                "ui.blank_after_secs",
+                format!("must not be shorter than dim_after_secs ({} s)", self.dim_after_secs),
+            ));
+        }
+        for (field, secs) in [
+            ("ui.shift_every_secs", self.shift_every_secs),
+            ("ui.confirm_timeout_secs", self.confirm_timeout_secs),
+            ("ui.seed_timeout_secs", self.seed_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(ConfigError::new(field, "must be longer than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[power]`: what happens after a safe shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerSettings {
+    /// The command (program and arguments) run once everything is persisted and "safe to
+    /// unplug" is on the display. Unset: `["systemctl", "poweroff"]` on real hardware
+    /// (`board = "auto"`), nothing on the sim and link boards. Empty: just exit.
+    pub off_command: Option<Vec<String>>,
+}
+
+/// The whole `boltbox.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    /// The Lightning node.
+    pub node: NodeConfig,
+    /// Display, buttons and which backends.
+    pub board: BoardConfig,
+    /// Button thresholds and display timings.
+    pub ui: UiSettings,
+    /// Overrides of the tuned tokio runtime.
+    pub runtime: RuntimeOverrides,
+    /// Power-off after a safe shutdown.
+    pub power: PowerSettings,
+}
+
+impl AppConfig {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<AppConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates the text of a config file.
+    pub fn parse(text: &str) -> Result<AppConfig, ConfigError> {
+        let config: AppConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every section; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.node.validate().map_err(|e| ConfigError::new(e.field, e.reason))?;
+        self.board.validate().map_err(|e| ConfigError::new(format!("board.{}", e.field), e.reason))?;
+        self.ui.validate()?;
+        // The overrides' ranges do not depend on the board, so any plausible facts check them
+        // here, before the board is known; the real plan is derived from the board's facts.
+        let nominal = BoardFacts { cores: 4, memory_bytes: 1 << 30 };
+        RuntimePlan::derive(nominal)
+            .and_then(|plan| plan.with_overrides(&self.runtime))
+            .map_err(runtime_error)?;
+        if let Some([program, ..]) = self.power.off_command.as_deref() {
+            if program.is_empty() {
+                return Err(ConfigError::new("power.off_command", "the program name is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The power-off command to run after a safe shutdown; empty: none, just exit.
+    pub fn off_command(&self) -> Vec<String> {
+        match &self.power.off_command {
+            Some(command) => command.clone(),
+            None if self.board.validate() == Ok(BoardKind::Auto) => {
+                vec!["systemctl".into(), "poweroff".into()]
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A runtime error as a config error naming the `[runtime]` field when it is about one.
+pub fn runtime_error(e: RuntimeError) -> ConfigError {
+    match e {
+        RuntimeError::InvalidOverride { field, reason } => {
+            ConfigError::new(format!("runtime.{field}"), reason)
+        }
+        other => ConfigError::new("runtime", other.to_string()),
+    }
+}
+
+/// A TOML syntax or type error, naming the field at the error's position.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim();
+    let mut field = e.span().map(|span| field_at(text, span.start)).unwrap_or_default();
+    // Some errors point at the table rather than the key (tagged tables such as `node.chain`);
+    // an unknown key is named in the message, so name it in the field too.
+    let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next());
+    if let Some(key) = unknown.filter(|key| field != *key && !field.ends_with(&format!(".{key}"))) {
+        field = if field.is_empty() { key.to_string() } else { format!("{field}.{key}") };
+    }
+    if field.is_empty() {
+        field = "config".into();
+    }
+    ConfigError::new(field, message)
+}
+
+/// The dotted name of the key at byte `offset`: the last `[table]` header before it, then the
+/// key on its line. Keys inside inline tables are named by their outer key, which is enough to
+/// find the line.
+fn field_at(text: &str, offset: usize) -> String {
+    let mut table = String::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let end = start + line.len();
+        let trimmed = line.trim();
+        let header = trimmed.strip_prefix('[').and_then(|h| h.split(']').next());
+        if let Some(header) = header {
+            table = header.trim_start_matches('[').trim().to_string();
+        }
+        if offset < end || end == text.len() {
+            let key = match trimmed.split_once('=') {
+                Some((key, _)) if header.is_none() => key.trim().trim_matches('"').to_string(),
+                _ => String::new(),
+            };
+            return match (table.is_empty(), key.is_empty()) {
+                (true, _) => key,
+                (false, true) => table,
+                (false, false) => format!("{table}.{key}"),
+            };
+        }
+        start = end;
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[node]\nnetwork = \"regtest\"\n\n[node.chain]\nsource = \"bitcoind\"\n\
+                           rpc_user = \"u\"\nrpc_password = \"p\"\n";
+
+    fn error(text: &str) -> ConfigError {
+        AppConfig::parse(text).expect_err("invalid")
+    }
+
+    #[test]
+    fn the_example_file_parses_and_validates() {
+        let text = include_str!("../boltbox.example.toml");
+        let config = AppConfig::parse(text).expect("example config");
+        assert_eq!(config.node.alias, "boltbox");
+        assert_eq!(config.board.board, "auto");
+        assert_eq!(config.ui, UiSettings::default());
+        assert_eq!(config.off_command(), ["systemctl", "poweroff"]);
+    }
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let config = AppConfig::parse(MINIMAL).expect("minimal config");
+        assert_eq!(config.board, BoardConfig::default());
+        assert_eq!(config.ui.gestures(), GestureConfig::default());
+        assert_eq!(config.ui.ui(), UiConfig::default());
+        assert_eq!(config.runtime, RuntimeOverrides::default());
+    }
+
+    #[test]
+    fn power_off_defaults_to_systemd_only_on_real_hardware() {
+        let link = format!("{MINIMAL}\n[board]\nboard = \"link:/tmp/x.sock\"\n");
+        assert!(AppConfig::parse(&link).expect("link").off_command().is_empty());
+        let empty = format!("{MINIMAL}\n[power]\noff_command = []\n");
+        assert!(AppConfig::parse(&empty).expect("empty").off_command().is_empty());
+        let custom = format!("{MINIMAL}\n[power]\noff_command = [\"halt\", \"-p\"]\n");
+        assert_eq!(AppConfig::parse(&custom).expect("custom").off_command(), ["halt", "-p"]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (format!("{MINIMAL}alias_typo = 1\n"), "node.chain.alias_typo"),
+            ("[node]\nalias = 5\n".to_string(), "node.alias"),
+            ("[node]\nalias = \"\"\n".to_string(), "node.alias"),
+            ("[nod]\n".to_string(), "nod"),
+            (format!("{MINIMAL}\n[board]\ni2c_address = 0x40\n"), "board.i2c_address"),
+            (format!("{MINIMAL}\n[board]\nboard = \"hdmi\"\n"), "board.board"),
+            (format!("{MINIMAL}\n[ui]\nlong_press_ms = 10\n"), "ui.long_press_ms"),
+            (format!("{MINIMAL}\n[ui]\nlong_pres_ms = 10\n"), "ui.long_pres_ms"),
+            (format!("{MINIMAL}\n[runtime]\nworker_threads = 0\n"), "runtime.worker_threads"),
+            (format!("{MINIMAL}\n[power]\noff_command = [\"\"]\n"), "power.off_command"),
+            ("[node\n".to_string(), "node"),
+        ];
+        for (text, field) in cases {
+            let e = error(&text);
+            assert_eq!(e.field, field, "{text:?} gave {e}");
+            assert!(!e.reason.is_empty(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named() {
+        let e = AppConfig::load(Path::new("/nonexistent/boltbox.toml")).expect_err("missing");
+        assert_eq!(e.field, "/nonexistent/boltbox.toml");
+    }
+}

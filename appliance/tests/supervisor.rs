@@ -1,0 +1,243 @@
+//! `boltbox run` end to end on the link board against a regtest bitcoind: boot to the home
+//! screen, page with A, a peer opens a channel, long-press A and confirm → "shutting down" then
+//! "safe to unplug" and exit 0 with the node's state persisted; a second run comes back with the
+//! same node id (read from the network screen's URI caption) and the channel, and SIGTERM takes
+//! the same safe-shutdown path, telling a pretend systemd READY, WATCHDOG and STOPPING. Every wait is on a caption, an event or a polled condition with
+//! a deadline; the only timed things are how long a finger holds a button for a short press and
+//! lifts it between two presses.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use boltbox_board::{Button, LinkClient, LinkFrame};
+use boltbox_node::{NodeConfig, NodeEvent};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, free_port, regtest_config, wait_until};
+
+const ALIAS: &str = "linktest";
+/// A short press: longer than the 30 ms debounce, far shorter than the long press.
+const SHORT_PRESS: Duration = Duration::from_millis(150);
+/// A finger off the button between two presses: longer than the debounce, or the two presses
+/// are one (a release shorter than the debounce is contact bounce).
+const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
+/// Booting includes starting ldk-node and its first chain sync.
+const BOOT: Duration = Duration::from_secs(120);
+/// A screen change after a button press.
+const SCREEN: Duration = Duration::from_secs(15);
+/// Stopping the node, syncing, drawing the last frame.
+const SHUTDOWN: Duration = Duration::from_secs(60);
+
+/// A `boltbox run` process; killed (and its log printed) if the test fails while it runs.
+struct Appliance {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Appliance {
+    /// Starts `boltbox run`, under a pretend systemd when `notify` is given: `NOTIFY_SOCKET`
+    /// points there and the watchdog is on.
+    fn start(config: &Path, log: PathBuf, notify: Option<&Path>) -> Appliance {
+        let stderr = File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_boltbox"));
+        command.args(["run", "--config"]).arg(config).env("RUST_LOG", "info");
+        match notify {
+            Some(socket) => command.env("NOTIFY_SOCKET", socket).env("WATCHDOG_USEC", WATCHDOG_USEC),
+            None => command.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC"),
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn boltbox run");
+        Appliance { child, log }
+    }
+
+    /// Waits for the process to exit by itself; returns whether it exited with status 0.
+    fn wait_exit(&mut self) -> bool {
+        let status = wait_until(Deadline::in_secs(SHUTDOWN.as_secs()), "boltbox to exit", || {
+            self.child.try_wait().expect("try_wait")
+        });
+        status.success()
+    }
+
+    fn sigterm(&self) {
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- boltbox run log ({}) ---\n{log}", self.log.display());
+        }
+    }
+}
+
+/// The pretend systemd's watchdog interval: boltbox pings at half of it.
+const WATCHDOG_USEC: &str = "1000000";
+
+/// Waits for a datagram on the pretend systemd's socket with the line `line`.
+fn wait_notify(socket: &UnixDatagram, line: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {line:?} from boltbox within {timeout:?}");
+        socket.set_read_timeout(Some(left)).expect("read timeout");
+        match socket.recv(&mut buf) {
+            Ok(n) if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == line) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("reading the notify socket: {e}"),
+        }
+    }
+}
+
+/// Writes `boltbox.toml`: the node, the link board at `socket`, no power-off command.
+fn write_config(dir: &Path, node: &NodeConfig, socket: &Path) -> PathBuf {
+    #[derive(serde::Serialize)]
+    struct Sections<'a> {
+        node: &'a NodeConfig,
+    }
+    let mut text = toml::to_string(&Sections { node }).expect("config to TOML");
+    text.push_str(&format!(
+        "\n[board]\nboard = \"link:{}\"\n\n\
+         # Never dim during the test: a press on a dim display only wakes it.\n\
+         [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
+         [power]\noff_command = []\n",
+        socket.display()
+    ));
+    let path = dir.join("boltbox.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn screen(frame: &LinkFrame) -> &str {
+    frame.caption.lines().next().unwrap_or_default()
+}
+
+/// Waits for a frame of screen `name` whose caption contains `text`.
+fn wait_screen(link: &mut LinkClient, name: &str, text: &str, timeout: Duration) -> LinkFrame {
+    link.wait_for_frame(timeout, |f| screen(f) == name && f.caption.contains(text))
+        .unwrap_or_else(|e| panic!("waiting for screen {name:?} showing {text:?}: {e}"))
+}
+
+/// A short press of A, then the next status page `name`.
+fn next_page(link: &mut LinkClient, name: &str) -> LinkFrame {
+    link.press(Button::A, SHORT_PRESS).expect("press A");
+    wait_screen(link, name, "", SCREEN)
+}
+
+/// The node id in the network screen's caption (`qr <node id>@<ip>:<port>` or `qr <node id>`).
+fn node_id(network: &LinkFrame) -> String {
+    let uri =
+        network.caption.lines().find_map(|l| l.strip_prefix("qr ")).expect("network screen shows the URI");
+    uri.split('@').next().unwrap_or(uri).to_string()
+}
+
+/// Waits for "shutting down", then "safe to unplug", then for the process to exit 0.
+fn observe_safe_shutdown(link: &mut LinkClient, run: &mut Appliance) {
+    wait_screen(link, "shutdown", "shutting", SHUTDOWN);
+    let last = wait_screen(link, "shutdown", "safe to", SHUTDOWN);
+    assert!(last.caption.contains("unplug"), "{}", last.caption);
+    assert!(run.wait_exit(), "boltbox run exits with status 0 after a safe shutdown");
+}
+
+#[test]
+fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = regtest_config(&bitcoind, ALIAS, dir.path(), free_port().expect("port"), Vec::new());
+    // The appliance only accepts the channel: it keeps no on-chain anchor reserve, so that it
+    // needs no funds of its own.
+    node.channel.anchor_reserve_sats = 0;
+    let socket = dir.path().join("link.sock");
+    let config = write_config(dir.path(), &node, &socket);
+
+    // First run: boot, page, learn the node id.
+    let mut run = Appliance::start(&config, dir.path().join("run1.log"), None);
+    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
+    wait_screen(&mut link, "home", ALIAS, BOOT);
+    let channels = next_page(&mut link, "channels");
+    assert!(channels.caption.contains("no channels yet"), "{}", channels.caption);
+    next_page(&mut link, "earnings");
+    let id = node_id(&next_page(&mut link, "network"));
+    for page in ["system", "alerts", "home"] {
+        next_page(&mut link, page);
+    }
+
+    // A peer opens a channel to it; the home screen counts it once it is usable.
+    let mut peer = TestNode::start(&bitcoind, "peer", Vec::new());
+    peer.fund(&bitcoind, 1_000_000);
+    bitcoind.mine(6).expect("mine");
+    peer.wait_status("peer funds", 60, |s| s.balances.onchain_spendable_sats >= 500_000);
+    let address = format!("{id}@{}", node.listen[0]).parse().expect("appliance address");
+    let mempool = bitcoind.mempool().expect("mempool").len();
+    peer.node().open_channel(&address, 200_000, None, true).expect("open channel");
+    peer.wait_event("ChannelPending", 30, |e| matches!(e, NodeEvent::ChannelPending { .. }).then_some(()));
+    bitcoind.wait_for_mempool(mempool + 1, Deadline::in_secs(30));
+    bitcoind.mine(6).expect("mine");
+    wait_screen(&mut link, "home", "1/1 ch", BOOT);
+
+    // Long-press A (held until the confirmation shows), then confirm with a short press.
+    link.send_edge(Button::A, true).expect("A down");
+    wait_screen(&mut link, "shutdown confirm", "press A again", SCREEN);
+    link.send_edge(Button::A, false).expect("A up");
+    // A release shows nothing to wait for; the finger simply takes a moment to press again.
+    std::thread::sleep(BETWEEN_PRESSES);
+    link.press(Button::A, SHORT_PRESS).expect("confirm");
+    observe_safe_shutdown(&mut link, &mut run);
+    let data_dir = &node.data_dir;
+    assert!(data_dir.join("node.redb").is_file(), "the store is in {}", data_dir.display());
+    assert!(data_dir.join("seed.words").is_file(), "the seed is in {}", data_dir.display());
+
+    // Second run, under a pretend systemd: the same node id and the channel; SIGTERM shuts it
+    // down the same way.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+    let mut run = Appliance::start(&config, dir.path().join("run2.log"), Some(&notify_path));
+    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
+    wait_screen(&mut link, "home", "/1 ch", BOOT);
+    wait_notify(&notify, "READY=1", BOOT);
+    wait_notify(&notify, "WATCHDOG=1", SCREEN);
+    let channels = next_page(&mut link, "channels");
+    assert!(channels.caption.contains("channel 1/1"), "{}", channels.caption);
+    next_page(&mut link, "earnings");
+    assert_eq!(node_id(&next_page(&mut link, "network")), id, "the same node after a restart");
+    run.sigterm();
+    observe_safe_shutdown(&mut link, &mut run);
+    wait_notify(&notify, "STOPPING=1", SCREEN);
+}
+
+#[test]
+fn a_bad_config_names_the_field_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("boltbox.toml");
+    let socket = dir.path().join("link.sock");
+    std::fs::write(
+        &config,
+        format!("[node]\nalias = \"\"\n\n[board]\nboard = \"link:{}\"\n", socket.display()),
+    )
+    .expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_boltbox"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run boltbox");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("node.alias"), "{stderr}");
+}
