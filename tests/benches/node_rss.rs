@@ -12,7 +12,7 @@ const CHANNELS: usize = 10;
 
 /// The measured node: starts from the config file the parent wrote, prints
 /// `READY <peer address> <funding address>`,
-/// then answers `STATUS` with `<usable channels> <spendable sats>` and `RSS` with
+/// then answers `STATUS` with `<usable channels> <spendable sats> <lightning height>` and `RSS` with
 /// `<VmHWM kB> <VmRSS kB>`, and stops on `STOP`.
 fn child(config_path: &str) {
     let text = std::fs::read_to_string(config_path).expect("config");
@@ -28,7 +28,12 @@ fn child(config_path: &str) {
         match line.trim() {
             "STATUS" => {
                 let s = node.refresh_status();
-                println!("{} {}", s.usable_channels(), s.balances.onchain_spendable_sats);
+                println!(
+                    "{} {} {}",
+                    s.usable_channels(),
+                    s.balances.onchain_spendable_sats,
+                    s.sync.lightning_height
+                );
             }
             "RSS" => {
                 let status = std::fs::read_to_string("/proc/self/status").expect("proc");
@@ -95,8 +100,17 @@ fn main() {
         peer.node().open_channel(&target, 150_000, Some(50_000_000), true).expect("open");
         peer.wait_event("pending", 30, |e| matches!(e, NodeEvent::ChannelPending { .. }).then_some(()));
         bitcoind.wait_for_mempool(before + 1, Deadline::in_secs(30));
-        // LDK takes at most 4 unconfirmed inbound channels per peer: confirm each.
+        // LDK takes at most 4 unconfirmed inbound channels per peer: confirm each, and let
+        // both nodes see the block (the peer's wallet must know its funding input is spent
+        // before it builds the next funding transaction).
         bitcoind.mine(if i + 1 == CHANNELS { 6 } else { 1 }).expect("mine");
+        let height = bitcoind.height().expect("height") as u32;
+        peer.wait_status("the peer at the new height", 60, |s| {
+            s.sync.lightning_height >= height && s.sync.wallet_height >= height
+        });
+        wait_until(Deadline::in_secs(60), "the measured node at the new height", || {
+            (ask("STATUS")[2].parse::<u32>().unwrap_or(0) >= height).then_some(())
+        });
     }
     wait_until(Deadline::in_secs(120), "10 usable channels on the measured node", || {
         (ask("STATUS")[0].parse::<usize>().unwrap_or(0) == CHANNELS).then_some(())
@@ -113,6 +127,9 @@ fn main() {
     println!(
         "one boltbox node, {CHANNELS} channels, 20 payments: peak RSS {hwm:.1} MiB, RSS now {now:.1} MiB"
     );
-    let _ = ask("STOP");
-    let _ = child.wait();
+    // STOP has no answer: the child stops its node and exits.
+    writeln!(to_child, "STOP").expect("to child");
+    to_child.flush().expect("flush");
+    let status = child.wait().expect("the measured node exits");
+    assert!(status.success(), "the measured node failed: {status}");
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use boltbox_node::config::ChainSource;
-use boltbox_node::{BoltNode, Network, NodeConfig, NodeEvent, PeerAddress, Seed, Status};
+use boltbox_node::{BoltNode, Network, NodeConfig, NodeEvent, PeerAddress, Seed, Status, Storage};
 use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::bitcoind::{BitcoinD, free_port};
@@ -19,6 +19,7 @@ pub struct TestNode {
     pub config: NodeConfig,
     seed: Seed,
     port: u16,
+    storage: Storage,
     _dir: tempfile::TempDir,
 }
 
@@ -62,16 +63,38 @@ pub fn regtest_config(
 impl TestNode {
     /// A node named `alias` on `bitcoind`, with `trusted_peers` (`id@host:port`).
     pub fn start(bitcoind: &BitcoinD, alias: &str, trusted_peers: Vec<String>) -> TestNode {
+        let parent = std::env::temp_dir();
+        TestNode::start_with_storage(bitcoind, alias, trusted_peers, Storage::Boltbox, &parent)
+    }
+
+    /// [`TestNode::start`] with a choice of store, keeping the node's data in a fresh temp dir
+    /// under `parent` (benchmarks put it on the disk they measure).
+    pub fn start_with_storage(
+        bitcoind: &BitcoinD,
+        alias: &str,
+        trusted_peers: Vec<String>,
+        storage: Storage,
+        parent: &std::path::Path,
+    ) -> TestNode {
         crate::init_logging();
-        let dir = tempfile::Builder::new().prefix(&format!("boltbox-{alias}-")).tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("boltbox-{alias}-"))
+            .tempdir_in(parent)
+            .expect("tempdir");
         let port = free_port().expect("port");
         let config = regtest_config(bitcoind, alias, dir.path(), port, trusted_peers);
         let (seed, created) = Seed::load_or_create(&config.data_dir).expect("seed");
         assert!(created);
         let rt = runtime(alias);
-        let node = BoltNode::start(&config, &seed, rt.handle().clone()).expect("start node");
+        let node =
+            BoltNode::start_with_storage(&config, &seed, rt.handle().clone(), storage).expect("start node");
         let events = node.subscribe();
-        TestNode { node: Some(node), runtime: Some(rt), events, config, seed, port, _dir: dir }
+        TestNode { node: Some(node), runtime: Some(rt), events, config, seed, port, storage, _dir: dir }
+    }
+
+    /// The node's event subscription (for callers that consume events as a stream).
+    pub fn events(&mut self) -> &mut tokio::sync::broadcast::Receiver<NodeEvent> {
+        &mut self.events
     }
 
     /// The node.
@@ -93,7 +116,8 @@ impl TestNode {
             rt.shutdown_timeout(Duration::from_secs(10));
         }
         let rt = runtime(&self.config.alias);
-        let node = BoltNode::start(&self.config, &self.seed, rt.handle().clone()).expect("restart node");
+        let node = BoltNode::start_with_storage(&self.config, &self.seed, rt.handle().clone(), self.storage)
+            .expect("restart node");
         self.events = node.subscribe();
         self.node = Some(node);
         self.runtime = Some(rt);
