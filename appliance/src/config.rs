@@ -18,22 +18,9 @@ use serde::Deserialize;
 
 use crate::ui::UiConfig;
 
-/// A configuration that cannot be used: the field's full name and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct ConfigError {
-    /// The field as written in the file, e.g. `node.alias`; the file's path when it cannot be
-    /// read at all.
-    pub field: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl ConfigError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { field: field.into(), reason: reason.into() }
-    }
-}
+/// A configuration that cannot be used: the field's full name as written in the file (e.g.
+/// `node.alias`, `board.i2c_address`; the file's path when it cannot be read at all) and why.
+pub use boltbox_node::ConfigError;
 
 /// `[ui]`: button thresholds and display timings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -179,7 +166,7 @@ impl AppConfig {
 
     /// Checks every section; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.node.validate().map_err(|e| ConfigError::new(e.field, e.reason))?;
+        self.node.validate()?;
         self.board.validate().map_err(|e| ConfigError::new(format!("board.{}", e.field), e.reason))?;
         self.ui.validate()?;
         // The overrides' ranges do not depend on the board, so any plausible facts check them

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use boltbox_executor::bench::{Transfer, funded_accounts, random_transfers};
 use boltbox_executor::engine::{Executor, Parallel, Sequential, State};
 use boltbox_node::Store;
+use boltbox_node::bench::sdcard;
 use ldk_node::lightning::util::persist::KVStore;
 use redb::TableDefinition;
 
@@ -216,7 +217,7 @@ fn run(title: &str, duration: Duration) {
 }
 
 fn main() {
-    if std::env::var_os("BOLTBOX_BENCH_SDCARD").is_some() {
+    if sdcard::in_model() {
         let ms = std::env::var("BOLTBOX_FSYNC_DELAY_MS").unwrap_or_else(|_| "10".into());
         run(
             &format!("durable transfers/s, SD-card model ({ms} ms per fsync, one at a time)"),
@@ -225,15 +226,7 @@ fn main() {
         return;
     }
     run("durable transfers/s, local disk", Duration::from_secs(3));
-    match std::env::var_os("BOLTBOX_SDCARD_SHIM") {
-        Some(shim) => {
-            let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-                .env("LD_PRELOAD", shim)
-                .env("BOLTBOX_BENCH_SDCARD", "1")
-                .status()
-                .expect("run under the SD-card model");
-            assert!(status.success(), "SD-card run failed");
-        }
-        None => println!("(SD-card model skipped: set BOLTBOX_SDCARD_SHIM, as `make bench` does)"),
+    for line in sdcard::rerun_in_model().expect("run under the SD-card model").unwrap_or_default() {
+        println!("{line}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use boltbox_node::bench::{format_store_table, store_bench};
+use boltbox_node::bench::{format_store_table, sdcard, store_bench};
 
 const WRITERS: [usize; 4] = [1, 4, 16, 64];
 
@@ -16,21 +16,13 @@ fn run(title: &str, secs: f64) {
 }
 
 fn main() {
-    if std::env::var_os("BOLTBOX_BENCH_SDCARD").is_some() {
-        let ms = std::env::var("BOLTBOX_FSYNC_DELAY_MS").unwrap_or_else(|_| "10".into());
+    if sdcard::in_model() {
+        let ms = sdcard::delay_ms();
         run(&format!("store, SD-card model ({ms} ms per fsync, one at a time): durable 1 KiB writes/s"), 3.0);
         return;
     }
     run("store, local disk: durable 1 KiB writes/s", 2.0);
-    match std::env::var_os("BOLTBOX_SDCARD_SHIM") {
-        Some(shim) => {
-            let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-                .env("LD_PRELOAD", shim)
-                .env("BOLTBOX_BENCH_SDCARD", "1")
-                .status()
-                .expect("run under the SD-card model");
-            assert!(status.success(), "SD-card run failed");
-        }
-        None => println!("(SD-card model skipped: set BOLTBOX_SDCARD_SHIM, as `make bench` does)"),
+    for line in sdcard::rerun_in_model().expect("run under the SD-card model").unwrap_or_default() {
+        println!("{line}");
     }
 }

@@ -136,6 +136,50 @@ pub fn format_store_table(title: &str, rows: &[StoreRow]) -> String {
     out
 }
 
+/// The SD-card flush model: each benchmark runs once on the local disk, then re-executes itself
+/// with `node/benches/sdcard_fsync.c` preloaded, so that both halves of its table come from one
+/// run on one disk and every contender pays the same.
+pub mod sdcard {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    /// Set in the re-executed run.
+    const IN_MODEL: &str = "BOLTBOX_BENCH_SDCARD";
+    /// Names the built shim (`make bench` sets it).
+    const SHIM: &str = "BOLTBOX_SDCARD_SHIM";
+
+    /// Whether this process is the run under the SD-card model.
+    pub fn in_model() -> bool {
+        std::env::var_os(IN_MODEL).is_some()
+    }
+
+    /// The milliseconds the shim adds to each flush, as configured.
+    pub fn delay_ms() -> String {
+        std::env::var("BOLTBOX_FSYNC_DELAY_MS").unwrap_or_else(|_| "10".into())
+    }
+
+    /// Runs this benchmark binary again under the model and returns the lines it printed, or
+    /// `None` (after saying so) when no shim is configured.
+    pub fn rerun_in_model() -> std::io::Result<Option<Vec<String>>> {
+        let Some(shim) = std::env::var_os(SHIM) else {
+            println!("(SD-card model skipped: set {SHIM}, as `make bench` does)");
+            return Ok(None);
+        };
+        let mut child = Command::new(std::env::current_exe()?)
+            .env("LD_PRELOAD", shim)
+            .env(IN_MODEL, "1")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let lines = BufReader::new(stdout).lines().collect::<std::io::Result<Vec<_>>>()?;
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("the SD-card run failed: {status}")));
+        }
+        Ok(Some(lines))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

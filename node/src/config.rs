@@ -19,7 +19,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An error about `field` (its full name, e.g. `node.alias`).
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError { field: field.into(), reason: reason.into() }
     }
 }

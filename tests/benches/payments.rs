@@ -12,11 +12,10 @@
 //! `BOLTBOX_PAYMENTS_WARMUP_SECS` (default 3). Reported, never asserted.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use boltbox_node::bench::sdcard;
 use boltbox_node::{NodeEvent, Storage};
 use boltbox_tests::{BitcoinD, TestNode};
 use tokio::sync::broadcast::error::RecvError;
@@ -343,34 +342,20 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ldk_node::chain::bitcoind=off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    if std::env::var_os("BOLTBOX_BENCH_SDCARD").is_some() {
+    if sdcard::in_model() {
         for row in run_both("SD-card") {
             println!("{}", row.to_line());
         }
         return;
     }
     let mut rows = run_both("local");
-    match std::env::var_os("BOLTBOX_SDCARD_SHIM") {
-        Some(shim) => {
-            let mut child = Command::new(std::env::current_exe().expect("exe"))
-                .env("LD_PRELOAD", shim)
-                .env("BOLTBOX_BENCH_SDCARD", "1")
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("run under the SD-card model");
-            let stdout = child.stdout.take().expect("child stdout");
-            for line in BufReader::new(stdout).lines() {
-                let line = line.expect("child output");
-                match Row::from_line(&line) {
-                    Some(row) => rows.push(row),
-                    None => println!("{line}"),
-                }
-            }
-            assert!(child.wait().expect("child").success(), "SD-card run failed");
+    for line in sdcard::rerun_in_model().expect("run under the SD-card model").unwrap_or_default() {
+        match Row::from_line(&line) {
+            Some(row) => rows.push(row),
+            None => println!("{line}"),
         }
-        None => println!("(SD-card model skipped: set BOLTBOX_SDCARD_SHIM, as `make bench` does)"),
     }
-    let ms = std::env::var("BOLTBOX_FSYNC_DELAY_MS").unwrap_or_else(|_| "10".into());
+    let ms = sdcard::delay_ms();
     println!("{}", format_table(&rows));
     println!(
         "(SD-card model: +{ms} ms per fsync/fdatasync, one at a time per process; both nodes share the card. \
