@@ -3,7 +3,6 @@
 #   scripts/setup.sh base      Debian build tools for the host
 #   scripts/setup.sh cross     aarch64 rustup target, cross gcc, qemu-user, binfmt
 #   scripts/setup.sh bitcoind  Bitcoin Knots from Debian sid into the cache (scripts/bitcoind.sh)
-#   scripts/setup.sh image     tools to build and boot the flashable image
 # A second run finds everything in place and installs nothing.
 set -euo pipefail
 
@@ -64,18 +63,11 @@ setup_bitcoind() {
     "$here/bitcoind.sh" provision
 }
 
-setup_image() {
-    setup_cross
-    apt_install mmdebstrap qemu-system-arm qemu-utils dosfstools mtools e2fsprogs fdisk xz-utils \
-        genimage arch-test
-}
-
 for what in "${@:-base}"; do
     case "$what" in
         base) setup_base ;;
         cross) setup_cross ;;
         bitcoind) setup_bitcoind ;;
-        image) setup_image ;;
-        *) log "unknown setup step '$what' (base, cross, bitcoind, image)"; exit 2 ;;
+        *) log "unknown setup step '$what' (base, cross, bitcoind)"; exit 2 ;;
     esac
 done
