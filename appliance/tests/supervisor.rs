@@ -6,16 +6,17 @@
 //! a deadline; the only timed things are how long a finger holds a button for a short press and
 //! lifts it between two presses.
 
-use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boltbox_board::{Button, LinkClient, LinkFrame};
-use boltbox_node::{NodeConfig, NodeEvent};
-use boltbox_tests::{BitcoinD, Deadline, TestNode, free_port, regtest_config, wait_until};
+use boltbox_node::NodeEvent;
+use boltbox_tests::{BitcoinD, Deadline, TestNode, free_port, regtest_config};
+
+mod common;
+use common::{Appliance, screen, write_config};
 
 const ALIAS: &str = "linktest";
 /// A short press: longer than the 30 ms debounce, far shorter than the long press.
@@ -29,63 +30,6 @@ const BOOT: Duration = Duration::from_secs(120);
 const SCREEN: Duration = Duration::from_secs(15);
 /// Stopping the node, syncing, drawing the last frame.
 const SHUTDOWN: Duration = Duration::from_secs(60);
-
-/// A `boltbox run` process; killed (and its log printed) if the test fails while it runs.
-struct Appliance {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Appliance {
-    /// Starts `boltbox run`, under a pretend systemd when `notify` is given: `NOTIFY_SOCKET`
-    /// points there and the watchdog is on.
-    fn start(config: &Path, log: PathBuf, notify: Option<&Path>) -> Appliance {
-        let stderr = File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_boltbox"));
-        command.args(["run", "--config"]).arg(config).env("RUST_LOG", "info");
-        match notify {
-            Some(socket) => command.env("NOTIFY_SOCKET", socket).env("WATCHDOG_USEC", WATCHDOG_USEC),
-            None => command.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC"),
-        };
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn boltbox run");
-        Appliance { child, log }
-    }
-
-    /// Waits for the process to exit by itself; returns whether it exited with status 0.
-    fn wait_exit(&mut self) -> bool {
-        let status = wait_until(Deadline::in_secs(SHUTDOWN.as_secs()), "boltbox to exit", || {
-            self.child.try_wait().expect("try_wait")
-        });
-        status.success()
-    }
-
-    fn sigterm(&self) {
-        let status =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- boltbox run log ({}) ---\n{log}", self.log.display());
-        }
-    }
-}
-
-/// The pretend systemd's watchdog interval: boltbox pings at half of it.
-const WATCHDOG_USEC: &str = "1000000";
 
 /// Waits for a datagram on the pretend systemd's socket with the line `line`.
 fn wait_notify(socket: &UnixDatagram, line: &str, timeout: Duration) {
@@ -102,29 +46,6 @@ fn wait_notify(socket: &UnixDatagram, line: &str, timeout: Duration) {
             Err(e) => panic!("reading the notify socket: {e}"),
         }
     }
-}
-
-/// Writes `boltbox.toml`: the node, the link board at `socket`, no power-off command.
-fn write_config(dir: &Path, node: &NodeConfig, socket: &Path) -> PathBuf {
-    #[derive(serde::Serialize)]
-    struct Sections<'a> {
-        node: &'a NodeConfig,
-    }
-    let mut text = toml::to_string(&Sections { node }).expect("config to TOML");
-    text.push_str(&format!(
-        "\n[board]\nboard = \"link:{}\"\n\n\
-         # Never dim during the test: a press on a dim display only wakes it.\n\
-         [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
-         [power]\noff_command = []\n",
-        socket.display()
-    ));
-    let path = dir.join("boltbox.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn screen(frame: &LinkFrame) -> &str {
-    frame.caption.lines().next().unwrap_or_default()
 }
 
 /// Waits for a frame of screen `name` whose caption contains `text`.
@@ -151,7 +72,7 @@ fn observe_safe_shutdown(link: &mut LinkClient, run: &mut Appliance) {
     wait_screen(link, "shutdown", "shutting", SHUTDOWN);
     let last = wait_screen(link, "shutdown", "safe to", SHUTDOWN);
     assert!(last.caption.contains("unplug"), "{}", last.caption);
-    assert!(run.wait_exit(), "boltbox run exits with status 0 after a safe shutdown");
+    assert!(run.wait_exit(SHUTDOWN), "boltbox run exits with status 0 after a safe shutdown");
 }
 
 #[test]

@@ -1,0 +1,96 @@
+//! Shared by the supervisor test and the button-latency bench: the real `boltbox run` binary
+//! as a child process, and its config on a link board. Each user takes a part of it.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use boltbox_board::LinkFrame;
+use boltbox_node::NodeConfig;
+use boltbox_tests::{Deadline, wait_until};
+
+/// A `boltbox run` process; killed (and its log printed) if the test fails while it runs.
+pub struct Appliance {
+    /// The process.
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Appliance {
+    /// Starts `boltbox run`, under a pretend systemd when `notify` is given: `NOTIFY_SOCKET`
+    /// points there and the watchdog is on.
+    pub fn start(config: &Path, log: PathBuf, notify: Option<&Path>) -> Appliance {
+        let stderr = File::create(&log).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_boltbox"));
+        command.args(["run", "--config"]).arg(config).env("RUST_LOG", "info");
+        match notify {
+            Some(socket) => command.env("NOTIFY_SOCKET", socket).env("WATCHDOG_USEC", WATCHDOG_USEC),
+            None => command.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC"),
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn boltbox run");
+        Appliance { child, log }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; returns whether it exited
+    /// with status 0.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let status = wait_until(Deadline::in_secs(timeout.as_secs()), "boltbox to exit", || {
+            self.child.try_wait().expect("try_wait")
+        });
+        status.success()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- boltbox run log ({}) ---\n{log}", self.log.display());
+        }
+    }
+}
+
+/// The pretend systemd's watchdog interval: boltbox pings at half of it.
+pub const WATCHDOG_USEC: &str = "1000000";
+
+/// Writes `boltbox.toml`: the node, the link board at `socket`, no power-off command, and idle
+/// dimming far away (a press on a dim display only wakes it).
+pub fn write_config(dir: &Path, node: &NodeConfig, socket: &Path) -> PathBuf {
+    #[derive(serde::Serialize)]
+    struct Sections<'a> {
+        node: &'a NodeConfig,
+    }
+    let mut text = toml::to_string(&Sections { node }).expect("config to TOML");
+    text.push_str(&format!(
+        "\n[board]\nboard = \"link:{}\"\n\n\
+         [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
+         [power]\noff_command = []\n",
+        socket.display()
+    ));
+    let path = dir.join("boltbox.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The screen a frame shows: the caption's first line.
+pub fn screen(frame: &LinkFrame) -> &str {
+    frame.caption.lines().next().unwrap_or_default()
+}
