@@ -29,12 +29,12 @@ use std::time::{Duration, Instant};
 use boltbox_board::link::DeviceLine;
 use boltbox_board::{Button, LinkClient, LinkError, LinkFrame};
 use boltbox_node::NodeEvent;
-use boltbox_tests::{BitcoinD, Deadline, TestNode, free_port, regtest_config};
+use boltbox_tests::{BitcoinD, Deadline, TestNode};
 use tokio::sync::broadcast::error::RecvError;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{Appliance, screen, write_config};
+use common::{Appliance, link_appliance, screen};
 
 const ALIAS: &str = "latency";
 /// The finger on the button for a short press: longer than the 30 ms debounce, far shorter
@@ -225,12 +225,7 @@ fn main() {
     let bitcoind = BitcoinD::start().expect("bitcoind");
     bitcoind.mine(101).expect("mine");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = regtest_config(&bitcoind, ALIAS, dir.path(), free_port().expect("port"), Vec::new());
-    // The appliance only accepts the channel: it keeps no on-chain anchor reserve, so that it
-    // needs no funds of its own.
-    node.channel.anchor_reserve_sats = 0;
-    let socket = dir.path().join("link.sock");
-    let config = write_config(dir.path(), &node, &socket);
+    let (node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
 
     let _run = Appliance::start(&config, dir.path().join("run.log"), None);
     let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use boltbox_board::{Button, LinkClient, LinkFrame};
 use boltbox_node::NodeEvent;
-use boltbox_tests::{BitcoinD, Deadline, TestNode, free_port, regtest_config};
+use boltbox_tests::{BitcoinD, Deadline, TestNode};
 
 mod common;
-use common::{Appliance, screen, write_config};
+use common::{Appliance, link_appliance, screen};
 
 const ALIAS: &str = "linktest";
 /// A short press: longer than the 30 ms debounce, far shorter than the long press.
@@ -80,12 +80,7 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     let bitcoind = BitcoinD::start().expect("bitcoind");
     bitcoind.mine(101).expect("mine");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = regtest_config(&bitcoind, ALIAS, dir.path(), free_port().expect("port"), Vec::new());
-    // The appliance only accepts the channel: it keeps no on-chain anchor reserve, so that it
-    // needs no funds of its own.
-    node.channel.anchor_reserve_sats = 0;
-    let socket = dir.path().join("link.sock");
-    let config = write_config(dir.path(), &node, &socket);
+    let (node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
 
     // First run: boot, page, learn the node id.
     let mut run = Appliance::start(&config, dir.path().join("run1.log"), None);

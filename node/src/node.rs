@@ -576,25 +576,28 @@ impl Inner {
 
     /// Inbound channels are opened with LDK's defaults: our policy is applied when they are
     /// ready, and to every channel at start so that a changed config reaches them.
-    fn apply_policy(&self, user_channel_id: &UserChannelId, peer: PublicKey) {
+    fn apply_policy(&self, channel: &ldk_node::ChannelDetails) {
         let wanted = self.channel_config();
-        let current = self.node.list_channels().into_iter().find(|c| c.user_channel_id == *user_channel_id);
-        if current.is_some_and(|c| {
-            c.config.forwarding_fee_base_msat == wanted.forwarding_fee_base_msat
-                && c.config.forwarding_fee_proportional_millionths
-                    == wanted.forwarding_fee_proportional_millionths
-                && c.config.cltv_expiry_delta == wanted.cltv_expiry_delta
-        }) {
+        let current = &channel.config;
+        if current.forwarding_fee_base_msat == wanted.forwarding_fee_base_msat
+            && current.forwarding_fee_proportional_millionths == wanted.forwarding_fee_proportional_millionths
+            && current.cltv_expiry_delta == wanted.cltv_expiry_delta
+        {
             return;
         }
-        if let Err(e) = self.node.update_channel_config(user_channel_id, peer, wanted) {
-            tracing::warn!("could not apply the channel policy to channel {}: {e}", user_channel_id.0);
+        if let Err(e) =
+            self.node.update_channel_config(&channel.user_channel_id, channel.counterparty_node_id, wanted)
+        {
+            tracing::warn!(
+                "could not apply the channel policy to channel {}: {e}",
+                channel.user_channel_id.0
+            );
         }
     }
 
     fn apply_policy_to_all_channels(&self) {
-        for c in self.node.list_channels() {
-            self.apply_policy(&c.user_channel_id, c.counterparty_node_id);
+        for channel in self.node.list_channels() {
+            self.apply_policy(&channel);
         }
     }
 
@@ -641,8 +644,9 @@ impl Inner {
                 });
             }
             Event::ChannelReady { channel_id, user_channel_id, counterparty_node_id, .. } => {
-                if let Some(peer) = counterparty_node_id {
-                    self.apply_policy(user_channel_id, *peer);
+                match self.node.list_channels().into_iter().find(|c| c.user_channel_id == *user_channel_id) {
+                    Some(channel) => self.apply_policy(&channel),
+                    None => tracing::warn!("channel {} is ready but not listed", user_channel_id.0),
                 }
                 self.publish(NodeEvent::ChannelReady {
                     channel_id: channel_id.to_string(),

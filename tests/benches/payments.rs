@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use boltbox_node::bench::sdcard;
 use boltbox_node::{NodeEvent, Storage};
-use boltbox_tests::{BitcoinD, TestNode};
+use boltbox_tests::{BitcoinD, TestNode, mine_and_sync};
 use tokio::sync::broadcast::error::RecvError;
 
 const CHANNELS: usize = 8;
@@ -95,17 +95,6 @@ fn bench_dir() -> PathBuf {
     dir
 }
 
-/// Mines `n` blocks and waits until both nodes have processed them.
-fn mine_and_sync(bitcoind: &BitcoinD, n: u64, nodes: &[&TestNode]) {
-    bitcoind.mine(n).expect("mine");
-    let height = bitcoind.height().expect("height") as u32;
-    for node in nodes {
-        node.wait_status(&format!("{} at height {height}", node.config.alias), 120, |s| {
-            s.sync.lightning_height >= height
-        });
-    }
-}
-
 /// CPU time (user + system) of this process so far, in seconds.
 fn cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -144,7 +133,7 @@ fn run(bitcoind: &BitcoinD, storage: Storage, model: &str, parent: &Path, warmup
     a.fund(bitcoind, CHANNEL_SATS * CHANNELS as u64 + 1_000_000);
     // The accepting side keeps an anchor reserve (25,000 sat) per channel on-chain.
     b.fund(bitcoind, 25_000 * CHANNELS as u64 + 100_000);
-    mine_and_sync(bitcoind, 6, &[&a, &b]);
+    mine_and_sync(bitcoind, 6, &[&a, &b], 120);
     a.wait_status("A's funds", 60, |s| s.balances.onchain_spendable_sats >= CHANNEL_SATS * CHANNELS as u64);
     b.wait_status("B's funds", 60, |s| s.balances.onchain_spendable_sats >= 25_000 * CHANNELS as u64);
     for i in 0..CHANNELS {
@@ -153,7 +142,7 @@ fn run(bitcoind: &BitcoinD, storage: Storage, model: &str, parent: &Path, warmup
         a.wait_event("ChannelPending", 60, |e| matches!(e, NodeEvent::ChannelPending { .. }).then_some(()));
         bitcoind.wait_for_mempool(before + 1, boltbox_tests::Deadline::in_secs(60));
         // LDK takes at most 4 unconfirmed inbound channels per peer: confirm each one.
-        mine_and_sync(bitcoind, if i + 1 == CHANNELS { 6 } else { 1 }, &[&a, &b]);
+        mine_and_sync(bitcoind, if i + 1 == CHANNELS { 6 } else { 1 }, &[&a, &b], 120);
     }
     a.wait_status("8 usable channels on A", 120, |s| s.usable_channels() == CHANNELS);
     b.wait_status("8 usable channels on B", 120, |s| s.usable_channels() == CHANNELS);

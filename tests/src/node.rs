@@ -172,3 +172,14 @@ impl Drop for TestNode {
         }
     }
 }
+
+/// Mines `n` blocks and waits (up to `secs` each) until every node has processed them.
+pub fn mine_and_sync(bitcoind: &BitcoinD, n: u64, nodes: &[&TestNode], secs: u64) {
+    bitcoind.mine(n).expect("mine");
+    let height = bitcoind.height().expect("height") as u32;
+    for node in nodes {
+        node.wait_status(&format!("{} at height {height}", node.config.alias), secs, |s| {
+            s.sync.lightning_height >= height
+        });
+    }
+}

@@ -4,20 +4,9 @@
 //! condition with a deadline.
 
 use boltbox_node::{Alert, NodeEvent};
-use boltbox_tests::{BitcoinD, Deadline, TestNode, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, mine_and_sync, wait_until};
 
 const SAT: u64 = 1000;
-
-/// Mines `n` blocks and waits until every node has processed them.
-fn mine_and_sync(bitcoind: &BitcoinD, n: u64, nodes: &[&TestNode]) {
-    bitcoind.mine(n).expect("mine");
-    let height = bitcoind.height().expect("height") as u32;
-    for node in nodes {
-        node.wait_status(&format!("{} at height {height}", node.config.alias), 60, |s| {
-            s.sync.lightning_height >= height
-        });
-    }
-}
 
 /// Opens an announced channel from `from` to `to` and waits until its funding is in the
 /// mempool (ldk-node broadcasts it shortly after ChannelPending).
@@ -44,15 +33,15 @@ fn three_nodes_route_pay_restart_and_close() {
     a.fund(&bitcoind, 1_000_000);
     b.fund(&bitcoind, 1_000_000);
     c.fund(&bitcoind, 100_000);
-    mine_and_sync(&bitcoind, 6, &[&a, &b, &c]);
+    mine_and_sync(&bitcoind, 6, &[&a, &b, &c], 60);
     for node in [&a, &b, &c] {
         node.wait_status("on-chain funds", 60, |s| s.balances.onchain_spendable_sats >= 100_000);
     }
 
     let ab = open_channel(&bitcoind, &mut a, &b, 500_000);
-    mine_and_sync(&bitcoind, 6, &[&a, &b, &c]);
+    mine_and_sync(&bitcoind, 6, &[&a, &b, &c], 60);
     open_channel(&bitcoind, &mut b, &c, 500_000);
-    mine_and_sync(&bitcoind, 6, &[&a, &b, &c]);
+    mine_and_sync(&bitcoind, 6, &[&a, &b, &c], 60);
     for node in [&mut a, &mut c] {
         node.wait_event("ChannelReady", 60, |e| matches!(e, NodeEvent::ChannelReady { .. }).then_some(()));
     }
@@ -168,7 +157,7 @@ fn three_nodes_route_pay_restart_and_close() {
     a.node().close_channel(&ab, false).expect("close");
     a.wait_event("A–B closed", 60, |e| matches!(e, NodeEvent::ChannelClosed { .. }).then_some(()));
     bitcoind.wait_for_mempool(mempool_before + 1, Deadline::in_secs(30));
-    mine_and_sync(&bitcoind, 6, &[&a, &b]);
+    mine_and_sync(&bitcoind, 6, &[&a, &b], 60);
     let closed = a.wait_status("A's funds back on-chain", 60, |s| {
         s.channels.is_empty() && s.balances.onchain_total_sats > onchain_before + 400_000
     });

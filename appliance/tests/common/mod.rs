@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use boltbox_board::LinkFrame;
 use boltbox_node::NodeConfig;
-use boltbox_tests::{Deadline, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, free_port, regtest_config, wait_until};
 
 /// A `boltbox run` process; killed (and its log printed) if the test fails while it runs.
 pub struct Appliance {
@@ -93,4 +93,15 @@ pub fn write_config(dir: &Path, node: &NodeConfig, socket: &Path) -> PathBuf {
 /// The screen a frame shows: the caption's first line.
 pub fn screen(frame: &LinkFrame) -> &str {
     frame.caption.lines().next().unwrap_or_default()
+}
+
+/// A regtest appliance named `alias` on a link board: writes its config under `dir` and returns
+/// (its node config, config file, link socket). The appliance only accepts channels: it keeps no on-chain anchor
+/// reserve, so that it needs no funds of its own.
+pub fn link_appliance(bitcoind: &BitcoinD, dir: &Path, alias: &str) -> (NodeConfig, PathBuf, PathBuf) {
+    let mut node = regtest_config(bitcoind, alias, dir, free_port().expect("port"), Vec::new());
+    node.channel.anchor_reserve_sats = 0;
+    let socket = dir.join("link.sock");
+    let config = write_config(dir, &node, &socket);
+    (node, config, socket)
 }
