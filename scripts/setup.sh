@@ -3,6 +3,8 @@
 #   scripts/setup.sh base      Debian build tools for the host
 #   scripts/setup.sh cross     aarch64 rustup target, cross gcc, qemu-user, binfmt
 #   scripts/setup.sh bitcoind  Bitcoin Knots from Debian sid into the cache (scripts/bitcoind.sh)
+#   scripts/setup.sh image     what builds and boots the image: mmdebstrap, filesystem tools,
+#                              qemu-system-aarch64 (plus the cross step: binfmt for the arm64 root)
 # A second run finds everything in place and installs nothing.
 set -euo pipefail
 
@@ -63,11 +65,20 @@ setup_bitcoind() {
     "$here/bitcoind.sh" provision
 }
 
+# The image (docs/IMAGE.md): mmdebstrap makes the arm64 root (arch-test checks that binfmt runs
+# it), mkfs.vfat/mtools and mkfs.ext4 make the filesystems without mounting them, xz packs the
+# image, qemu-system-aarch64 boots it in the boot test.
+setup_image() {
+    setup_cross
+    apt_install mmdebstrap arch-test dosfstools mtools e2fsprogs xz-utils qemu-system-arm
+}
+
 for what in "${@:-base}"; do
     case "$what" in
         base) setup_base ;;
         cross) setup_cross ;;
         bitcoind) setup_bitcoind ;;
-        *) log "unknown setup step '$what' (base, cross, bitcoind)"; exit 2 ;;
+        image) setup_image ;;
+        *) log "unknown setup step '$what' (base, cross, bitcoind, image)"; exit 2 ;;
     esac
 done

@@ -133,6 +133,17 @@ pub struct PowerSettings {
     pub off_command: Option<Vec<String>>,
 }
 
+/// `[system]`: the OS settings of the boltbox image (host name, network, Wi-Fi, SSH). The
+/// image's `boltbox-setup` validates and applies them at boot; boltbox accepts and ignores them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SystemSection;
+
+impl<'de> Deserialize<'de> for SystemSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| SystemSection)
+    }
+}
+
 /// The whole `boltbox.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -147,6 +158,8 @@ pub struct AppConfig {
     pub runtime: RuntimeOverrides,
     /// Power-off after a safe shutdown.
     pub power: PowerSettings,
+    /// The image's OS settings, not boltbox's.
+    pub system: SystemSection,
 }
 
 impl AppConfig {
@@ -269,6 +282,15 @@ mod tests {
         assert_eq!(config.board.board, "auto");
         assert_eq!(config.ui, UiSettings::default());
         assert_eq!(config.off_command(), ["systemctl", "poweroff"]);
+    }
+
+    #[test]
+    fn the_image_template_parses_with_its_system_section() {
+        let config = AppConfig::parse(include_str!("../../image/boltbox.toml")).expect_err("no chain yet");
+        // The shipped file leaves the chain source to the owner; the OLED says so.
+        assert_eq!(config.field, "node.chain.rpc_user");
+        let text = format!("{MINIMAL}\n[system]\nhostname = \"x\"\n\n[system.wifi]\nssid = \"y\"\n");
+        assert_eq!(AppConfig::parse(&text).expect("system section").system, SystemSection);
     }
 
     #[test]

@@ -1,0 +1,435 @@
+//! The boot test: the built image, as a user would flash it, booted twice in
+//! `qemu-system-aarch64 -M virt` with its own kernel and initramfs, and driven through the
+//! link board on a virtio serial port:
+//!
+//! 1. The `.img.xz` is checked against its `.sha256`, unpacked, and enlarged by 1 GiB (a
+//!    bigger card). Its boot partition's `boltbox.toml` is replaced (mtools) by one with an
+//!    alias, regtest against a bitcoind on the host (the guest reaches the host's loopback as
+//!    10.0.2.2) and the link board.
+//! 2. First boot: the home screen shows the alias (the boot-to-ready time is measured up to
+//!    it); A pages through every screen; the network screen gives the node id; holding A and
+//!    confirming shuts down: "shutting down", then "safe to unplug", and QEMU exits by itself
+//!    (the guest powered off).
+//! 3. The data partition filled the enlarged disk, and its filesystem with it.
+//! 4. Second boot of the same disk: the same node id, and a safe shutdown again.
+//!
+//! Every wait has a deadline; on failure the error names the step, the last caption and the
+//! tail of the guest's serial console.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use boltbox_board::{Button, LinkClient, LinkFrame};
+use boltbox_tests::BitcoinD;
+
+use crate::disk::{self, Partition};
+use crate::process::{output, run, stream};
+use crate::{BOOT_LABEL, DATA_LABEL, ImageError, io_error};
+
+/// How much bigger than the image the test's "card" is.
+const ENLARGE: u64 = 1024 * 1024 * 1024;
+/// Boot to the home screen: kernel, systemd, ldk-node's start and first sync, all emulated.
+const BOOT: Duration = Duration::from_secs(900);
+/// A screen change after a press.
+const SCREEN: Duration = Duration::from_secs(60);
+/// Stopping the node, syncing, the last frame.
+const SHUTDOWN: Duration = Duration::from_secs(180);
+/// From "safe to unplug" until QEMU has exited: systemd stops everything and powers off.
+const POWER_OFF: Duration = Duration::from_secs(180);
+/// QEMU creating its socket.
+const QEMU_START: Duration = Duration::from_secs(30);
+/// A short press: longer than the 30 ms debounce, far shorter than the long press.
+const SHORT_PRESS: Duration = Duration::from_millis(150);
+/// A finger off the button between two presses: longer than the debounce, or the two presses
+/// are one.
+const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
+/// The guest's name for the link port (udev makes /dev/virtio-ports/<name>).
+const LINK_PORT: &str = "boltbox.link";
+/// The alias the test sets in boltbox.toml.
+const ALIAS: &str = "qemu-boot-test";
+/// The screens A pages through, from home back to home.
+const PAGES: &[&str] = &["channels", "earnings", "network", "system", "alerts", "home"];
+
+/// What the boot test measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// QEMU start to the home screen, per boot.
+    pub boot_to_ready: Vec<Duration>,
+    /// The node id, the same on both boots.
+    pub node_id: String,
+    /// The data partition before and after the first boot, in bytes.
+    pub data_before: u64,
+    /// The data partition after the first boot.
+    pub data_after: u64,
+    /// Its filesystem after the first boot.
+    pub data_fs_after: u64,
+    /// How the guest ran: "KVM" or "TCG (...)".
+    pub accel: String,
+}
+
+fn boot_error(what: &str, reason: impl Into<String>) -> ImageError {
+    ImageError::Boot { what: what.to_string(), reason: reason.into() }
+}
+
+/// Checks `image`'s `.sha256` and unpacks it to `disk`, then makes `disk` [`ENLARGE`] bigger.
+fn unpack(image: &Path, disk: &Path) -> Result<(), ImageError> {
+    let dir = image.parent().unwrap_or(Path::new("."));
+    let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    run(Command::new("sha256sum").args(["--check", "--quiet", &format!("{name}.sha256")]).current_dir(dir))?;
+    let out = File::create(disk).map_err(io_error(format!("creating {}", disk.display())))?;
+    stream(Command::new("xz").args(["--decompress", "--stdout"]).arg(image).stdout(Stdio::from(out)))?;
+    let file =
+        File::options().write(true).open(disk).map_err(io_error(format!("opening {}", disk.display())))?;
+    let len = file.metadata().map_err(io_error("reading the disk's size"))?.len();
+    file.set_len(len + ENLARGE).map_err(io_error("enlarging the disk"))
+}
+
+/// `mtools` image spec for the FAT filesystem at `boot`: `disk@@offset`.
+fn fat(disk: &Path, boot: &Partition) -> String {
+    format!("{}@@{}", disk.display(), boot.offset)
+}
+
+/// Reads a text file from the boot partition.
+fn read_boot_file(disk: &Path, boot: &Partition, name: &str) -> Result<String, ImageError> {
+    output(disk::mtools("mtype").args(["-i", &fat(disk, boot), &format!("::{name}")]), None)
+}
+
+/// The kernel and initramfs named by the boot partition's config.txt, copied out to `dir`,
+/// and the kernel command line from its cmdline.txt: what the Pi's firmware would boot.
+fn boot_files(disk: &Path, boot: &Partition, dir: &Path) -> Result<(PathBuf, PathBuf, String), ImageError> {
+    let config = read_boot_file(disk, boot, "config.txt")?;
+    let named = |prefix: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+            .ok_or_else(|| ImageError::Invalid(format!("config.txt has no {prefix:?} line:\n{config}")))
+    };
+    let kernel = dir.join("vmlinuz");
+    let initrd = dir.join("initrd.img");
+    for (name, to) in [(named("kernel=")?, &kernel), (named("initramfs ")?, &initrd)] {
+        run(disk::mtools("mcopy").args(["-n", "-i", &fat(disk, boot), &format!("::{name}")]).arg(to))?;
+    }
+    let cmdline = read_boot_file(disk, boot, "cmdline.txt")?.trim().to_string();
+    Ok((kernel, initrd, cmdline))
+}
+
+/// The test's boltbox.toml: regtest against the host's bitcoind, the link board on the virtio
+/// port, the image's own power-off request, no idle dimming (a press on a dim screen only
+/// wakes it).
+fn test_config(bitcoind: &BitcoinD) -> String {
+    format!(
+        "[node]\nnetwork = \"regtest\"\nalias = \"{ALIAS}\"\nlisten = [\"0.0.0.0:9735\"]\n\n\
+         [node.chain]\nsource = \"bitcoind\"\nrpc_host = \"10.0.2.2\"\nrpc_port = {}\n\
+         rpc_user = \"{}\"\nrpc_password = \"{}\"\n\n\
+         [board]\nboard = \"link:/dev/virtio-ports/{LINK_PORT}\"\n\n\
+         [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
+         [power]\noff_command = [\"/usr/bin/touch\", \"/run/boltbox/poweroff\"]\n\n\
+         [system]\nhostname = \"boltbox-qemu\"\n",
+        bitcoind.rpc_port(),
+        bitcoind.rpc_user(),
+        bitcoind.rpc_password()
+    )
+}
+
+/// KVM where it can run an aarch64 guest (an aarch64 host with /dev/kvm); TCG otherwise.
+fn accel() -> (Vec<&'static str>, String) {
+    if cfg!(target_arch = "aarch64") && Path::new("/dev/kvm").exists() {
+        (vec!["-accel", "kvm", "-cpu", "host"], "KVM".into())
+    } else {
+        let why = if Path::new("/dev/kvm").exists() {
+            "KVM here runs only host-arch guests"
+        } else {
+            "no /dev/kvm"
+        };
+        (vec!["-accel", "tcg,thread=multi", "-cpu", "cortex-a72"], format!("TCG ({why})"))
+    }
+}
+
+/// A running guest; killed if dropped while it runs.
+struct Guest {
+    child: Child,
+    console: PathBuf,
+    qemu_log: PathBuf,
+    started: Instant,
+}
+
+impl Guest {
+    fn start(
+        disk: &Path,
+        boot: &(PathBuf, PathBuf, String),
+        dir: &Path,
+        run_name: &str,
+    ) -> Result<Guest, ImageError> {
+        let socket = dir.join(format!("{run_name}.link.sock"));
+        let console = dir.join(format!("{run_name}.console.log"));
+        let (accel, _) = accel();
+        let (kernel, initrd, cmdline) = boot;
+        let mut command = Command::new("qemu-system-aarch64");
+        command
+            .args(["-machine", "virt", "-smp", "2", "-m", "1024", "-nodefaults", "-display", "none"])
+            .args(["-no-reboot", "-monitor", "none"])
+            .args(&accel)
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            // The image's own command line; its consoles are the Pi's, QEMU's UART is ttyAMA0.
+            .args(["-append", &format!("{cmdline} console=ttyAMA0")])
+            .args([
+                "-chardev",
+                &format!("file,id=console,path={}", console.display()),
+                "-serial",
+                "chardev:console",
+            ])
+            .args(["-drive", &format!("file={},format=raw,if=none,id=disk", disk.display())])
+            .args(["-device", "virtio-blk-pci,drive=disk"])
+            // No option ROM: the kernel boots directly, nothing network-boots.
+            .args(["-netdev", "user,id=net", "-device", "virtio-net-pci,netdev=net,romfile="])
+            .args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
+            .args(["-chardev", &format!("socket,id=link,path={},server=on,wait=off", socket.display())])
+            .args(["-device", &format!("virtserialport,chardev=link,name={LINK_PORT}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let qemu_log = dir.join(format!("{run_name}.qemu.log"));
+        let stderr = File::create(&qemu_log).map_err(io_error("creating the QEMU log"))?;
+        let child = command.stderr(stderr).spawn().map_err(|e| ImageError::Tool {
+            command: "qemu-system-aarch64".into(),
+            reason: format!("cannot start: {e} (run `scripts/setup.sh image`)"),
+        })?;
+        Ok(Guest { child, console, qemu_log, started: Instant::now() })
+    }
+
+    fn link(&mut self, socket: &Path) -> Result<LinkClient, ImageError> {
+        LinkClient::connect_within(socket, QEMU_START).map_err(|e| self.failed("connecting to the link", e))
+    }
+
+    /// The last lines of the guest's serial console.
+    fn console_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.console).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn failed(&mut self, what: &str, reason: impl std::fmt::Display) -> ImageError {
+        let exited = match self.child.try_wait() {
+            Ok(Some(status)) => {
+                let log = std::fs::read_to_string(&self.qemu_log).unwrap_or_default();
+                format!("; QEMU exited ({status}): {}", log.trim())
+            }
+            _ => String::new(),
+        };
+        boot_error(
+            what,
+            format!(
+                "{reason}{exited}\n--- guest console ({}) ---\n{}",
+                self.console.display(),
+                self.console_tail()
+            ),
+        )
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself.
+    fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, ImageError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if Instant::now() < deadline => {
+                    // QEMU has no exit notification to wait on besides its pid; poll gently.
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Ok(None) => {
+                    return Err(
+                        self.failed("power-off", format!("QEMU still runs {timeout:?} after the last frame"))
+                    );
+                }
+                Err(e) => return Err(io_error("waiting for QEMU")(e)),
+            }
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // Best effort: the guest failed a step, the error already says which.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The screen a frame shows: its caption's first line.
+fn screen(frame: &LinkFrame) -> &str {
+    frame.caption.lines().next().unwrap_or_default()
+}
+
+/// Waits for screen `name` showing `text`.
+fn wait_screen(
+    guest: &mut Guest,
+    link: &mut LinkClient,
+    name: &str,
+    text: &str,
+    timeout: Duration,
+) -> Result<LinkFrame, ImageError> {
+    link.wait_for_frame(timeout, |f| screen(f) == name && f.caption.contains(text))
+        .map_err(|e| guest.failed(&format!("waiting for screen {name:?} showing {text:?}"), e))
+}
+
+/// The node id in the network screen's caption (`qr <node id>@<ip>:<port>` or `qr <node id>`).
+fn node_id(network: &LinkFrame) -> Option<String> {
+    let uri = network.caption.lines().find_map(|l| l.strip_prefix("qr "))?;
+    Some(uri.split('@').next().unwrap_or(uri).to_string())
+}
+
+/// One boot: home screen with the alias, A through every page (the node id from the network
+/// screen), then hold A, confirm, "safe to unplug", and QEMU exits. Returns (boot-to-ready,
+/// node id).
+fn boot_once(
+    disk: &Path,
+    boot: &(PathBuf, PathBuf, String),
+    dir: &Path,
+    run_name: &str,
+) -> Result<(Duration, String), ImageError> {
+    let mut guest = Guest::start(disk, boot, dir, run_name)?;
+    let mut link = guest.link(&dir.join(format!("{run_name}.link.sock")))?;
+    wait_screen(&mut guest, &mut link, "home", ALIAS, BOOT)?;
+    let ready = guest.started.elapsed();
+    println!("boot-test: {run_name}: home screen with alias {ALIAS:?} after {:.1} s", ready.as_secs_f64());
+
+    let mut id = None;
+    for page in PAGES {
+        link.press(Button::A, SHORT_PRESS).map_err(|e| guest.failed("pressing A", e))?;
+        let frame = wait_screen(&mut guest, &mut link, page, "", SCREEN)?;
+        if *page == "network" {
+            id = node_id(&frame);
+        }
+    }
+    let id =
+        id.ok_or_else(|| guest.failed("reading the node id", "the network screen shows no `qr` line"))?;
+    println!("boot-test: {run_name}: A paged through {}; node id {id}", PAGES.join(", "));
+
+    link.send_edge(Button::A, true).map_err(|e| guest.failed("holding A", e))?;
+    wait_screen(&mut guest, &mut link, "shutdown confirm", "press A again", SCREEN)?;
+    link.send_edge(Button::A, false).map_err(|e| guest.failed("releasing A", e))?;
+    // A release shows nothing to wait for; the finger simply takes a moment to press again.
+    std::thread::sleep(BETWEEN_PRESSES);
+    link.press(Button::A, SHORT_PRESS).map_err(|e| guest.failed("confirming with A", e))?;
+    wait_screen(&mut guest, &mut link, "shutdown", "shutting", SHUTDOWN)?;
+    let last = wait_screen(&mut guest, &mut link, "shutdown", "safe to", SHUTDOWN)?;
+    if !last.caption.contains("unplug") {
+        return Err(guest.failed("the last frame", format!("it reads {:?}", last.caption)));
+    }
+    let status = guest.wait_exit(POWER_OFF)?;
+    if !status.success() {
+        return Err(guest.failed("power-off", format!("QEMU exited with {status}")));
+    }
+    println!(
+        "boot-test: {run_name}: safe shutdown: \"safe to unplug\", QEMU exited by itself after {:.1} s",
+        guest.started.elapsed().as_secs_f64()
+    );
+    Ok((ready, id))
+}
+
+/// The boot, root and data partitions of `disk`, checked against what the build makes.
+fn partitions(disk: &Path) -> Result<[Partition; 3], ImageError> {
+    match disk::read_partitions(disk)?.as_slice() {
+        [boot, root, data] => Ok([*boot, *root, *data]),
+        other => {
+            Err(ImageError::Invalid(format!("{} has {} partitions, not 3", disk.display(), other.len())))
+        }
+    }
+}
+
+/// Runs the boot test on `image` (a `.img.xz` with its `.sha256` beside it), working in `dir`.
+pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io_error(format!("removing {}", dir.display())))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+    let disk = dir.join("disk.img");
+    unpack(image, &disk)?;
+    let [boot, _, data] = partitions(&disk)?;
+    let label = output(disk::mtools("mlabel").args(["-s", "-i", &fat(&disk, &boot)]), None)?;
+    if !label.contains(BOOT_LABEL) {
+        return Err(ImageError::Invalid(format!(
+            "the boot partition's label is {label:?}, not {BOOT_LABEL}"
+        )));
+    }
+    let boot_files = boot_files(&disk, &boot, dir)?;
+
+    let bitcoind =
+        BitcoinD::start().map_err(|e| boot_error("starting the host's regtest bitcoind", e.to_string()))?;
+    bitcoind.mine(101).map_err(|e| boot_error("mining on the host's bitcoind", e.to_string()))?;
+    let config = dir.join("boltbox.toml");
+    std::fs::write(&config, test_config(&bitcoind)).map_err(io_error("writing the test's boltbox.toml"))?;
+    run(disk::mtools("mcopy").args(["-o", "-i", &fat(&disk, &boot)]).arg(&config).arg("::boltbox.toml"))?;
+
+    let accel = accel().1;
+    println!("boot-test: qemu-system-aarch64 -M virt, {accel}, 2 CPUs, 1 GiB; work dir {}", dir.display());
+    let (first_ready, first_id) = boot_once(&disk, &boot_files, dir, "boot1")?;
+
+    let [_, _, grown] = partitions(&disk)?;
+    let disk_len = std::fs::metadata(&disk).map_err(io_error("reading the disk's size"))?.len();
+    let fs = disk::ext4_size(&disk, grown.offset)?;
+    // The partition reaches the disk's end (sfdisk keeps at most its 1 MiB alignment grain free)
+    // and the filesystem fills it.
+    if grown.offset != data.offset
+        || disk_len - grown.end() > 1024 * 1024
+        || fs + 4 * 1024 * 1024 < grown.size
+    {
+        return Err(boot_error(
+            "growing the data partition",
+            format!(
+                "{DATA_LABEL} was {} bytes; now partition {} bytes ending {} bytes before the disk's end, filesystem {fs} bytes",
+                data.size,
+                grown.size,
+                disk_len - grown.end()
+            ),
+        ));
+    }
+    println!(
+        "boot-test: data partition grew from {} MiB to {} MiB (filesystem {} MiB) on a disk of {} MiB",
+        data.size >> 20,
+        grown.size >> 20,
+        fs >> 20,
+        disk_len >> 20
+    );
+
+    let (second_ready, second_id) = boot_once(&disk, &boot_files, dir, "boot2")?;
+    if second_id != first_id {
+        return Err(boot_error("second boot", format!("node id {second_id}, was {first_id}")));
+    }
+    std::fs::remove_file(&disk).map_err(io_error("removing the test disk"))?;
+    Ok(Report {
+        boot_to_ready: vec![first_ready, second_ready],
+        node_id: first_id,
+        data_before: data.size,
+        data_after: grown.size,
+        data_fs_after: fs,
+        accel,
+    })
+}
+
+impl Report {
+    /// A summary for the log.
+    pub fn summary(&self) -> String {
+        let mut text = String::new();
+        for (i, t) in self.boot_to_ready.iter().enumerate() {
+            let _ = writeln!(text, "boot {}: boot-to-ready {:.1} s ({})", i + 1, t.as_secs_f64(), self.accel);
+        }
+        let _ = write!(
+            text,
+            "node id {} on both boots; data partition {} MiB -> {} MiB (filesystem {} MiB)",
+            self.node_id,
+            self.data_before >> 20,
+            self.data_after >> 20,
+            self.data_fs_after >> 20
+        );
+        text
+    }
+}
