@@ -10,7 +10,9 @@
 //!    it); A pages through every screen; the network screen gives the node id; holding A and
 //!    confirming shuts down: "shutting down", then "safe to unplug", and QEMU exits by itself
 //!    (the guest powered off).
-//! 3. The data partition filled the enlarged disk, and its filesystem with it.
+//! 3. The data partition filled the enlarged disk, and its filesystem with it; the USB stick
+//!    plugged in during the boot (one ext4 partition) was mounted for boltbox: it holds a
+//!    `boltbox-backups` directory owned by boltbox.
 //! 4. Second boot of the same disk: the same node id, and a safe shutdown again.
 //!
 //! Every wait has a deadline; on failure the error names the step, the last caption and the
@@ -27,7 +29,7 @@ use boltbox_tests::BitcoinD;
 
 use crate::disk::{self, Partition};
 use crate::process::{output, run, stream};
-use crate::{BOOT_LABEL, DATA_LABEL, ImageError, io_error};
+use crate::{BOLTBOX_ID, BOOT_LABEL, DATA_LABEL, ImageError, io_error};
 
 /// How much bigger than the image the test's "card" is.
 const ENLARGE: u64 = 1024 * 1024 * 1024;
@@ -50,6 +52,8 @@ const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
 const LINK_PORT: &str = "boltbox.link";
 /// The alias the test sets in boltbox.toml.
 const ALIAS: &str = "qemu-boot-test";
+/// The USB stick: one ext4 partition of this size at 1 MiB.
+const STICK_SIZE: u64 = 16 * 1024 * 1024;
 /// The screens A pages through, from home back to home.
 const PAGES: &[&str] = &["channels", "earnings", "network", "system", "alerts", "home"];
 
@@ -160,6 +164,7 @@ struct Guest {
 impl Guest {
     fn start(
         disk: &Path,
+        stick: &Path,
         boot: &(PathBuf, PathBuf, String),
         dir: &Path,
         run_name: &str,
@@ -192,6 +197,9 @@ impl Guest {
             .args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
             .args(["-chardev", &format!("socket,id=link,path={},server=on,wait=off", socket.display())])
             .args(["-device", &format!("virtserialport,chardev=link,name={LINK_PORT}")])
+            .args(["-device", "qemu-xhci,id=usb"])
+            .args(["-drive", &format!("file={},format=raw,if=none,id=stick", stick.display())])
+            .args(["-device", "usb-storage,bus=usb.0,drive=stick"])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let qemu_log = dir.join(format!("{run_name}.qemu.log"));
@@ -291,11 +299,12 @@ fn node_id(network: &LinkFrame) -> Option<String> {
 /// node id).
 fn boot_once(
     disk: &Path,
+    stick: &Path,
     boot: &(PathBuf, PathBuf, String),
     dir: &Path,
     run_name: &str,
 ) -> Result<(Duration, String), ImageError> {
-    let mut guest = Guest::start(disk, boot, dir, run_name)?;
+    let mut guest = Guest::start(disk, stick, boot, dir, run_name)?;
     let mut link = guest.link(&dir.join(format!("{run_name}.link.sock")))?;
     wait_screen(&mut guest, &mut link, "home", ALIAS, BOOT)?;
     let ready = guest.started.elapsed();
@@ -345,6 +354,34 @@ fn partitions(disk: &Path) -> Result<[Partition; 3], ImageError> {
     }
 }
 
+/// A USB stick image: an MBR with one empty ext4 partition (the guest names it sda1).
+fn make_stick(dir: &Path) -> Result<(PathBuf, Partition), ImageError> {
+    let part = Partition { offset: 1024 * 1024, size: STICK_SIZE, kind: disk::TYPE_LINUX };
+    let fs = dir.join("stick.ext4");
+    disk::make_ext4(&fs, "BACKUP", STICK_SIZE, None)?;
+    let stick = dir.join("stick.img");
+    disk::assemble(&stick, &[(part, fs.as_path())], 0x5713_c000)?;
+    std::fs::remove_file(&fs).map_err(io_error("removing the stick's filesystem file"))?;
+    Ok((stick, part))
+}
+
+/// The stick was mounted for boltbox: its `boltbox-backups` directory exists, owned by
+/// boltbox, mode 0700 (debugfs reads the filesystem without mounting it).
+fn check_stick(stick: &Path, part: &Partition, dir: &Path) -> Result<(), ImageError> {
+    let fs = dir.join("stick.ext4");
+    disk::extract(stick, part, &fs)?;
+    let stat = output(Command::new("debugfs").args(["-R", "stat /boltbox-backups"]).arg(&fs), None)?;
+    let stat = stat.split_whitespace().collect::<Vec<_>>().join(" ");
+    let owner = format!("User: {BOLTBOX_ID} Group: {BOLTBOX_ID}");
+    if !stat.contains("Type: directory Mode: 0700") || !stat.contains(&owner) {
+        return Err(boot_error(
+            "the USB stick",
+            format!("no boltbox-backups directory owned by boltbox (mode 0700) on it: {stat:?}"),
+        ));
+    }
+    std::fs::remove_file(&fs).map_err(io_error("removing the stick's filesystem file"))
+}
+
 /// Runs the boot test on `image` (a `.img.xz` with its `.sha256` beside it), working in `dir`.
 pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
     if dir.exists() {
@@ -371,7 +408,10 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
 
     let accel = accel().1;
     println!("boot-test: qemu-system-aarch64 -M virt, {accel}, 2 CPUs, 1 GiB; work dir {}", dir.display());
-    let (first_ready, first_id) = boot_once(&disk, &boot_files, dir, "boot1")?;
+    let (stick, stick_part) = make_stick(dir)?;
+    let (first_ready, first_id) = boot_once(&disk, &stick, &boot_files, dir, "boot1")?;
+    check_stick(&stick, &stick_part, dir)?;
+    println!("boot-test: the USB stick was mounted for boltbox (boltbox-backups, uid {BOLTBOX_ID}, 0700)");
 
     let [_, _, grown] = partitions(&disk)?;
     let disk_len = std::fs::metadata(&disk).map_err(io_error("reading the disk's size"))?.len();
@@ -400,11 +440,13 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
         disk_len >> 20
     );
 
-    let (second_ready, second_id) = boot_once(&disk, &boot_files, dir, "boot2")?;
+    let (second_ready, second_id) = boot_once(&disk, &stick, &boot_files, dir, "boot2")?;
     if second_id != first_id {
         return Err(boot_error("second boot", format!("node id {second_id}, was {first_id}")));
     }
-    std::fs::remove_file(&disk).map_err(io_error("removing the test disk"))?;
+    for file in [&disk, &stick] {
+        std::fs::remove_file(file).map_err(io_error(format!("removing {}", file.display())))?;
+    }
     Ok(Report {
         boot_to_ready: vec![first_ready, second_ready],
         node_id: first_id,

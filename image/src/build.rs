@@ -136,7 +136,10 @@ pub fn build(workspace: &Path, cache: &Path, dist: &Path) -> Result<Built, Image
     let root_size = disk::make_root(&files[1], &work.join("root"))?;
     disk::make_data(&files[2])?;
     let raw = work.join("boltbox.img");
-    disk::assemble(&raw, &disk::layout(root_size), [&files[0], &files[1], &files[2]], disk_id()?)?;
+    let layout = disk::layout(root_size);
+    let parts =
+        [(layout[0], files[0].as_path()), (layout[1], files[1].as_path()), (layout[2], files[2].as_path())];
+    disk::assemble(&raw, &parts, disk_id()?)?;
     for file in &files {
         std::fs::remove_file(file).map_err(io_error(format!("removing {}", file.display())))?;
     }

@@ -24,9 +24,10 @@ pub const DATA_SIZE: u64 = 64 * MIB;
 /// still installed).
 pub const ROOT_HEADROOM: u64 = 512 * MIB;
 
-/// MBR partition types.
+/// MBR partition type of the FAT32 boot partition.
 const TYPE_FAT32_LBA: u8 = 0x0c;
-const TYPE_LINUX: u8 = 0x83;
+/// MBR partition type of a Linux filesystem.
+pub const TYPE_LINUX: u8 = 0x83;
 
 /// One partition: where it is, in bytes, and its type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,14 +169,22 @@ pub fn make_root(image: &Path, root: &Path) -> Result<u64, ImageError> {
 }
 
 /// Makes the ext4 data filesystem at `image`, empty, its root directory owned by boltbox, no
-/// blocks reserved for root (the node runs as boltbox; it needs all of the space).
+/// blocks reserved for root (the node runs as boltbox; it needs all of the space). 4 KiB
+/// blocks and the default inode ratio although it starts small (mke2fs would pick its "small"
+/// profile, 1 KiB blocks): it grows to the card's size on first boot.
 pub fn make_data(image: &Path) -> Result<(), ImageError> {
+    make_ext4(image, DATA_LABEL, DATA_SIZE, Some((BOLTBOX_ID, BOLTBOX_ID)))
+}
+
+/// Makes an empty ext4 filesystem at `image` of `size` bytes, its root owned by `owner`.
+pub fn make_ext4(image: &Path, label: &str, size: u64, owner: Option<(u32, u32)>) -> Result<(), ImageError> {
     remove_file(image)?;
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-L", DATA_LABEL, "-m", "0", "-E"])
-        .arg(format!("root_owner={BOLTBOX_ID}:{BOLTBOX_ID}"))
-        .arg(image)
-        .arg(format!("{}k", DATA_SIZE / 1024)))
+    let mut command = Command::new("mkfs.ext4");
+    command.args(["-q", "-L", label, "-m", "0", "-b", "4096", "-T", "default"]);
+    if let Some((uid, gid)) = owner {
+        command.arg("-E").arg(format!("root_owner={uid}:{gid}"));
+    }
+    run(command.arg(image).arg(format!("{}k", size / 1024)))
 }
 
 fn remove_file(path: &Path) -> Result<(), ImageError> {
@@ -216,14 +225,16 @@ pub fn layout(root_size: u64) -> [Partition; 3] {
     [boot, root, data]
 }
 
-/// Writes the disk image at `image`: the MBR for `layout`, then each filesystem file
-/// (`files`, in the same order) at its partition's offset.
-pub fn assemble(image: &Path, layout: &[Partition; 3], files: [&Path; 3], id: u32) -> Result<(), ImageError> {
+/// Writes the disk image at `image`: the MBR for the partitions, then each filesystem file at
+/// its partition's offset; the image ends at the last partition's end, rounded up to a MiB.
+pub fn assemble(image: &Path, parts: &[(Partition, &Path)], id: u32) -> Result<(), ImageError> {
     remove_file(image)?;
+    let table: Vec<Partition> = parts.iter().map(|(p, _)| *p).collect();
+    let end = table.iter().map(Partition::end).max().unwrap_or(FIRST_OFFSET);
     let mut out = File::create(image).map_err(io_error(format!("creating {}", image.display())))?;
-    out.set_len(round_up(layout[2].end(), MIB)).map_err(io_error("sizing the image"))?;
-    out.write_all(&mbr(layout, id)?).map_err(io_error("writing the partition table"))?;
-    for (partition, file) in layout.iter().zip(files) {
+    out.set_len(round_up(end, MIB)).map_err(io_error("sizing the image"))?;
+    out.write_all(&mbr(&table, id)?).map_err(io_error("writing the partition table"))?;
+    for (partition, file) in parts {
         let len = std::fs::metadata(file).map_err(io_error(format!("reading {}", file.display())))?.len();
         if len != partition.size {
             return Err(ImageError::Invalid(format!(
@@ -235,6 +246,19 @@ pub fn assemble(image: &Path, layout: &[Partition; 3], files: [&Path; 3], id: u3
         copy_at(file, &mut out, partition.offset)?;
     }
     out.sync_all().map_err(io_error("syncing the image"))
+}
+
+/// Copies `size` bytes at `offset` of `disk` out into the file `to` (a partition, to look into
+/// with tools that take a filesystem image).
+pub fn extract(disk: &Path, partition: &Partition, to: &Path) -> Result<(), ImageError> {
+    let mut source = File::open(disk).map_err(io_error(format!("opening {}", disk.display())))?;
+    source
+        .seek(SeekFrom::Start(partition.offset))
+        .map_err(io_error(format!("seeking in {}", disk.display())))?;
+    let mut out = File::create(to).map_err(io_error(format!("creating {}", to.display())))?;
+    std::io::copy(&mut source.take(partition.size), &mut out)
+        .map_err(io_error(format!("copying a partition out of {}", disk.display())))?;
+    Ok(())
 }
 
 #[cfg(test)]

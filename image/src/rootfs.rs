@@ -16,6 +16,7 @@ const ENABLE: &[&str] = &[
     "boltbox.service",
     "boltbox-setup.service",
     "boltbox-poweroff.path",
+    "boltbox-eject.path",
     "systemd-networkd.service",
     "systemd-resolved.service",
     "systemd-timesyncd.service",

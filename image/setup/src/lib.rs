@@ -1,11 +1,13 @@
-//! boltbox-setup: the image's boot-time helper, run as root by `boltbox-setup.service` before
-//! the network and boltbox start. It grows the data partition to fill the card ([`grow`]) and
-//! applies the `[system]` section of the boot partition's `boltbox.toml` ([`system`]): host
-//! name, wired network, Wi-Fi, SSH. Every step is idempotent, so it runs on every boot and an
-//! edit of `boltbox.toml` takes effect at the next one. docs/IMAGE.md describes it.
+//! boltbox-setup: the image's root-side helper for the unprivileged service. At boot
+//! (`boltbox-setup.service`, before the network and boltbox start) it grows the data partition
+//! to fill the card ([`grow`]) and applies the `[system]` section of the boot partition's
+//! `boltbox.toml` ([`system`]): host name, wired network, Wi-Fi, SSH. Every step is
+//! idempotent, so it runs on every boot and an edit of `boltbox.toml` takes effect at the next
+//! one. It also mounts and unmounts USB sticks for backups ([`usb`]). docs/IMAGE.md describes it.
 
 pub mod grow;
 pub mod system;
+pub mod usb;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -48,6 +50,17 @@ pub enum SetupError {
     /// The data partition is not where or what it should be.
     #[error("data partition: {0}")]
     Partition(String),
+}
+
+/// The uid and gid of `user`, from /etc/passwd.
+pub fn user_ids(user: &str) -> Result<(u32, u32), SetupError> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(io_error("reading /etc/passwd"))?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&user))
+        .and_then(|fields| Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?)))
+        .ok_or_else(|| SetupError::config("user", format!("no user {user} in /etc/passwd")))
 }
 
 impl SetupError {

@@ -1,0 +1,202 @@
+//! USB sticks for backups. udev starts `boltbox-usb@<name>.service` for a USB partition with
+//! a vfat, exfat or ext4 filesystem; it mounts the stick at `/run/boltbox/usb/<name>` so that
+//! the unprivileged service can write there (FAT and exFAT: owned by boltbox; ext4: a
+//! `boltbox-backups` directory owned by boltbox). The service asks for a stick to be unmounted
+//! by writing its name into `/run/boltbox/eject`; `boltbox-eject.path` runs [`eject`], which
+//! takes only the name of a stick mounted here.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{SetupError, io_error, run};
+
+/// Where sticks are mounted, one directory per kernel name.
+pub const USB_DIR: &str = "/run/boltbox/usb";
+/// The service's eject request: the kernel name of a mounted stick.
+pub const EJECT_REQUEST: &str = "/run/boltbox/eject";
+/// The directory made for boltbox on an ext4 stick (FAT has no owners, it gets the mount).
+pub const BACKUP_DIR: &str = "boltbox-backups";
+
+/// A kernel block device name as udev gives it (`sda1`, `sdb`): letters, then letters and
+/// digits; nothing that could walk out of a directory.
+pub fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 32
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+fn checked(name: &str) -> Result<&str, SetupError> {
+    if valid_name(name) {
+        Ok(name)
+    } else {
+        Err(SetupError::config("usb", format!("{name:?} is not a block device name")))
+    }
+}
+
+/// The mount options for a stick's filesystem, or an error for one boltbox does not take.
+/// Nothing on a stick runs; FAT and exFAT files belong to boltbox and only it reads them.
+pub fn mount_options(fstype: &str, uid: u32, gid: u32) -> Result<String, SetupError> {
+    let common = "nodev,nosuid,noexec,noatime";
+    match fstype {
+        "vfat" => Ok(format!("{common},uid={uid},gid={gid},fmask=0177,dmask=0077,utf8,flush")),
+        "exfat" => Ok(format!("{common},uid={uid},gid={gid},fmask=0177,dmask=0077")),
+        "ext4" => Ok(common.to_string()),
+        other => Err(SetupError::config("usb", format!("filesystem {other:?} is not vfat, exfat or ext4"))),
+    }
+}
+
+/// Whether `dir` is a mount point, from a /proc/self/mountinfo text.
+pub fn is_mounted(mountinfo: &str, dir: &Path) -> bool {
+    // Field 5 is the mount point (octal escapes only for spaces and the like, which our
+    // names never have).
+    mountinfo.lines().any(|line| line.split(' ').nth(4).is_some_and(|m| Path::new(m) == dir))
+}
+
+fn mount_point(name: &str) -> PathBuf {
+    Path::new(USB_DIR).join(name)
+}
+
+fn mounted(dir: &Path) -> Result<bool, SetupError> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(io_error("reading /proc/self/mountinfo"))?;
+    Ok(is_mounted(&info, dir))
+}
+
+fn fs_type(device: &Path) -> Result<String, SetupError> {
+    let out = Command::new("blkid")
+        .args(["--output", "value", "--match-tag", "TYPE"])
+        .arg(device)
+        .output()
+        .map_err(io_error("running blkid"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Mounts stick `name` for user `uid`/`gid` (boltbox-usb@.service's start).
+pub fn mount(name: &str, uid: u32, gid: u32) -> Result<PathBuf, SetupError> {
+    let name = checked(name)?;
+    let device = Path::new("/dev").join(name);
+    let fstype = fs_type(&device)?;
+    let options = mount_options(&fstype, uid, gid)?;
+    let dir = mount_point(name);
+    std::fs::create_dir_all(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+    if !mounted(&dir)? {
+        run(Command::new("mount").args(["-t", &fstype, "-o", &options]).arg(&device).arg(&dir), None)?;
+    }
+    if fstype == "ext4" {
+        let backups = dir.join(BACKUP_DIR);
+        match std::fs::create_dir(&backups) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(io_error(format!("creating {}", backups.display()))(e));
+            }
+            _ => {}
+        }
+        std::os::unix::fs::chown(&backups, Some(uid), Some(gid))
+            .map_err(io_error(format!("giving {} to boltbox", backups.display())))?;
+        std::fs::set_permissions(&backups, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io_error(format!("setting the mode of {}", backups.display())))?;
+    }
+    Ok(dir)
+}
+
+/// Unmounts stick `name` (boltbox-usb@.service's stop: an eject, a pulled stick, shutdown).
+/// A stick already pulled out is detached lazily: there is nothing left to flush to.
+pub fn unmount(name: &str) -> Result<(), SetupError> {
+    let name = checked(name)?;
+    let dir = mount_point(name);
+    if mounted(&dir)? {
+        let gone = !Path::new("/dev").join(name).exists();
+        let mut umount = Command::new("umount");
+        if gone {
+            umount.arg("--lazy");
+        }
+        run(umount.arg(&dir), None)?;
+    }
+    match std::fs::remove_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_error(format!("removing {}", dir.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads a request file the unprivileged service wrote: a regular file, not followed if it is
+/// a symlink (root reads it), and short.
+fn read_request(path: &Path) -> Result<String, SetupError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_error(format!("opening {} (a symlink is refused)", path.display())))?;
+    let meta = file.metadata().map_err(io_error(format!("reading {}", path.display())))?;
+    if !meta.is_file() {
+        return Err(SetupError::config("usb", format!("{} is not a regular file", path.display())));
+    }
+    let mut text = String::new();
+    file.take(64).read_to_string(&mut text).map_err(io_error(format!("reading {}", path.display())))?;
+    Ok(text)
+}
+
+/// Takes the service's eject request: the name in [`EJECT_REQUEST`] must be a stick mounted
+/// under [`USB_DIR`]; its unit is stopped, which unmounts it. The request is consumed either way.
+pub fn eject() -> Result<String, SetupError> {
+    let request = read_request(Path::new(EJECT_REQUEST));
+    std::fs::remove_file(EJECT_REQUEST).map_err(io_error(format!("removing {EJECT_REQUEST}")))?;
+    let request = request?;
+    let name = checked(request.trim())?;
+    if !mounted(&mount_point(name))? {
+        return Err(SetupError::config("usb", format!("{name} is not a stick mounted under {USB_DIR}")));
+    }
+    run(Command::new("systemctl").arg("stop").arg(format!("boltbox-usb@{name}.service")), None)?;
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_kernel_names_are_taken() {
+        for ok in ["sda", "sda1", "sdb12", "mmcblk1p1"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "../sda1", "sda/1", "1sda", "SDA1", "sda 1", "sda1\n", &"a".repeat(33)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fat_sticks_belong_to_boltbox_and_nothing_on_a_stick_runs() {
+        let vfat = mount_options("vfat", 900, 900).expect("vfat");
+        assert!(vfat.contains("uid=900,gid=900") && vfat.contains("noexec") && vfat.contains("fmask=0177"));
+        assert!(mount_options("exfat", 900, 900).expect("exfat").contains("uid=900"));
+        let ext4 = mount_options("ext4", 900, 900).expect("ext4");
+        assert!(ext4.contains("nosuid") && !ext4.contains("uid="));
+        assert!(mount_options("ntfs", 900, 900).is_err());
+        assert!(mount_options("", 900, 900).is_err());
+    }
+
+    #[test]
+    fn a_request_must_be_a_short_regular_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let request = dir.path().join("eject");
+        std::fs::write(&request, "sda1\n").expect("write");
+        assert_eq!(read_request(&request).expect("read"), "sda1\n");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root:x").expect("write");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+        assert!(read_request(&link).is_err(), "a symlink is not followed");
+        assert!(read_request(dir.path()).is_err(), "a directory is no request");
+    }
+
+    #[test]
+    fn mount_points_are_read_from_mountinfo() {
+        let info = "36 35 98:0 / /run/boltbox/usb/sda1 rw,noatime - ext4 /dev/sda1 rw\n\
+                    37 35 98:0 / /var/lib/boltbox rw - ext4 /dev/vda3 rw\n";
+        assert!(is_mounted(info, Path::new("/run/boltbox/usb/sda1")));
+        assert!(!is_mounted(info, Path::new("/run/boltbox/usb/sdb1")));
+    }
+}
