@@ -12,7 +12,8 @@
 //!    (the guest powered off).
 //! 3. The data partition filled the enlarged disk, and its filesystem with it; the USB stick
 //!    plugged in during the boot (one ext4 partition) was mounted for boltbox: it holds a
-//!    `boltbox-backups` directory owned by boltbox.
+//!    `boltbox-backups` directory owned by boltbox, and in it the file the service wrote from
+//!    its sandbox ([`STICK_PROBE`]).
 //! 4. Second boot of the same disk: the same node id, and a safe shutdown again.
 //!
 //! Every wait has a deadline; on failure the error names the step, the last caption and the
@@ -121,8 +122,14 @@ fn boot_files(disk: &Path, boot: &Partition, dir: &Path) -> Result<(PathBuf, Pat
     Ok((kernel, initrd, cmdline))
 }
 
+/// A file the service writes on the stick, from inside its sandbox: the test's power-off
+/// command creates it just before the image's power-off request (until the appliance's backup
+/// writes there itself, this is what shows the sandbox lets boltbox write to a stick).
+const STICK_PROBE: &str = "/run/boltbox/usb/sda1/boltbox-backups/written-by-boltbox";
+
 /// The test's boltbox.toml: regtest against the host's bitcoind, the link board on the virtio
-/// port, the image's own power-off request, no idle dimming (a press on a dim screen only
+/// port, the image's own power-off request (after touching [`STICK_PROBE`]), no idle dimming
+/// (a press on a dim screen only
 /// wakes it).
 fn test_config(bitcoind: &BitcoinD) -> String {
     format!(
@@ -131,7 +138,7 @@ fn test_config(bitcoind: &BitcoinD) -> String {
          rpc_user = \"{}\"\nrpc_password = \"{}\"\n\n\
          [board]\nboard = \"link:/dev/virtio-ports/{LINK_PORT}\"\n\n\
          [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
-         [power]\noff_command = [\"/usr/bin/touch\", \"/run/boltbox/poweroff\"]\n\n\
+         [power]\noff_command = [\"/usr/bin/touch\", \"{STICK_PROBE}\", \"/run/boltbox/poweroff\"]\n\n\
          [system]\nhostname = \"boltbox-qemu\"\n",
         bitcoind.rpc_port(),
         bitcoind.rpc_user(),
@@ -366,17 +373,29 @@ fn make_stick(dir: &Path) -> Result<(PathBuf, Partition), ImageError> {
 }
 
 /// The stick was mounted for boltbox: its `boltbox-backups` directory exists, owned by
-/// boltbox, mode 0700 (debugfs reads the filesystem without mounting it).
+/// boltbox, mode 0700, and holds the file the service wrote there from its sandbox (debugfs
+/// reads the filesystem without mounting it).
 fn check_stick(stick: &Path, part: &Partition, dir: &Path) -> Result<(), ImageError> {
     let fs = dir.join("stick.ext4");
     disk::extract(stick, part, &fs)?;
-    let stat = output(Command::new("debugfs").args(["-R", "stat /boltbox-backups"]).arg(&fs), None)?;
-    let stat = stat.split_whitespace().collect::<Vec<_>>().join(" ");
+    let stat = |path: &str| -> Result<String, ImageError> {
+        let text = output(Command::new("debugfs").args(["-R", &format!("stat {path}")]).arg(&fs), None)?;
+        Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
     let owner = format!("User: {BOLTBOX_ID} Group: {BOLTBOX_ID}");
-    if !stat.contains("Type: directory Mode: 0700") || !stat.contains(&owner) {
+    let backups = stat("/boltbox-backups")?;
+    if !backups.contains("Type: directory Mode: 0700") || !backups.contains(&owner) {
         return Err(boot_error(
             "the USB stick",
-            format!("no boltbox-backups directory owned by boltbox (mode 0700) on it: {stat:?}"),
+            format!("no boltbox-backups directory owned by boltbox (mode 0700) on it: {backups:?}"),
+        ));
+    }
+    let probe = STICK_PROBE.rsplit('/').next().unwrap_or(STICK_PROBE);
+    let written = stat(&format!("/boltbox-backups/{probe}"))?;
+    if !written.contains("Type: regular") || !written.contains(&owner) {
+        return Err(boot_error(
+            "the USB stick",
+            format!("the service could not write {STICK_PROBE} from its sandbox: {written:?}"),
         ));
     }
     std::fs::remove_file(&fs).map_err(io_error("removing the stick's filesystem file"))
@@ -411,7 +430,7 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
     let (stick, stick_part) = make_stick(dir)?;
     let (first_ready, first_id) = boot_once(&disk, &stick, &boot_files, dir, "boot1")?;
     check_stick(&stick, &stick_part, dir)?;
-    println!("boot-test: the USB stick was mounted for boltbox (boltbox-backups, uid {BOLTBOX_ID}, 0700)");
+    println!("boot-test: the USB stick was mounted for boltbox, and boltbox wrote to it from its sandbox");
 
     let [_, _, grown] = partitions(&disk)?;
     let disk_len = std::fs::metadata(&disk).map_err(io_error("reading the disk's size"))?.len();
