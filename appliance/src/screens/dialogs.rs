@@ -105,19 +105,29 @@ pub fn backup_unavailable() -> Rendered {
 pub fn backup(progress: &BackupProgress) -> Rendered {
     let mut c = Canvas::new("backup");
     match progress {
-        BackupProgress::Running { percent } => {
+        BackupProgress::Running { percent, stick } => {
             let percent = (*percent).min(100);
             c.header("backup", "");
             c.text_in(&format!("{percent}%"), BIG, 0, 44, 15, Align::Left);
             c.bar(48, 17, W - 49, 16, f64::from(percent) / 100.0, &format!("backup {percent}%"));
-            c.text("writing to USB", BODY, 38, Align::Center);
+            let to = stick.as_deref().map_or_else(|| "USB".to_string(), |s| clip(s, 10));
+            c.text(&format!("writing to {to}"), BODY, 38, Align::Center);
             c.text("keep the stick in", SMALL, 53, Align::Center);
         }
-        BackupProgress::Succeeded { bytes: size, took } => {
-            c.header("backup", "");
-            c.text("backup OK", BIG, 14, Align::Center);
-            c.text(&format!("{} in {}", bytes(*size), short_duration(*took)), BODY, 36, Align::Center);
-            c.text("verified: unplug USB", SMALL, 53, Align::Center);
+        BackupProgress::Succeeded { bytes: size, took, stick, at, ejected } => {
+            c.header("backup", at);
+            c.text("backup OK", BIG, 12, Align::Center);
+            c.text(&format!("{} in {}", bytes(*size), short_duration(*took)), BODY, 33, Align::Center);
+            // Not unmounted: the file and directory are synced, so pulling the stick loses
+            // nothing; the filesystem may only be marked as not cleanly unmounted.
+            let last = if !*ejected {
+                "synced; eject failed".to_string()
+            } else if stick.chars().count() <= 4 {
+                format!("remove the stick {stick}")
+            } else {
+                format!("remove stick {}", clip(stick, 8))
+            };
+            c.text(&last, SMALL, 53, Align::Center);
         }
         BackupProgress::Failed { reason } => {
             c.header("backup failed", "");
@@ -186,7 +196,7 @@ mod tests {
 
     #[test]
     fn backup_progress_is_clamped_to_100() {
-        let screen = backup(&BackupProgress::Running { percent: 250 });
+        let screen = backup(&BackupProgress::Running { percent: 250, stick: None });
         assert!(screen.caption.contains("backup 100%"), "{}", screen.caption);
     }
 }

@@ -75,15 +75,24 @@ pub enum BackupProgress {
     Running {
         /// 0..=100.
         percent: u8,
+        /// The stick written to (its name under the sticks directory), once chosen.
+        stick: Option<String>,
     },
-    /// Written and read back.
+    /// Written, read back and verified.
     Succeeded {
         /// Size of the backup file.
         bytes: u64,
         /// How long it took.
         took: Duration,
+        /// The stick it is on.
+        stick: String,
+        /// When it was taken, as the owner reads it ("14:02 UTC").
+        at: String,
+        /// The stick was unmounted (or there is nothing to unmount): it may be pulled now.
+        ejected: bool,
     },
     /// Did not complete; `reason` says why in words the user can act on ("no USB stick found").
+    /// Earlier backups are untouched.
     Failed {
         /// Why.
         reason: String,

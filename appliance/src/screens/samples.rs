@@ -181,10 +181,19 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("shutdown-safe".into(), shutdown(ShutdownPhase::SafeToUnplug)));
     out.push(("backup-confirm".into(), backup_confirm()));
     out.push(("backup-unavailable".into(), backup_unavailable()));
-    out.push(("backup-running".into(), backup(&BackupProgress::Running { percent: 37 })));
+    out.push((
+        "backup-running".into(),
+        backup(&BackupProgress::Running { percent: 37, stick: Some("sda1".into()) }),
+    ));
     out.push((
         "backup-ok".into(),
-        backup(&BackupProgress::Succeeded { bytes: 3_565_158, took: Duration::from_secs(12) }),
+        backup(&BackupProgress::Succeeded {
+            bytes: 3_565_158,
+            took: Duration::from_secs(12),
+            stick: "sda1".into(),
+            at: "14:02 UTC".into(),
+            ejected: true,
+        }),
     ));
     out.push((
         "backup-failed".into(),
