@@ -4,6 +4,7 @@
 //!
 //! - [`bench`]: `boltbox bench`, the benchmarks on the device.
 //! - [`config`]: `boltbox.toml`, parsed and validated with errors that name the field.
+//! - [`control`]: the control socket through which `boltbox <command>` reaches the service.
 //! - [`supervisor`]: `boltbox run`, the service: board, runtime, node, display loop, systemd,
 //!   safe shutdown.
 //! - [`system`]: machine facts for the system and network screens.
@@ -13,6 +14,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod control;
 pub mod screens;
 pub mod supervisor;
 pub mod system;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use boltbox::control::Request;
 use clap::{Parser, Subcommand};
 
 /// A Lightning node you flash onto an SD card.
@@ -33,6 +34,98 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// The node's status (what the OLED shows), as JSON.
+    Status(Target),
+    /// A new on-chain address to fund the node.
+    Address(Target),
+    /// Send on-chain.
+    Send {
+        /// Destination address.
+        address: String,
+        /// Amount in sats.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        sats: Option<u64>,
+        /// Send everything spendable (the anchor reserve stays).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Connect to a peer and remember it.
+    Connect {
+        /// `node_id@host:port`.
+        peer: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Open a channel.
+    Open {
+        /// `node_id@host:port`.
+        peer: String,
+        /// Capacity in sats.
+        #[arg(long)]
+        sats: u64,
+        /// Give the peer this much at open.
+        #[arg(long)]
+        push_msat: Option<u64>,
+        /// Do not announce the channel (no routing through it).
+        #[arg(long)]
+        private: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Close a channel (its user channel id, from `boltbox channels`).
+    Close {
+        /// The user channel id.
+        channel: String,
+        /// Force-close: broadcast our latest commitment without the peer.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Create a BOLT11 invoice.
+    Invoice {
+        /// Amount in msat; omitted: any amount.
+        #[arg(long)]
+        msat: Option<u64>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        expiry_secs: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Pay a BOLT11 invoice.
+    Pay {
+        /// The invoice.
+        invoice: String,
+        /// Amount in msat, for an any-amount invoice.
+        #[arg(long)]
+        msat: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send a spontaneous payment.
+    Keysend {
+        /// The payee's node id.
+        node_id: String,
+        /// Amount in msat.
+        #[arg(long)]
+        msat: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The channels, as JSON.
+    Channels(Target),
+    /// The payments, as JSON.
+    Payments(Target),
+    /// The peers, as JSON.
+    Peers(Target),
+    /// Sync the wallets with the chain now.
+    Sync(Target),
     /// Render every OLED screen for sample statuses as PNG files.
     Screens {
         /// Directory to write `<screen>.png` files to (created if missing).
@@ -44,6 +137,39 @@ enum Command {
     },
 }
 
+/// Which running boltbox a command talks to.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// The service's config file: its data dir holds the control socket.
+    #[arg(long, default_value = "/etc/boltbox/boltbox.toml")]
+    config: PathBuf,
+    /// The control socket itself (instead of --config).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        let config = boltbox::config::AppConfig::load(&self.config)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.config.display()))?;
+        Ok(boltbox::control::socket_path(&config.node.data_dir))
+    }
+
+    /// Sends `request` to the service and prints the answer: text as it is, anything else as JSON.
+    fn call(&self, request: Request) -> anyhow::Result<()> {
+        let mut client = boltbox::control::Client::connect(&self.socket()?)?;
+        match client.call(&request)? {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(text) => println!("{text}"),
+            value => println!("{}", serde_json::to_string_pretty(&value)?),
+        }
+        Ok(())
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -53,6 +179,31 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("boltbox run --config {}", config.display()))
         }
         Some(Command::Screens { out, scale }) => screens(&out, scale),
+        Some(Command::Status(target)) => target.call(Request::Status),
+        Some(Command::Address(target)) => target.call(Request::NewAddress),
+        Some(Command::Send { address, sats, all: _, target }) => {
+            target.call(Request::SendOnchain { address, amount_sats: sats })
+        }
+        Some(Command::Connect { peer, target }) => target.call(Request::Connect { peer }),
+        Some(Command::Open { peer, sats, push_msat, private, target }) => {
+            target.call(Request::OpenChannel { peer, amount_sats: sats, push_msat, announce: !private })
+        }
+        Some(Command::Close { channel, force, target }) => {
+            target.call(Request::CloseChannel { channel, force })
+        }
+        Some(Command::Invoice { msat, description, expiry_secs, target }) => {
+            target.call(Request::Invoice { amount_msat: msat, description, expiry_secs })
+        }
+        Some(Command::Pay { invoice, msat, target }) => {
+            target.call(Request::Pay { invoice, amount_msat: msat })
+        }
+        Some(Command::Keysend { node_id, msat, target }) => {
+            target.call(Request::Keysend { node_id, amount_msat: msat })
+        }
+        Some(Command::Channels(target)) => target.call(Request::Channels),
+        Some(Command::Payments(target)) => target.call(Request::Payments),
+        Some(Command::Peers(target)) => target.call(Request::Peers),
+        Some(Command::Sync(target)) => target.call(Request::Sync),
         Some(Command::Bench { dir, seconds }) => {
             anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be a positive number");
             let cores = boltbox_executor::runtime::BoardFacts::detect().map(|f| f.cores).unwrap_or(1);

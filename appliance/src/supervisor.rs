@@ -26,11 +26,12 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use boltbox_board::buttons::monotonic;
-use boltbox_board::{Board, BoardConfig, Buttons, Display, DisplayHealth, GestureMachine};
+use boltbox_board::{Board, BoardConfig, Buttons, ButtonsHealth, Display, DisplayHealth, GestureMachine};
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
-use boltbox_node::{BoltNode, Seed, SeedError, Status};
+use boltbox_node::{Alert, BoltNode, Seed, SeedError, Status};
 
 use crate::config::{AppConfig, ConfigError, runtime_error};
+use crate::control;
 use crate::screens::{self, Rendered, ShutdownPhase, SystemInfo};
 use crate::system::{primary_ip, read_system_info};
 use crate::ui::{Action, Context, Ui};
@@ -120,6 +121,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         node: OnceLock::new(),
         phase: Mutex::new(Phase::Running),
         starting: Status::starting(config.node.network, &config.node.alias),
+        device_alerts: control::DeviceAlerts::default(),
         shutting_down_shown: Mutex::new(false),
         shown: Condvar::new(),
     });
@@ -155,7 +157,12 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         .map_err(|source| RunError::Io { what: "starting the node thread", source })?;
     drop(tx);
 
-    let node = match wait_for_node_then_shutdown(&rx, &shared, &notifier) {
+    let control = ControlSocket {
+        runtime: runtime.handle().clone(),
+        path: control::socket_path(&data_dir),
+        device_alerts: Arc::clone(&shared.device_alerts),
+    };
+    let node = match wait_for_node_then_shutdown(&rx, &shared, &notifier, &control) {
         Ok(node) => node,
         Err(e) => {
             let screen = match &e {
@@ -178,6 +185,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         tracing::warn!("the display did not show \"shutting down\" in time; stopping the node anyway");
     }
     notifier.notify("STOPPING=1\nSTATUS=stopping the node");
+    control.remove();
     let stopped = node.stop();
     drop(node);
     runtime.shutdown_timeout(RUNTIME_GRACE);
@@ -215,6 +223,7 @@ fn wait_for_node_then_shutdown(
     rx: &Receiver<Event>,
     shared: &Shared,
     notifier: &Notifier,
+    control: &ControlSocket,
 ) -> Result<Arc<BoltNode>, boltbox_node::Error> {
     let mut node: Option<Arc<BoltNode>> = None;
     let mut shutdown_requested = false;
@@ -232,6 +241,7 @@ fn wait_for_node_then_shutdown(
                 notifier.notify(&format!("READY=1\nSTATUS=node {id} running"));
                 // Set once: this is the only place that sets it.
                 let _ = shared.node.set(Arc::clone(&started));
+                control.serve(Arc::clone(&started));
                 node = Some(started);
             }
             Event::Signal(why) => request_shutdown(&mut shutdown_requested, why, shared, notifier),
@@ -241,6 +251,31 @@ fn wait_for_node_then_shutdown(
         }
         if let (true, Some(node)) = (shutdown_requested, &node) {
             return Ok(Arc::clone(node));
+        }
+    }
+}
+
+/// Where `boltbox <command>` reaches the running node (see [`control`]).
+struct ControlSocket {
+    runtime: tokio::runtime::Handle,
+    path: PathBuf,
+    device_alerts: control::DeviceAlerts,
+}
+
+impl ControlSocket {
+    /// Starts answering; without the socket the node still runs, only the CLI cannot reach it.
+    fn serve(&self, node: Arc<BoltNode>) {
+        if let Err(e) = control::serve(&self.runtime, &self.path, node, Arc::clone(&self.device_alerts)) {
+            tracing::warn!(error = %e, "cannot listen at {}: the boltbox CLI cannot reach this node", self.path.display());
+        }
+    }
+
+    /// Stops new commands reaching a node that is stopping.
+    fn remove(&self) {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(error = %e, "cannot remove {}", self.path.display()),
         }
     }
 }
@@ -344,6 +379,8 @@ struct Shared {
     phase: Mutex<Phase>,
     /// The status shown before the node has one.
     starting: Status,
+    /// The display's and buttons' alerts, kept by the display thread.
+    device_alerts: control::DeviceAlerts,
     /// Set by the display thread once a "shutting down" frame went to the display.
     shutting_down_shown: Mutex<bool>,
     shown: Condvar,
@@ -356,6 +393,14 @@ impl Shared {
 
     fn set_phase(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    fn device_alerts(&self) -> Vec<Alert> {
+        self.device_alerts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_device_alerts(&self, alerts: Vec<Alert>) {
+        *self.device_alerts.lock().unwrap_or_else(|p| p.into_inner()) = alerts;
     }
 
     fn set_shutting_down_shown(&self) {
@@ -396,6 +441,7 @@ impl DisplayLoop {
         let mut contrast: Option<u8> = None;
         let mut last_error: Option<String> = None;
         let mut health = DisplayHealth::Present;
+        let mut buttons_health = ButtonsHealth::Working;
         let mut drawn_phase: Option<Phase> = None;
         let data_dir = self.data_dir.clone();
         // Read at each frame that shows them and dropped after drawing (see `ui::SeedSource`).
@@ -448,7 +494,8 @@ impl DisplayLoop {
                 (Phase::Failed(Some(screen)), _) => (**screen).clone(),
                 (Phase::Running, None) => screens::boot(env!("CARGO_PKG_VERSION")),
                 _ => {
-                    let status = node.map_or_else(|| self.shared.starting.clone(), |n| n.status());
+                    let mut status = node.map_or_else(|| self.shared.starting.clone(), |n| n.status());
+                    status.alerts.extend(self.shared.device_alerts());
                     let ctx = Context {
                         status: &status,
                         system: &system,
@@ -496,11 +543,39 @@ impl DisplayLoop {
                 }
                 health = now_health;
             }
+            let now_buttons = self.buttons.health();
+            if now_buttons != buttons_health {
+                match &now_buttons {
+                    ButtonsHealth::Working => tracing::info!("buttons working"),
+                    ButtonsHealth::Failing { reason } => tracing::warn!(reason, "buttons not working"),
+                }
+                buttons_health = now_buttons;
+            }
+            self.shared.set_device_alerts(device_alerts(&health, &buttons_health));
             if last {
                 return;
             }
         }
     }
+}
+
+/// The alerts for a display or buttons that do not work. An absent display cannot show its
+/// own alert; it is in the log, in `boltbox status`, and on the display once it is back.
+fn device_alerts(display: &DisplayHealth, buttons: &ButtonsHealth) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    if let DisplayHealth::Absent { reason, .. } = display {
+        alerts.push(Alert::Device {
+            headline: "display not working".into(),
+            detail: format!("the display does not answer (retrying): {reason}"),
+        });
+    }
+    if let ButtonsHealth::Failing { reason } = buttons {
+        alerts.push(Alert::Device {
+            headline: "buttons not working".into(),
+            detail: format!("the buttons cannot be read (retrying): {reason}"),
+        });
+    }
+    alerts
 }
 
 /// Logs an error unless it is the same as the last one (a failing device fails at every frame).
@@ -570,6 +645,19 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = receiver.recv(&mut buf).expect("datagram");
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=up");
+    }
+
+    #[test]
+    fn a_failing_display_or_buttons_is_an_alert() {
+        assert!(device_alerts(&DisplayHealth::Present, &ButtonsHealth::Working).is_empty());
+        let absent =
+            DisplayHealth::Absent { reason: "i2c NACK".into(), failures: 3, next_retry: Duration::ZERO };
+        let failing = ButtonsHealth::Failing { reason: "no /dev/gpiochip0".into() };
+        let alerts = device_alerts(&absent, &failing);
+        let headlines: Vec<String> = alerts.iter().map(Alert::headline).collect();
+        assert_eq!(headlines, ["display not working", "buttons not working"]);
+        assert!(alerts[0].to_string().contains("i2c NACK"), "{}", alerts[0]);
+        assert!(alerts[1].to_string().contains("/dev/gpiochip0"), "{}", alerts[1]);
     }
 
     #[test]

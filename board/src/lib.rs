@@ -19,7 +19,7 @@ pub mod gesture;
 pub mod link;
 pub mod sim;
 
-pub use buttons::{Button, ButtonEdge, ButtonError, Buttons};
+pub use buttons::{Button, ButtonEdge, ButtonError, Buttons, ButtonsHealth};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::{Board, BoardConfig, ConfigError, OpenError, open, open_with_gestures};
 pub use display::{Display, DisplayError, DisplayHealth, ResilientDisplay};

@@ -118,11 +118,13 @@ pub enum Alert {
         /// What the channels need.
         need_sats: u64,
     },
-    /// The last verified backup is older than the configured limit, or there is none while
-    /// the node has channels. Raised by the appliance, which keeps the backups' record.
-    BackupOld {
-        /// Whole days since the last backup; none if there has never been one.
-        days: Option<u64>,
+    /// A problem of the device around the node (display, buttons, backups), raised by the
+    /// appliance rather than the node.
+    Device {
+        /// A short line for the OLED.
+        headline: String,
+        /// The whole story, for the log and the CLI.
+        detail: String,
     },
 }
 
@@ -134,8 +136,7 @@ impl Alert {
             Alert::SyncStalled { .. } => "sync stalled".into(),
             Alert::PeerDown { peer } => format!("peer {} down", &peer[..peer.len().min(8)]),
             Alert::LowOnchainReserve { .. } => "low on-chain reserve".into(),
-            Alert::BackupOld { days: Some(days) } => format!("backup {days} d old"),
-            Alert::BackupOld { days: None } => "no backup yet".into(),
+            Alert::Device { headline, .. } => headline.clone(),
         }
     }
 }
@@ -151,12 +152,7 @@ impl std::fmt::Display for Alert {
                 f,
                 "on-chain reserve for anchor channels is low: {have_sats} sat, channels need {need_sats} sat"
             ),
-            Alert::BackupOld { days: Some(days) } => {
-                write!(f, "the last backup is {days} days old: hold B to make one")
-            }
-            Alert::BackupOld { days: None } => {
-                write!(f, "the node has channels but no backup: hold B to make one")
-            }
+            Alert::Device { detail, .. } => f.write_str(detail),
         }
     }
 }

@@ -74,16 +74,20 @@ pub const WATCHDOG_USEC: &str = "1000000";
 /// Writes `boltbox.toml`: the node, the link board at `socket`, no power-off command, and idle
 /// dimming far away (a press on a dim display only wakes it).
 pub fn write_config(dir: &Path, node: &NodeConfig, socket: &Path) -> PathBuf {
+    write_config_with_board(dir, node, &format!("board = \"link:{}\"\n", socket.display()))
+}
+
+/// Writes `boltbox.toml` like [`write_config`], with `board` as the `[board]` section's body.
+pub fn write_config_with_board(dir: &Path, node: &NodeConfig, board: &str) -> PathBuf {
     #[derive(serde::Serialize)]
     struct Sections<'a> {
         node: &'a NodeConfig,
     }
     let mut text = toml::to_string(&Sections { node }).expect("config to TOML");
     text.push_str(&format!(
-        "\n[board]\nboard = \"link:{}\"\n\n\
+        "\n[board]\n{board}\n\
          [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
-         [power]\noff_command = []\n",
-        socket.display()
+         [power]\noff_command = []\n"
     ));
     let path = dir.join("boltbox.toml");
     std::fs::write(&path, text).expect("write config");
