@@ -105,6 +105,13 @@ pub enum Request {
     Peers,
     /// Syncs the on-chain and Lightning wallets with the chain now.
     Sync,
+    /// Writes a verified backup into a directory (docs/BACKUP.md), keeping the newest `keep`.
+    Backup {
+        /// The directory, as the service sees it.
+        to: PathBuf,
+        /// This node's backups kept there.
+        keep: usize,
+    },
 }
 
 /// An answer: the value, or why there is none.
@@ -155,6 +162,12 @@ impl Client {
         stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
         let writer = stream.try_clone()?;
         Ok(Client { reader: BufReader::new(stream), writer })
+    }
+
+    /// How long to wait for an answer (a backup of a large store takes longer than most).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ControlError> {
+        self.writer.set_read_timeout(Some(timeout))?;
+        Ok(())
     }
 
     /// Sends `request` and returns the value of the answer.
@@ -280,6 +293,7 @@ fn command_name(request: &Request) -> &'static str {
         Request::Payments => "payments",
         Request::Peers => "peers",
         Request::Sync => "sync",
+        Request::Backup { .. } => "backup",
     }
 }
 
@@ -324,6 +338,9 @@ fn handle(node: &BoltNode, device: &DeviceAlerts, request: Request) -> Response 
             Request::Sync => {
                 node.sync_wallets().map_err(e)?;
                 serde_json::Value::Null
+            }
+            Request::Backup { to, keep } => {
+                to_value(&crate::backup::backup_running(node, &to, keep).map_err(|e| e.to_string())?)?
             }
         })
     })();

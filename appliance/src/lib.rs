@@ -2,6 +2,7 @@
 //! it, and the service that runs it all. The screens and the UI are kept free of I/O so that
 //! they are tested without a board.
 //!
+//! - [`backup`]: backups to USB sticks (the B gesture), `boltbox backup` and `boltbox restore`.
 //! - [`bench`]: `boltbox bench`, the benchmarks on the device.
 //! - [`config`]: `boltbox.toml`, parsed and validated with errors that name the field.
 //! - [`control`]: the control socket through which `boltbox <command>` reaches the service.
@@ -12,6 +13,7 @@
 //! - [`ui`]: the state machine that turns gestures and time into the screen shown and the
 //!   actions requested (shutdown, backup).
 
+pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod control;

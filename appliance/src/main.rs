@@ -126,6 +126,36 @@ enum Command {
     Peers(Target),
     /// Sync the wallets with the chain now.
     Sync(Target),
+    /// Write an encrypted, verified backup into DIR (docs/BACKUP.md): through the running
+    /// service when there is one, else from the stopped node's store.
+    Backup {
+        /// The directory to write `boltbox-<network>-<nodeid8>-<UTC time>.bbk` into.
+        #[arg(long)]
+        to: PathBuf,
+        /// Keep this node's newest N backups in DIR (default: `[backup] keep`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
+        /// The node's config file.
+        #[arg(long, default_value = "/etc/boltbox/boltbox.toml")]
+        config: PathBuf,
+    },
+    /// Restore a backup onto the config's data dir (empty, or holding an older state of the
+    /// same node). Shows the backup's age and commit counter, refuses a data dir that is not
+    /// older, warns, and asks for confirmation.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        backup: PathBuf,
+        /// The config file naming the data dir and network to restore into.
+        #[arg(long, default_value = "/etc/boltbox/boltbox.toml")]
+        config: PathBuf,
+        /// A file with the 24 seed words, mode 0600; without it they are asked for.
+        #[arg(long)]
+        seed_file: Option<PathBuf>,
+        /// Confirm without asking.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Render every OLED screen for sample statuses as PNG files.
     Screens {
         /// Directory to write `<screen>.png` files to (created if missing).
@@ -204,6 +234,14 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Payments(target)) => target.call(Request::Payments),
         Some(Command::Peers(target)) => target.call(Request::Peers),
         Some(Command::Sync(target)) => target.call(Request::Sync),
+        Some(Command::Backup { to, keep, config }) => backup(&config, &to, keep),
+        Some(Command::Restore { backup, config, seed_file, yes }) => {
+            let app = load_config(&config)?;
+            let options = boltbox::backup::RestoreOptions { backup, seed_file, yes };
+            let mut stdout = std::io::stdout();
+            boltbox::backup::restore(&app, &options, &mut std::io::stdin().lock(), &mut stdout)?;
+            Ok(())
+        }
         Some(Command::Bench { dir, seconds }) => {
             anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be a positive number");
             let cores = boltbox_executor::runtime::BoardFacts::detect().map(|f| f.cores).unwrap_or(1);
@@ -216,6 +254,43 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<boltbox::config::AppConfig> {
+    boltbox::config::AppConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `boltbox backup --to DIR`: through the control socket when the service answers there, else
+/// offline from the store (which refuses when another process holds it).
+fn backup(config: &std::path::Path, to: &std::path::Path, keep: Option<u64>) -> anyhow::Result<()> {
+    use boltbox::backup::{BackupSummary, backup_offline};
+    use boltbox::control::{Client, ControlError};
+
+    let app = load_config(config)?;
+    let keep = keep.map_or(app.backup.keep, |k| usize::try_from(k).unwrap_or(usize::MAX));
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    // The service has its own working directory.
+    let to = std::path::absolute(to).with_context(|| format!("resolving {}", to.display()))?;
+    let summary: BackupSummary = match Client::connect(&boltbox::control::socket_path(&app.node.data_dir)) {
+        Ok(mut client) => {
+            client.set_timeout(std::time::Duration::from_secs(600))?;
+            let value = client.call(&Request::Backup { to: to.clone(), keep })?;
+            serde_json::from_value(value).context("reading the service's answer")?
+        }
+        Err(ControlError::Unreachable { .. }) => backup_offline(&app, &to, keep)?,
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "{} ({} bytes, store commit {}, verified in {:.1} s)",
+        summary.path.display(),
+        summary.bytes,
+        summary.commit_counter,
+        summary.took_ms as f64 / 1000.0
+    );
+    for old in &summary.pruned {
+        println!("deleted the older {}", old.display());
+    }
+    Ok(())
 }
 
 /// Logs to stderr (journald under systemd), filtered by `RUST_LOG` (default: info).

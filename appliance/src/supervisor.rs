@@ -30,6 +30,7 @@ use boltbox_board::{Board, BoardConfig, Buttons, ButtonsHealth, Display, Display
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::{Alert, BoltNode, Seed, SeedError, Status};
 
+use crate::backup::BackupService;
 use crate::config::{AppConfig, ConfigError, runtime_error};
 use crate::control;
 use crate::screens::{self, Rendered, ShutdownPhase, SystemInfo};
@@ -45,6 +46,9 @@ const BUTTON_POLL: Duration = Duration::from_millis(20);
 const SYSTEM_EVERY: Duration = Duration::from_secs(2);
 /// How long the runtime's remaining tasks get to finish after the node stopped.
 const RUNTIME_GRACE: Duration = Duration::from_secs(5);
+/// How long the shutdown waits for a running backup to finish before it stops the node (the
+/// snapshot is taken; the rest is writing and verifying the file).
+const BACKUP_WAIT: Duration = Duration::from_secs(120);
 /// How long the shutdown waits for "shutting down" to be on the display before it stops the
 /// node anyway: a hung display must not keep the node from persisting its state.
 const SHOWN_WAIT: Duration = Duration::from_secs(2);
@@ -125,6 +129,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         shutting_down_shown: Mutex::new(false),
         shown: Condvar::new(),
     });
+    let backups = BackupService::new(&config);
     let Board { display, buttons, .. } = board;
     let display_loop = DisplayLoop {
         display,
@@ -136,6 +141,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         notifier: Arc::clone(&notifier),
         data_dir: data_dir.clone(),
         workers: plan.worker_threads(),
+        backups: Arc::clone(&backups),
     };
     let display_thread = std::thread::Builder::new()
         .name("display".into())
@@ -186,6 +192,9 @@ pub fn run(path: &Path) -> Result<(), RunError> {
     }
     notifier.notify("STOPPING=1\nSTATUS=stopping the node");
     control.remove();
+    if !backups.wait_idle(BACKUP_WAIT) {
+        tracing::warn!("a backup is still running; stopping the node anyway (the backup fails)");
+    }
     let stopped = node.stop();
     drop(node);
     runtime.shutdown_timeout(RUNTIME_GRACE);
@@ -428,6 +437,8 @@ struct DisplayLoop {
     notifier: Arc<Notifier>,
     data_dir: PathBuf,
     workers: usize,
+    /// Backups to USB sticks, made on a thread of their own.
+    backups: Arc<BackupService>,
 }
 
 impl DisplayLoop {
@@ -481,6 +492,8 @@ impl DisplayLoop {
             next_frame = now + FRAME_EVERY;
             if now >= next_system {
                 system = read_system_info(&self.data_dir, self.workers);
+                self.backups.reload();
+                system.last_backup_age = self.backups.last_backup_age();
                 ip = primary_ip();
                 next_system = now + SYSTEM_EVERY;
             }
@@ -496,12 +509,13 @@ impl DisplayLoop {
                 _ => {
                     let mut status = node.map_or_else(|| self.shared.starting.clone(), |n| n.status());
                     status.alerts.extend(self.shared.device_alerts());
+                    let backup = self.backups.progress();
                     let ctx = Context {
                         status: &status,
                         system: &system,
                         ip,
-                        backup_available: false,
-                        backup: None,
+                        backup_available: node.is_some(),
+                        backup: backup.as_ref(),
                         shutdown,
                         seed: &seed_words,
                     };
@@ -513,10 +527,7 @@ impl DisplayLoop {
                                 // The receiver is gone only when `run` is over.
                                 let _ = self.events.send(Event::ShutdownGesture);
                             }
-                            // Unreachable while backups are unavailable: the UI shows so.
-                            Action::Backup => {
-                                tracing::warn!("backup requested, but backups are not available")
-                            }
+                            Action::Backup => self.backups.start(node.cloned()),
                         }
                     }
                     if contrast != Some(out.contrast) {
@@ -551,7 +562,10 @@ impl DisplayLoop {
                 }
                 buttons_health = now_buttons;
             }
-            self.shared.set_device_alerts(device_alerts(&health, &buttons_health));
+            let mut alerts = device_alerts(&health, &buttons_health);
+            let has_channels = node.is_some_and(|n| !n.status().channels.is_empty());
+            alerts.extend(self.backups.alert(has_channels));
+            self.shared.set_device_alerts(alerts);
             if last {
                 return;
             }

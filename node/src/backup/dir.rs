@@ -182,6 +182,11 @@ pub fn backup_to_dir(
 ) -> Result<Written, BackupError> {
     let started = Instant::now();
     progress(0);
+    // A backup under another seed's key could never be restored with this node's seed.
+    let derived = source.seed.node_id(source.config.network)?;
+    if derived != source.node_id {
+        return Err(BackupError::NodeMismatch { backup: source.node_id.to_string(), derived });
+    }
     std::fs::create_dir_all(dir).map_err(BackupError::io(format!("creating {}", dir.display())))?;
     let network = source.config.network;
     remove_leftovers(dir, network, source.node_id);
