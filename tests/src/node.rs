@@ -97,6 +97,11 @@ impl TestNode {
         &mut self.events
     }
 
+    /// The node's seed (for backups).
+    pub fn seed(&self) -> &Seed {
+        &self.seed
+    }
+
     /// The node.
     pub fn node(&self) -> &BoltNode {
         self.node.as_ref().expect("running")
@@ -109,12 +114,19 @@ impl TestNode {
 
     /// Stops the node (everything persisted) and starts it again on the same data dir.
     pub fn restart(&mut self) {
+        self.restart_after(|_| {});
+    }
+
+    /// Stops the node (everything persisted), runs `between` on its config (to wipe or restore
+    /// the data dir, say), and starts it again with the same config and seed.
+    pub fn restart_after(&mut self, between: impl FnOnce(&NodeConfig)) {
         if let Some(node) = self.node.take() {
             node.stop().expect("stop");
         }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(10));
         }
+        between(&self.config);
         let rt = runtime(&self.config.alias);
         let node = BoltNode::start_with_storage(&self.config, &self.seed, rt.handle().clone(), self.storage)
             .expect("restart node");

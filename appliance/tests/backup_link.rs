@@ -1,0 +1,104 @@
+//! The backup gesture end to end: the real `boltbox run` on the link board against a regtest
+//! bitcoind. Hold B, confirm with B: with no stick the OLED says so; with two sticks the first
+//! by name gets a backup that decrypts with the node's seed and names the node, the OLED says
+//! "backup OK" with the stick, and the system page shows the backup's age. Every wait is on a
+//! caption with a deadline.
+
+use std::time::Duration;
+
+use boltbox_board::{Button, LinkClient, LinkFrame};
+use boltbox_node::backup::{Workers, open_backup};
+use boltbox_node::{Network, Seed};
+use boltbox_tests::BitcoinD;
+
+mod common;
+use common::{Appliance, link_appliance, screen};
+
+const ALIAS: &str = "backuptest";
+const SHORT_PRESS: Duration = Duration::from_millis(150);
+const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
+const BOOT: Duration = Duration::from_secs(120);
+const SCREEN: Duration = Duration::from_secs(15);
+/// Snapshot, write, fsync, read back and verify: a small regtest store takes well under this.
+const BACKUP: Duration = Duration::from_secs(60);
+const SHUTDOWN: Duration = Duration::from_secs(60);
+
+fn wait_screen(link: &mut LinkClient, name: &str, text: &str, timeout: Duration) -> LinkFrame {
+    link.wait_for_frame(timeout, |f| screen(f) == name && f.caption.contains(text))
+        .unwrap_or_else(|e| panic!("waiting for screen {name:?} showing {text:?}: {e}"))
+}
+
+/// Holds B until the confirmation shows, releases, and confirms with a short press of B.
+fn hold_b_and_confirm(link: &mut LinkClient) {
+    link.send_edge(Button::B, true).expect("B down");
+    wait_screen(link, "backup confirm", "press B again", SCREEN);
+    link.send_edge(Button::B, false).expect("B up");
+    // A release shows nothing to wait for; the finger takes a moment to press again.
+    std::thread::sleep(BETWEEN_PRESSES);
+    link.press(Button::B, SHORT_PRESS).expect("confirm");
+}
+
+#[test]
+fn b_long_and_confirm_writes_a_verified_backup_to_the_first_stick() {
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
+    let sticks = dir.path().join("usb");
+    std::fs::create_dir_all(&sticks).expect("sticks dir");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("\n[backup]\nsticks = \"{}\"\nkeep = 2\n", sticks.display()));
+    std::fs::write(&config, text).expect("config");
+
+    let mut run = Appliance::start(&config, dir.path().join("run.log"), None);
+    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
+    wait_screen(&mut link, "home", ALIAS, BOOT);
+
+    // No stick yet: the OLED says what to do.
+    hold_b_and_confirm(&mut link);
+    wait_screen(&mut link, "backup", "no USB stick found", BACKUP);
+    link.press(Button::A, SHORT_PRESS).expect("A");
+    wait_screen(&mut link, "home", ALIAS, SCREEN);
+
+    // Two sticks: the first by name is used, and the OLED names it.
+    for name in ["sdb1", "sda1"] {
+        std::fs::create_dir(sticks.join(name)).expect("stick");
+    }
+    hold_b_and_confirm(&mut link);
+    let done = wait_screen(&mut link, "backup", "backup OK", BACKUP);
+    assert!(done.caption.contains("sda1"), "{}", done.caption);
+    assert!(done.caption.contains("UTC"), "{}", done.caption);
+
+    let seed = Seed::load(&node.data_dir).expect("seed").expect("the appliance made one");
+    let written: Vec<_> = std::fs::read_dir(sticks.join("sda1/boltbox-backups"))
+        .expect("backup dir on the stick")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+    let contents = open_backup(
+        std::sync::Arc::new(std::fs::read(&written[0]).expect("read")),
+        &seed,
+        &Workers(runtime.handle().clone()),
+        &mut |_| {},
+    )
+    .expect("the backup decrypts and checks out");
+    assert_eq!(contents.header.node_id, seed.node_id(Network::Regtest).expect("node id"));
+    assert_eq!(contents.header.network, Network::Regtest);
+    assert!(!contents.snapshot.entries.is_empty());
+    assert!(std::fs::read_dir(sticks.join("sdb1")).expect("sdb1").next().is_none(), "sdb1 untouched");
+
+    // The system page shows the backup's age.
+    link.press(Button::A, SHORT_PRESS).expect("A");
+    wait_screen(&mut link, "home", ALIAS, SCREEN);
+    for page in ["channels", "earnings", "network"] {
+        link.press(Button::A, SHORT_PRESS).expect("A");
+        wait_screen(&mut link, page, "", SCREEN);
+    }
+    link.press(Button::A, SHORT_PRESS).expect("A");
+    wait_screen(&mut link, "system", "ago", SCREEN);
+
+    run.sigterm();
+    wait_screen(&mut link, "shutdown", "safe to", SHUTDOWN);
+    assert!(run.wait_exit(SHUTDOWN), "boltbox run exits 0");
+}
