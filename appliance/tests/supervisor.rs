@@ -17,7 +17,7 @@ use boltbox_node::NodeEvent;
 use boltbox_tests::{BitcoinD, Deadline, TestNode};
 
 mod common;
-use common::{Appliance, link_appliance, screen, write_config_with_board};
+use common::{Appliance, link_appliance, screen};
 
 const ALIAS: &str = "linktest";
 /// A short press: longer than the 30 ms debounce, far shorter than the long press.
@@ -181,7 +181,7 @@ fn a_missing_display_and_missing_buttons_are_alerts_while_the_node_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (node, _, _) = link_appliance(&bitcoind, dir.path(), ALIAS);
     // The real-hardware board, on a machine with neither the I2C bus nor the GPIO chip.
-    let config = write_config_with_board(
+    let config = boltbox_tests::appliance_config(
         dir.path(),
         &node,
         &format!(

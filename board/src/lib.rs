@@ -26,4 +26,4 @@ pub use display::{Display, DisplayError, DisplayHealth, ResilientDisplay};
 pub use facts::{BoardFacts, FactsError};
 pub use frame::{FRAME_BYTES, Frame, HEIGHT, PngError, WIDTH};
 pub use gesture::{Gesture, GestureConfig, GestureMachine};
-pub use link::{LinkClient, LinkError, LinkFrame};
+pub use link::{LinkClient, LinkError, LinkFrame, LinkSender};

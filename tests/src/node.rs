@@ -60,6 +60,23 @@ pub fn regtest_config(
     }
 }
 
+/// Writes `<dir>/boltbox.toml` for `boltbox run`: `node`, `board` as the body of the `[board]`
+/// section, idle dimming far away (a press on a dim display only wakes it) and no power-off
+/// command. Returns its path.
+pub fn appliance_config(dir: &std::path::Path, node: &NodeConfig, board: &str) -> std::path::PathBuf {
+    let mut sections = toml::Table::new();
+    sections.insert("node".into(), toml::Value::try_from(node).expect("node config to TOML"));
+    let mut text = toml::to_string(&sections).expect("config to TOML");
+    text.push_str(&format!(
+        "\n[board]\n{board}\n\
+         [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
+         [power]\noff_command = []\n"
+    ));
+    let path = dir.join("boltbox.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
 impl TestNode {
     /// A node named `alias` on `bitcoind`, with `trusted_peers` (`id@host:port`).
     pub fn start(bitcoind: &BitcoinD, alias: &str, trusted_peers: Vec<String>) -> TestNode {
