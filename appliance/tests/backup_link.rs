@@ -1,8 +1,9 @@
 //! The backup gesture end to end: the real `boltbox run` on the link board against a regtest
 //! bitcoind. Hold B, confirm with B: with no stick the OLED says so; with two sticks the first
 //! by name gets a backup that decrypts with the node's seed and names the node, the OLED says
-//! "backup OK" with the stick, and the system page shows the backup's age. Every wait is on a
-//! caption with a deadline.
+//! "backup OK" with the stick, and the system page shows the backup's age; `boltbox backup --to`
+//! reaches the running service through the control socket. Every wait is on a caption with a
+//! deadline.
 
 use std::time::Duration;
 
@@ -97,6 +98,31 @@ fn b_long_and_confirm_writes_a_verified_backup_to_the_first_stick() {
     }
     link.press(Button::A, SHORT_PRESS).expect("A");
     wait_screen(&mut link, "system", "ago", SCREEN);
+
+    // `boltbox backup --to` against the running service goes through the control socket (the
+    // store is the service's: opening it directly would be refused).
+    let cli_dir = dir.path().join("cli-backups");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_boltbox"))
+        .args(["backup", "--to"])
+        .arg(&cli_dir)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("boltbox backup");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(said.contains("store commit"), "{said}");
+    let files: Vec<_> =
+        std::fs::read_dir(&cli_dir).expect("cli dir").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let online = open_backup(
+        std::sync::Arc::new(std::fs::read(&files[0]).expect("read")),
+        &seed,
+        &Workers(runtime.handle().clone()),
+        &mut |_| {},
+    )
+    .expect("the CLI's backup checks out");
+    assert!(online.header.commit_counter >= contents.header.commit_counter);
 
     run.sigterm();
     wait_screen(&mut link, "shutdown", "safe to", SHUTDOWN);
