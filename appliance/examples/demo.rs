@@ -109,6 +109,12 @@ impl Board {
         let node = regtest_config(bitcoind, alias, &dir, free_port()?, Vec::new());
         let link = dir.join("link.sock");
         let config = appliance_config(&dir, &node, &format!("board = \"link:{}\"\n", link.display()));
+        // A directory stands in for the USB stick, so that hold B backs up (docs/BACKUP.md).
+        let sticks = dir.join("usb");
+        std::fs::create_dir_all(sticks.join("stick")).context("creating the pretend USB stick")?;
+        let mut text = std::fs::read_to_string(&config)?;
+        text.push_str(&format!("\n[backup]\nsticks = \"{}\"\n", sticks.display()));
+        std::fs::write(&config, text)?;
         let log = dir.join("boltbox.log");
         let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = std::os::unix::process::CommandExt::process_group(
