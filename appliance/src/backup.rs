@@ -36,7 +36,7 @@ const EJECT_WAIT: Duration = Duration::from_secs(20);
 /// Filesystems a stick may have on the device (statfs magic numbers): FAT, exFAT, ext2/3/4.
 const STICK_FILESYSTEMS: [i64; 3] = [0x4d44, 0x2011_bab0, 0xef53];
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

@@ -9,6 +9,7 @@
 //! - [`supervisor`]: `boltbox run`, the service: board, runtime, node, display loop, systemd,
 //!   safe shutdown.
 //! - [`system`]: machine facts for the system and network screens.
+//! - [`restore_offer`]: the first start with an empty data dir and a backup on a stick.
 //! - [`screens`]: pure functions from the node's status (and other data) to OLED frames.
 //! - [`ui`]: the state machine that turns gestures and time into the screen shown and the
 //!   actions requested (shutdown, backup).
@@ -17,6 +18,7 @@ pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod restore_offer;
 pub mod screens;
 pub mod supervisor;
 pub mod system;

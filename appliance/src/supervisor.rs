@@ -26,13 +26,16 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use boltbox_board::buttons::monotonic;
-use boltbox_board::{Board, BoardConfig, Buttons, ButtonsHealth, Display, DisplayHealth, GestureMachine};
+use boltbox_board::{
+    Board, BoardConfig, Buttons, ButtonsHealth, Display, DisplayHealth, GestureConfig, GestureMachine,
+};
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::{Alert, BoltNode, Seed, SeedError, Status};
 
 use crate::backup::BackupService;
 use crate::config::{AppConfig, ConfigError, runtime_error};
 use crate::control;
+use crate::restore_offer;
 use crate::screens::{self, Rendered, ShutdownPhase, SystemInfo};
 use crate::system::{primary_ip, read_system_info};
 use crate::ui::{Action, Context, Ui};
@@ -106,19 +109,22 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         }
     };
     let gestures = config.ui.gestures();
-    let board = boltbox_board::open_with_gestures(&config.board, &gestures)?;
+    let mut board = boltbox_board::open_with_gestures(&config.board, &gestures)?;
     tracing::info!(chosen = board.chosen, model = board.facts.model, "board");
     let notifier = Arc::new(Notifier::from_env());
     notifier.notify("STATUS=starting");
 
     let data_dir = config.node.data_dir.clone();
+    let plan = runtime_plan(&board, &config)?;
+    let runtime = plan.build()?;
+    if let Some(offer) = restore_offer::find(&config) {
+        offer_restore(&mut board, &gestures, &config, &offer, &runtime, &notifier);
+    }
+
     let (seed, created) = Seed::load_or_create(&data_dir)?;
     if created {
         tracing::info!("created a new seed in {}", data_dir.display());
     }
-
-    let plan = runtime_plan(&board, &config)?;
-    let runtime = plan.build()?;
 
     let (tx, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
@@ -260,6 +266,89 @@ fn wait_for_node_then_shutdown(
         }
         if let (true, Some(node)) = (shutdown_requested, &node) {
             return Ok(Arc::clone(node));
+        }
+    }
+}
+
+/// First start with an empty data dir and a backup on a stick: shows the offer until the owner
+/// restores it (the node then starts from the backup) or holds A for a new node. Runs before the
+/// signal handlers: SIGTERM here ends the process, with nothing started that could lose state.
+fn offer_restore(
+    board: &mut Board,
+    gestures: &GestureConfig,
+    config: &AppConfig,
+    offer: &restore_offer::Offer,
+    runtime: &tokio::runtime::Runtime,
+    notifier: &Notifier,
+) {
+    use restore_offer::{Decision, OfferUi};
+    tracing::info!(
+        stick = offer.stick,
+        file = %offer.file.display(),
+        node_id = offer.header.node_id,
+        commit = offer.header.commit_counter,
+        "the data dir is empty and a USB stick holds a backup: offering to restore it on the display"
+    );
+    notifier.notify("STATUS=waiting for the owner: restore offer on the display");
+    let mut machine = GestureMachine::new(*gestures);
+    let mut ui = OfferUi::Offer;
+    let mut drawn: Option<Rendered> = None;
+    let mut next_watchdog = Instant::now();
+    let mut last_error = None;
+    loop {
+        let mut got = Vec::new();
+        match board.buttons.next_edge(BUTTON_POLL) {
+            Ok(Some(edge)) => got.extend(machine.edge(edge)),
+            Ok(None) => {}
+            Err(e) => {
+                log_once(&mut last_error, format!("buttons: {e}"));
+                std::thread::sleep(BUTTON_POLL);
+            }
+        }
+        got.extend(machine.tick(monotonic()));
+        if let Some(interval) = notifier.watchdog {
+            if Instant::now() >= next_watchdog {
+                notifier.notify("WATCHDOG=1");
+                next_watchdog = Instant::now() + interval / 2;
+            }
+        }
+        let words = offer.words.is_file();
+        for gesture in got {
+            match ui.gesture(gesture, words) {
+                Some(Decision::NewNode) => {
+                    tracing::info!("the owner chose a new node over the backup");
+                    return;
+                }
+                Some(Decision::Restore) => {
+                    let screen = ui.screen(offer, words, crate::backup::unix_now());
+                    if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
+                        log_once(&mut last_error, format!("display: {e}"));
+                    }
+                    let workers = boltbox_node::backup::Workers(runtime.handle().clone());
+                    match restore_offer::restore(config, offer, &workers) {
+                        Ok(report) => {
+                            tracing::info!(
+                                node_id = offer.header.node_id,
+                                commit = report.commit_counter,
+                                "restored the backup from the stick; starting the node"
+                            );
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "restore from the stick failed");
+                            ui = OfferUi::Failed(e.to_string());
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let screen = ui.screen(offer, words, crate::backup::unix_now());
+        if drawn.as_ref() != Some(&screen) {
+            if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
+                log_once(&mut last_error, format!("display: {e}"));
+            }
+            drawn = Some(screen);
         }
     }
 }

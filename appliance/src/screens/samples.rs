@@ -180,6 +180,15 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("shutdown".into(), shutdown(ShutdownPhase::InProgress)));
     out.push(("shutdown-safe".into(), shutdown(ShutdownPhase::SafeToUnplug)));
     out.push(("backup-confirm".into(), backup_confirm()));
+    let age = Duration::from_secs(3 * 3600 + 20 * 60);
+    out.push(("restore-offer".into(), restore_offer("02d96ead", age, 1_874, true)));
+    out.push(("restore-offer-no-words".into(), restore_offer("02d96ead", age, 1_874, false)));
+    out.push(("restore-confirm".into(), restore_confirm()));
+    out.push(("restore-running".into(), restore_progress(None)));
+    out.push((
+        "restore-failed".into(),
+        restore_progress(Some("wrong seed words: this backup was made with another seed")),
+    ));
     out.push(("backup-unavailable".into(), backup_unavailable()));
     out.push((
         "backup-running".into(),
