@@ -95,6 +95,7 @@ bench: $(SDCARD_SHIM)
 	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench store
 	cargo bench --locked -p boltbox-executor
 	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench durable_transfers
+	cargo bench --locked -p boltbox-node --bench backup_seal
 	$(BENCH_ENV) cargo bench --locked -p boltbox-tests --bench payments
 	cargo bench --locked -p boltbox-tests --bench node_rss
 	cargo bench --locked -p boltbox --bench button_latency
