@@ -12,7 +12,7 @@ AARCH64 := aarch64-unknown-linux-gnu
 # Pure-logic crates whose tests also run on aarch64 under qemu-user.
 AARCH64_TEST_PACKAGES := -p boltbox-board -p boltbox-executor
 
-.PHONY: all setup test test-unit test-regtest test-aarch64 test-image lint aarch64 demo image bench help
+.PHONY: all setup test test-unit test-regtest test-demo demo-build test-aarch64 test-image lint aarch64 demo image bench help
 
 help:
 	@echo "make test      run every test tier (unit, regtest, aarch64 under qemu-user, image)"
@@ -21,12 +21,12 @@ help:
 	@echo "make aarch64   cross-build the release boltbox binary for the board"
 	@echo "make bench     run the benchmarks"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
-	@echo "tiers: make test-unit | test-regtest | test-aarch64 | test-image"
+	@echo "tiers: make test-unit | test-regtest | test-demo | test-aarch64 | test-image"
 
 setup:
 	scripts/setup.sh base cross bitcoind
 
-test: lint test-unit test-regtest test-aarch64 test-image
+test: lint test-unit test-regtest test-demo test-aarch64 test-image
 
 lint:
 	scripts/setup.sh base
@@ -62,8 +62,20 @@ aarch64:
 	qemu-aarch64-static -L /usr/aarch64-linux-gnu $(CARGO_TARGET_DIR)/$(AARCH64)/release/boltbox --version
 	@echo "built: $(CARGO_TARGET_DIR)/$(AARCH64)/release/boltbox"
 
-demo:
-	@echo "make demo: not built yet (issue: board and appliance, 'make demo'). Nothing was started." >&2; exit 1
+# Two boltbox boards side by side in the terminal (appliance/examples/demo.rs). DEMO_ARGS:
+# --for-secs N (then a safe shutdown), --keep (keep data dirs and logs), --check.
+DEMO := $(CARGO_TARGET_DIR)/debug/examples/demo
+
+demo-build:
+	scripts/setup.sh base bitcoind
+	cargo build --locked -p boltbox --bin boltbox --example demo
+
+demo: demo-build
+	$(DEMO) $(DEMO_ARGS)
+
+# The demo unattended: it must fund, open, pay both ways and shut both boards down safely.
+test-demo: demo-build
+	$(DEMO) --for-secs 40 --check < /dev/null
 
 # The flashable image: dist/boltbox-<version>-arm64.img.xz and its .sha256 (docs/IMAGE.md).
 # The Debian base root is cached in $(BOLTBOX_CACHE)/image, keyed by its recipe.
@@ -88,6 +100,7 @@ bench: $(SDCARD_SHIM)
 	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench store
 	cargo bench --locked -p boltbox-executor
 	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench durable_transfers
+	cargo bench --locked -p boltbox-node --bench backup_seal
 	$(BENCH_ENV) cargo bench --locked -p boltbox-tests --bench payments
 	cargo bench --locked -p boltbox-tests --bench node_rss
 	cargo bench --locked -p boltbox --bench button_latency

@@ -1,13 +1,13 @@
 //! `boltbox.toml`: the appliance's configuration file.
 //!
 //! Sections: `[node]` ([`NodeConfig`], see docs/CONFIG.md), `[board]` ([`BoardConfig`]),
-//! `[ui]` ([`UiSettings`]), `[runtime]` ([`RuntimeOverrides`]) and `[power]`
-//! ([`PowerSettings`]). Every field has a default and unknown fields are refused. Every error
+//! `[ui]` ([`UiSettings`]), `[runtime]` ([`RuntimeOverrides`]), `[power]`
+//! ([`PowerSettings`]) and `[backup]` ([`BackupSettings`]). Every field has a default and unknown fields are refused. Every error
 //! names the field as written in the file (`node.alias`, `board.i2c_address`, `ui.long_press_ms`)
 //! and says why, so that the OLED can tell the owner what to fix.
 //! `appliance/boltbox.example.toml` is a commented example.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use boltbox_board::config::BoardKind;
@@ -133,6 +133,50 @@ pub struct PowerSettings {
     pub off_command: Option<Vec<String>>,
 }
 
+/// `[backup]`: where USB sticks appear, how they are unmounted, how many backups to keep and
+/// when to warn about an old one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// Each directory directly under this one is an inserted stick (the image mounts USB
+    /// partitions at `/run/boltbox/usb/<kernel name>`); backups go to `<stick>/boltbox-backups/`.
+    pub sticks: PathBuf,
+    /// After a backup the stick's name is written to this file and boltbox waits for the stick
+    /// to be unmounted (a root-owned path unit on the image does it). With one, only mount
+    /// points of FAT, exFAT or ext4 count as sticks. Unset: `/run/boltbox/eject` on real
+    /// hardware (`board = "auto"`), none on the sim and link boards; `""`: none (a stick is
+    /// then any directory and nothing is unmounted).
+    pub eject_request: Option<PathBuf>,
+    /// Backups of this node kept on a stick: the newest N (at least 1).
+    pub keep: usize,
+    /// The alerts page warns when the last verified backup is older than this many days (or
+    /// there has never been one while the node has channels). 0: never.
+    pub alert_after_days: u64,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            sticks: PathBuf::from("/run/boltbox/usb"),
+            eject_request: None,
+            keep: 5,
+            alert_after_days: 7,
+        }
+    }
+}
+
+impl BackupSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.sticks.as_os_str().is_empty() {
+            return Err(ConfigError::new("backup.sticks", "must not be empty"));
+        }
+        if self.keep == 0 {
+            return Err(ConfigError::new("backup.keep", "must be at least 1 (the new backup)"));
+        }
+        Ok(())
+    }
+}
+
 /// `[system]`: the OS settings of the boltbox image (host name, network, Wi-Fi, SSH). The
 /// image's `boltbox-setup` validates and applies them at boot; boltbox accepts and ignores them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,6 +202,8 @@ pub struct AppConfig {
     pub runtime: RuntimeOverrides,
     /// Power-off after a safe shutdown.
     pub power: PowerSettings,
+    /// Backups to USB sticks.
+    pub backup: BackupSettings,
     /// The image's OS settings, not boltbox's.
     pub system: SystemSection,
 }
@@ -188,12 +234,24 @@ impl AppConfig {
         RuntimePlan::derive(nominal)
             .and_then(|plan| plan.with_overrides(&self.runtime))
             .map_err(runtime_error)?;
+        self.backup.validate()?;
         if let Some([program, ..]) = self.power.off_command.as_deref() {
             if program.is_empty() {
                 return Err(ConfigError::new("power.off_command", "the program name is empty"));
             }
         }
         Ok(())
+    }
+
+    /// The file a stick's name is written to for unmounting it, if any (see
+    /// [`BackupSettings::eject_request`]).
+    pub fn eject_request(&self) -> Option<PathBuf> {
+        match &self.backup.eject_request {
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path.clone()),
+            None if self.board.validate() == Ok(BoardKind::Auto) => Some(PathBuf::from("/run/boltbox/eject")),
+            None => None,
+        }
     }
 
     /// The power-off command to run after a safe shutdown; empty: none, just exit.
@@ -282,6 +340,18 @@ mod tests {
         assert_eq!(config.board.board, "auto");
         assert_eq!(config.ui, UiSettings::default());
         assert_eq!(config.off_command(), ["systemctl", "poweroff"]);
+        assert_eq!(config.backup.keep, 5);
+        assert_eq!(config.eject_request(), Some(PathBuf::from("/run/boltbox/eject")));
+    }
+
+    #[test]
+    fn sticks_are_unmounted_only_on_real_hardware_unless_configured() {
+        let link = format!("{MINIMAL}\n[board]\nboard = \"link:/tmp/x.sock\"\n");
+        assert_eq!(AppConfig::parse(&link).expect("link").eject_request(), None);
+        let none = format!("{MINIMAL}\n[backup]\neject_request = \"\"\n");
+        assert_eq!(AppConfig::parse(&none).expect("none").eject_request(), None);
+        let custom = format!("{MINIMAL}\n[backup]\neject_request = \"/run/e\"\n");
+        assert_eq!(AppConfig::parse(&custom).expect("custom").eject_request(), Some(PathBuf::from("/run/e")));
     }
 
     #[test]
@@ -325,6 +395,8 @@ mod tests {
             (format!("{MINIMAL}\n[ui]\nlong_pres_ms = 10\n"), "ui.long_pres_ms"),
             (format!("{MINIMAL}\n[runtime]\nworker_threads = 0\n"), "runtime.worker_threads"),
             (format!("{MINIMAL}\n[power]\noff_command = [\"\"]\n"), "power.off_command"),
+            (format!("{MINIMAL}\n[backup]\nkeep = 0\n"), "backup.keep"),
+            (format!("{MINIMAL}\n[backup]\nsticks = \"\"\n"), "backup.sticks"),
             ("[node\n".to_string(), "node"),
         ];
         for (text, field) in cases {

@@ -26,11 +26,16 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use boltbox_board::buttons::monotonic;
-use boltbox_board::{Board, BoardConfig, Buttons, Display, DisplayHealth, GestureMachine};
+use boltbox_board::{
+    Board, BoardConfig, Buttons, ButtonsHealth, Display, DisplayHealth, GestureConfig, GestureMachine,
+};
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
-use boltbox_node::{BoltNode, Seed, SeedError, Status};
+use boltbox_node::{Alert, BoltNode, Seed, SeedError, Status};
 
+use crate::backup::BackupService;
 use crate::config::{AppConfig, ConfigError, runtime_error};
+use crate::control;
+use crate::restore_offer;
 use crate::screens::{self, Rendered, ShutdownPhase, SystemInfo};
 use crate::system::{primary_ip, read_system_info};
 use crate::ui::{Action, Context, Ui};
@@ -44,6 +49,9 @@ const BUTTON_POLL: Duration = Duration::from_millis(20);
 const SYSTEM_EVERY: Duration = Duration::from_secs(2);
 /// How long the runtime's remaining tasks get to finish after the node stopped.
 const RUNTIME_GRACE: Duration = Duration::from_secs(5);
+/// How long the shutdown waits for a running backup to finish before it stops the node (the
+/// snapshot is taken; the rest is writing and verifying the file).
+const BACKUP_WAIT: Duration = Duration::from_secs(120);
 /// How long the shutdown waits for "shutting down" to be on the display before it stops the
 /// node anyway: a hung display must not keep the node from persisting its state.
 const SHOWN_WAIT: Duration = Duration::from_secs(2);
@@ -101,28 +109,33 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         }
     };
     let gestures = config.ui.gestures();
-    let board = boltbox_board::open_with_gestures(&config.board, &gestures)?;
+    let mut board = boltbox_board::open_with_gestures(&config.board, &gestures)?;
     tracing::info!(chosen = board.chosen, model = board.facts.model, "board");
     let notifier = Arc::new(Notifier::from_env());
     notifier.notify("STATUS=starting");
 
     let data_dir = config.node.data_dir.clone();
+    let plan = runtime_plan(&board, &config)?;
+    let runtime = plan.build()?;
+    if let Some(offer) = restore_offer::find(&config) {
+        offer_restore(&mut board, &gestures, &config, &offer, &runtime, &notifier);
+    }
+
     let (seed, created) = Seed::load_or_create(&data_dir)?;
     if created {
         tracing::info!("created a new seed in {}", data_dir.display());
     }
-
-    let plan = runtime_plan(&board, &config)?;
-    let runtime = plan.build()?;
 
     let (tx, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
         node: OnceLock::new(),
         phase: Mutex::new(Phase::Running),
         starting: Status::starting(config.node.network, &config.node.alias),
+        device_alerts: control::DeviceAlerts::default(),
         shutting_down_shown: Mutex::new(false),
         shown: Condvar::new(),
     });
+    let backups = BackupService::new(&config);
     let Board { display, buttons, .. } = board;
     let display_loop = DisplayLoop {
         display,
@@ -134,6 +147,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         notifier: Arc::clone(&notifier),
         data_dir: data_dir.clone(),
         workers: plan.worker_threads(),
+        backups: Arc::clone(&backups),
     };
     let display_thread = std::thread::Builder::new()
         .name("display".into())
@@ -155,7 +169,12 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         .map_err(|source| RunError::Io { what: "starting the node thread", source })?;
     drop(tx);
 
-    let node = match wait_for_node_then_shutdown(&rx, &shared, &notifier) {
+    let control = ControlSocket {
+        runtime: runtime.handle().clone(),
+        path: control::socket_path(&data_dir),
+        device_alerts: Arc::clone(&shared.device_alerts),
+    };
+    let node = match wait_for_node_then_shutdown(&rx, &shared, &notifier, &control) {
         Ok(node) => node,
         Err(e) => {
             let screen = match &e {
@@ -178,6 +197,10 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         tracing::warn!("the display did not show \"shutting down\" in time; stopping the node anyway");
     }
     notifier.notify("STOPPING=1\nSTATUS=stopping the node");
+    control.remove();
+    if !backups.wait_idle(BACKUP_WAIT) {
+        tracing::warn!("a backup is still running; stopping the node anyway (the backup fails)");
+    }
     let stopped = node.stop();
     drop(node);
     runtime.shutdown_timeout(RUNTIME_GRACE);
@@ -215,6 +238,7 @@ fn wait_for_node_then_shutdown(
     rx: &Receiver<Event>,
     shared: &Shared,
     notifier: &Notifier,
+    control: &ControlSocket,
 ) -> Result<Arc<BoltNode>, boltbox_node::Error> {
     let mut node: Option<Arc<BoltNode>> = None;
     let mut shutdown_requested = false;
@@ -232,6 +256,7 @@ fn wait_for_node_then_shutdown(
                 notifier.notify(&format!("READY=1\nSTATUS=node {id} running"));
                 // Set once: this is the only place that sets it.
                 let _ = shared.node.set(Arc::clone(&started));
+                control.serve(Arc::clone(&started));
                 node = Some(started);
             }
             Event::Signal(why) => request_shutdown(&mut shutdown_requested, why, shared, notifier),
@@ -241,6 +266,114 @@ fn wait_for_node_then_shutdown(
         }
         if let (true, Some(node)) = (shutdown_requested, &node) {
             return Ok(Arc::clone(node));
+        }
+    }
+}
+
+/// First start with an empty data dir and a backup on a stick: shows the offer until the owner
+/// restores it (the node then starts from the backup) or holds A for a new node. Runs before the
+/// signal handlers: SIGTERM here ends the process, with nothing started that could lose state.
+fn offer_restore(
+    board: &mut Board,
+    gestures: &GestureConfig,
+    config: &AppConfig,
+    offer: &restore_offer::Offer,
+    runtime: &tokio::runtime::Runtime,
+    notifier: &Notifier,
+) {
+    use restore_offer::{Decision, OfferUi};
+    tracing::info!(
+        stick = offer.stick,
+        file = %offer.file.display(),
+        node_id = offer.header.node_id,
+        commit = offer.header.commit_counter,
+        "the data dir is empty and a USB stick holds a backup: offering to restore it on the display"
+    );
+    notifier.notify("STATUS=waiting for the owner: restore offer on the display");
+    let mut machine = GestureMachine::new(*gestures);
+    let mut ui = OfferUi::Offer;
+    let mut drawn: Option<Rendered> = None;
+    let mut next_watchdog = Instant::now();
+    let mut last_error = None;
+    loop {
+        let mut got = Vec::new();
+        match board.buttons.next_edge(BUTTON_POLL) {
+            Ok(Some(edge)) => got.extend(machine.edge(edge)),
+            Ok(None) => {}
+            Err(e) => {
+                log_once(&mut last_error, format!("buttons: {e}"));
+                std::thread::sleep(BUTTON_POLL);
+            }
+        }
+        got.extend(machine.tick(monotonic()));
+        if let Some(interval) = notifier.watchdog {
+            if Instant::now() >= next_watchdog {
+                notifier.notify("WATCHDOG=1");
+                next_watchdog = Instant::now() + interval / 2;
+            }
+        }
+        let words = offer.words.is_file();
+        for gesture in got {
+            match ui.gesture(gesture, words) {
+                Some(Decision::NewNode) => {
+                    tracing::info!("the owner chose a new node over the backup");
+                    return;
+                }
+                Some(Decision::Restore) => {
+                    let screen = ui.screen(offer, words, crate::backup::unix_now());
+                    if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
+                        log_once(&mut last_error, format!("display: {e}"));
+                    }
+                    let workers = boltbox_node::backup::Workers(runtime.handle().clone());
+                    match restore_offer::restore(config, offer, &workers) {
+                        Ok(report) => {
+                            tracing::info!(
+                                node_id = offer.header.node_id,
+                                commit = report.commit_counter,
+                                "restored the backup from the stick; starting the node"
+                            );
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "restore from the stick failed");
+                            ui = OfferUi::Failed(e.to_string());
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let screen = ui.screen(offer, words, crate::backup::unix_now());
+        if drawn.as_ref() != Some(&screen) {
+            if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
+                log_once(&mut last_error, format!("display: {e}"));
+            }
+            drawn = Some(screen);
+        }
+    }
+}
+
+/// Where `boltbox <command>` reaches the running node (see [`control`]).
+struct ControlSocket {
+    runtime: tokio::runtime::Handle,
+    path: PathBuf,
+    device_alerts: control::DeviceAlerts,
+}
+
+impl ControlSocket {
+    /// Starts answering; without the socket the node still runs, only the CLI cannot reach it.
+    fn serve(&self, node: Arc<BoltNode>) {
+        if let Err(e) = control::serve(&self.runtime, &self.path, node, Arc::clone(&self.device_alerts)) {
+            tracing::warn!(error = %e, "cannot listen at {}: the boltbox CLI cannot reach this node", self.path.display());
+        }
+    }
+
+    /// Stops new commands reaching a node that is stopping.
+    fn remove(&self) {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(error = %e, "cannot remove {}", self.path.display()),
         }
     }
 }
@@ -344,6 +477,8 @@ struct Shared {
     phase: Mutex<Phase>,
     /// The status shown before the node has one.
     starting: Status,
+    /// The display's and buttons' alerts, kept by the display thread.
+    device_alerts: control::DeviceAlerts,
     /// Set by the display thread once a "shutting down" frame went to the display.
     shutting_down_shown: Mutex<bool>,
     shown: Condvar,
@@ -356,6 +491,14 @@ impl Shared {
 
     fn set_phase(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    fn device_alerts(&self) -> Vec<Alert> {
+        self.device_alerts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_device_alerts(&self, alerts: Vec<Alert>) {
+        *self.device_alerts.lock().unwrap_or_else(|p| p.into_inner()) = alerts;
     }
 
     fn set_shutting_down_shown(&self) {
@@ -383,6 +526,8 @@ struct DisplayLoop {
     notifier: Arc<Notifier>,
     data_dir: PathBuf,
     workers: usize,
+    /// Backups to USB sticks, made on a thread of their own.
+    backups: Arc<BackupService>,
 }
 
 impl DisplayLoop {
@@ -396,6 +541,7 @@ impl DisplayLoop {
         let mut contrast: Option<u8> = None;
         let mut last_error: Option<String> = None;
         let mut health = DisplayHealth::Present;
+        let mut buttons_health = ButtonsHealth::Working;
         let mut drawn_phase: Option<Phase> = None;
         let data_dir = self.data_dir.clone();
         // Read at each frame that shows them and dropped after drawing (see `ui::SeedSource`).
@@ -435,6 +581,8 @@ impl DisplayLoop {
             next_frame = now + FRAME_EVERY;
             if now >= next_system {
                 system = read_system_info(&self.data_dir, self.workers);
+                self.backups.reload();
+                system.last_backup_age = self.backups.last_backup_age();
                 ip = primary_ip();
                 next_system = now + SYSTEM_EVERY;
             }
@@ -448,13 +596,15 @@ impl DisplayLoop {
                 (Phase::Failed(Some(screen)), _) => (**screen).clone(),
                 (Phase::Running, None) => screens::boot(env!("CARGO_PKG_VERSION")),
                 _ => {
-                    let status = node.map_or_else(|| self.shared.starting.clone(), |n| n.status());
+                    let mut status = node.map_or_else(|| self.shared.starting.clone(), |n| n.status());
+                    status.alerts.extend(self.shared.device_alerts());
+                    let backup = self.backups.progress();
                     let ctx = Context {
                         status: &status,
                         system: &system,
                         ip,
-                        backup_available: false,
-                        backup: None,
+                        backup_available: node.is_some(),
+                        backup: backup.as_ref(),
                         shutdown,
                         seed: &seed_words,
                     };
@@ -466,10 +616,7 @@ impl DisplayLoop {
                                 // The receiver is gone only when `run` is over.
                                 let _ = self.events.send(Event::ShutdownGesture);
                             }
-                            // Unreachable while backups are unavailable: the UI shows so.
-                            Action::Backup => {
-                                tracing::warn!("backup requested, but backups are not available")
-                            }
+                            Action::Backup => self.backups.start(node.cloned()),
                         }
                     }
                     if contrast != Some(out.contrast) {
@@ -496,11 +643,42 @@ impl DisplayLoop {
                 }
                 health = now_health;
             }
+            let now_buttons = self.buttons.health();
+            if now_buttons != buttons_health {
+                match &now_buttons {
+                    ButtonsHealth::Working => tracing::info!("buttons working"),
+                    ButtonsHealth::Failing { reason } => tracing::warn!(reason, "buttons not working"),
+                }
+                buttons_health = now_buttons;
+            }
+            let mut alerts = device_alerts(&health, &buttons_health);
+            let has_channels = node.is_some_and(|n| !n.status().channels.is_empty());
+            alerts.extend(self.backups.alert(has_channels));
+            self.shared.set_device_alerts(alerts);
             if last {
                 return;
             }
         }
     }
+}
+
+/// The alerts for a display or buttons that do not work. An absent display cannot show its
+/// own alert; it is in the log, in `boltbox status`, and on the display once it is back.
+fn device_alerts(display: &DisplayHealth, buttons: &ButtonsHealth) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    if let DisplayHealth::Absent { reason, .. } = display {
+        alerts.push(Alert::Device {
+            headline: "display not working".into(),
+            detail: format!("the display does not answer (retrying): {reason}"),
+        });
+    }
+    if let ButtonsHealth::Failing { reason } = buttons {
+        alerts.push(Alert::Device {
+            headline: "buttons not working".into(),
+            detail: format!("the buttons cannot be read (retrying): {reason}"),
+        });
+    }
+    alerts
 }
 
 /// Logs an error unless it is the same as the last one (a failing device fails at every frame).
@@ -570,6 +748,19 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = receiver.recv(&mut buf).expect("datagram");
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=up");
+    }
+
+    #[test]
+    fn a_failing_display_or_buttons_is_an_alert() {
+        assert!(device_alerts(&DisplayHealth::Present, &ButtonsHealth::Working).is_empty());
+        let absent =
+            DisplayHealth::Absent { reason: "i2c NACK".into(), failures: 3, next_retry: Duration::ZERO };
+        let failing = ButtonsHealth::Failing { reason: "no /dev/gpiochip0".into() };
+        let alerts = device_alerts(&absent, &failing);
+        let headlines: Vec<String> = alerts.iter().map(Alert::headline).collect();
+        assert_eq!(headlines, ["display not working", "buttons not working"]);
+        assert!(alerts[0].to_string().contains("i2c NACK"), "{}", alerts[0]);
+        assert!(alerts[1].to_string().contains("/dev/gpiochip0"), "{}", alerts[1]);
     }
 
     #[test]

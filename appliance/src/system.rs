@@ -15,7 +15,7 @@ pub fn read_system_info(data_dir: &Path, executor_workers: usize) -> SystemInfo 
         memory: read("/proc/meminfo").as_deref().and_then(parse_memory),
         disk: disk_usage(data_dir),
         executor_workers: Some(executor_workers),
-        // No backups exist yet (the backup issue fills this in).
+        // Kept by the backup service, which the caller asks.
         last_backup_age: None,
     }
 }

@@ -428,7 +428,9 @@ impl Ui {
             View::ShuttingDown => screens::shutdown(ctx.shutdown.unwrap_or(ShutdownPhase::InProgress)),
             View::BackupConfirm => screens::backup_confirm(),
             View::BackupUnavailable => screens::backup_unavailable(),
-            View::Backup => screens::backup(ctx.backup.unwrap_or(&BackupProgress::Running { percent: 0 })),
+            View::Backup => {
+                screens::backup(ctx.backup.unwrap_or(&BackupProgress::Running { percent: 0, stick: None }))
+            }
             View::SeedWarning => screens::seed_warning(),
             View::Seed(page) => match ctx.seed.seed_words() {
                 Some(words) if !words.is_empty() => {
@@ -702,9 +704,15 @@ mod tests {
         let out = rig.short(B);
         assert_eq!(out.actions, vec![Action::Backup]);
         assert!(out.caption.contains("backup 0%"), "{}", out.caption);
-        rig.backup = Some(BackupProgress::Running { percent: 40 });
+        rig.backup = Some(BackupProgress::Running { percent: 40, stick: Some("sda1".into()) });
         assert!(rig.tick(1.0).caption.contains("backup 40%"));
-        rig.backup = Some(BackupProgress::Succeeded { bytes: 2048, took: Duration::from_secs(3) });
+        rig.backup = Some(BackupProgress::Succeeded {
+            bytes: 2048,
+            took: Duration::from_secs(3),
+            stick: "sda1".into(),
+            at: "14:02 UTC".into(),
+            ejected: true,
+        });
         let out = rig.tick(30.0);
         assert!(out.caption.contains("backup OK"));
         assert!(out.actions.is_empty());

@@ -2,7 +2,8 @@
 //! screen, page with A, a peer opens a channel, long-press A and confirm → "shutting down" then
 //! "safe to unplug" and exit 0 with the node's state persisted; a second run comes back with the
 //! same node id (read from the network screen's URI caption) and the channel, and SIGTERM takes
-//! the same safe-shutdown path, telling a pretend systemd READY, WATCHDOG and STOPPING. Every wait is on a caption, an event or a polled condition with
+//! the same safe-shutdown path, telling a pretend systemd READY, WATCHDOG and STOPPING; meanwhile
+//! the `boltbox` CLI reads its status and refuses bad input through the control socket. Every wait is on a caption, an event or a polled condition with
 //! a deadline; the only timed things are how long a finger holds a button for a short press and
 //! lifts it between two presses.
 
@@ -132,9 +133,76 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     assert!(channels.caption.contains("channel 1/1"), "{}", channels.caption);
     next_page(&mut link, "earnings");
     assert_eq!(node_id(&next_page(&mut link, "network")), id, "the same node after a restart");
+
+    // The CLI reaches the running node through the control socket.
+    let status: serde_json::Value =
+        serde_json::from_slice(&cli_ok(&config, &["status"])).expect("status is JSON");
+    assert_eq!(status["node_id"], id.as_str(), "{status}");
+    assert_eq!(status["channels"].as_array().map(Vec::len), Some(1), "{status}");
+    let address = String::from_utf8(cli_ok(&config, &["address"])).expect("text");
+    assert!(address.trim().starts_with("bcrt1"), "a regtest address: {address}");
+    let refused = cli(&config, &["pay", "lnbcrt-not-an-invoice"]);
+    assert!(!refused.status.success(), "paying garbage fails");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("invoice"), "the error names the invoice: {why}");
+
     run.sigterm();
     observe_safe_shutdown(&mut link, &mut run);
     wait_notify(&notify, "STOPPING=1", SCREEN);
+    assert!(!data_dir.join("control.sock").exists(), "the control socket goes with the service");
+    let unreachable = cli(&config, &["status"]);
+    assert!(!unreachable.status.success(), "no service, no status");
+    let why = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(why.contains("cannot reach boltbox"), "{why}");
+}
+
+/// Runs `boltbox <args> --config <config>`.
+fn cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_boltbox"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the boltbox CLI")
+}
+
+/// Runs the CLI, asserts that it succeeded, and returns its standard output.
+fn cli_ok(config: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let output = cli(config, args);
+    assert!(output.status.success(), "boltbox {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
+}
+
+#[test]
+fn a_missing_display_and_missing_buttons_are_alerts_while_the_node_runs() {
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _, _) = link_appliance(&bitcoind, dir.path(), ALIAS);
+    // The real-hardware board, on a machine with neither the I2C bus nor the GPIO chip.
+    let config = boltbox_tests::appliance_config(
+        dir.path(),
+        &node,
+        &format!(
+            "board = \"auto\"\ni2c_bus = \"{0}/no-i2c\"\ngpio_chip = \"{0}/no-gpiochip\"\n",
+            dir.path().display()
+        ),
+    );
+    let mut run = Appliance::start(&config, dir.path().join("run.log"), None);
+    let status =
+        boltbox_tests::wait_until(Deadline::in_secs(BOOT.as_secs()), "device alerts in the status", || {
+            let output = cli(&config, &["status"]);
+            let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+            let alerts = status["alerts"].as_array()?;
+            (alerts.len() >= 2).then_some(status)
+        });
+    let headlines: Vec<&str> =
+        status["alerts"].as_array().into_iter().flatten().filter_map(|a| a["headline"].as_str()).collect();
+    assert_eq!(headlines, ["display not working", "buttons not working"], "{status}");
+    assert!(status["running"].as_bool().unwrap_or(false), "the node runs without them: {status}");
+    run.sigterm();
+    assert!(run.wait_exit(SHUTDOWN), "a safe shutdown without display and buttons exits 0");
 }
 
 #[test]

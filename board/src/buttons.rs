@@ -64,10 +64,27 @@ pub enum ButtonError {
     Keyboard(String),
 }
 
+/// Whether the buttons can be read. Failing buttons are retried; the caller shows an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ButtonsHealth {
+    /// Edges are read.
+    Working,
+    /// The buttons cannot be read at the moment.
+    Failing {
+        /// The last error.
+        reason: String,
+    },
+}
+
 /// A source of button edges.
 pub trait Buttons: Send {
     /// Waits up to `timeout` for the next edge; `Ok(None)` when none came in time.
     fn next_edge(&mut self, timeout: Duration) -> Result<Option<ButtonEdge>, ButtonError>;
+
+    /// Whether the buttons can be read.
+    fn health(&self) -> ButtonsHealth {
+        ButtonsHealth::Working
+    }
 }
 
 /// Now, on the time base of button edges: CLOCK_MONOTONIC (time since boot, not counting

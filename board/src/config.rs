@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::buttons::{ButtonEdge, ButtonError, ButtonPins, Buttons, CdevButtons, RppalButtons};
+use crate::buttons::{
+    ButtonEdge, ButtonError, ButtonPins, Buttons, ButtonsHealth, CdevButtons, RppalButtons,
+};
 use crate::clock::{Clock, MonotonicClock};
 use crate::display::{Backoff, Connect, Display, ResilientDisplay};
 use crate::facts::BoardFacts;
@@ -307,6 +309,7 @@ pub struct RetryingButtons {
     inner: Option<Box<dyn Buttons>>,
     failures: u32,
     next_retry: Duration,
+    last_error: Option<String>,
 }
 
 impl std::fmt::Debug for RetryingButtons {
@@ -321,11 +324,20 @@ impl std::fmt::Debug for RetryingButtons {
 impl RetryingButtons {
     /// Opens with `open` on the first [`Buttons::next_edge`], and again after failures.
     pub fn new(open: OpenButtons, clock: Box<dyn Clock>, backoff: Backoff) -> Self {
-        RetryingButtons { open, clock, backoff, inner: None, failures: 0, next_retry: Duration::ZERO }
+        RetryingButtons {
+            open,
+            clock,
+            backoff,
+            inner: None,
+            failures: 0,
+            next_retry: Duration::ZERO,
+            last_error: None,
+        }
     }
 
     fn failed(&mut self, error: ButtonError) -> ButtonError {
         self.inner = None;
+        self.last_error = Some(error.to_string());
         self.failures = self.failures.saturating_add(1);
         self.next_retry = self.clock.now() + self.backoff.delay(self.failures);
         error
@@ -347,6 +359,7 @@ impl Buttons for RetryingButtons {
                         tracing::info!(after_failures = self.failures, "buttons are back");
                     }
                     self.failures = 0;
+                    self.last_error = None;
                     self.inner = Some(buttons);
                 }
                 Err(e) => return Err(self.failed(e)),
@@ -356,6 +369,13 @@ impl Buttons for RetryingButtons {
         match inner.next_edge(timeout) {
             Ok(edge) => Ok(edge),
             Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    fn health(&self) -> ButtonsHealth {
+        match (&self.inner, &self.last_error) {
+            (None, Some(reason)) => ButtonsHealth::Failing { reason: reason.clone() },
+            _ => ButtonsHealth::Working,
         }
     }
 }
@@ -473,12 +493,16 @@ mod tests {
         let clock = ManualClock::new(Duration::from_secs(50));
         let mut buttons =
             RetryingButtons::new(flaky(working.clone()), Box::new(clock.clone()), Backoff::default());
+        assert_eq!(buttons.health(), ButtonsHealth::Working, "nothing tried yet");
         assert!(buttons.next_edge(Duration::ZERO).is_err(), "the first attempt fails");
+        assert!(matches!(buttons.health(), ButtonsHealth::Failing { .. }), "a failure is a state");
         assert!(buttons.next_edge(Duration::ZERO).expect("no attempt due").is_none());
+        assert!(matches!(buttons.health(), ButtonsHealth::Failing { .. }), "still failing while backing off");
         *working.lock().expect("lock") = true;
         assert!(buttons.next_edge(Duration::ZERO).expect("still backing off").is_none());
         clock.advance(Duration::from_millis(500));
         let edge = buttons.next_edge(Duration::ZERO).expect("reopened").expect("edge");
         assert_eq!(edge.button, Button::B);
+        assert_eq!(buttons.health(), ButtonsHealth::Working, "recovered");
     }
 }

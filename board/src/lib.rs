@@ -19,11 +19,11 @@ pub mod gesture;
 pub mod link;
 pub mod sim;
 
-pub use buttons::{Button, ButtonEdge, ButtonError, Buttons};
+pub use buttons::{Button, ButtonEdge, ButtonError, Buttons, ButtonsHealth};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::{Board, BoardConfig, ConfigError, OpenError, open, open_with_gestures};
 pub use display::{Display, DisplayError, DisplayHealth, ResilientDisplay};
 pub use facts::{BoardFacts, FactsError};
 pub use frame::{FRAME_BYTES, Frame, HEIGHT, PngError, WIDTH};
 pub use gesture::{Gesture, GestureConfig, GestureMachine};
-pub use link::{LinkClient, LinkError, LinkFrame};
+pub use link::{LinkClient, LinkError, LinkFrame, LinkSender};

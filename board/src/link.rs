@@ -726,6 +726,26 @@ impl LinkClient {
         std::thread::sleep(hold);
         self.send_edge(button, false)
     }
+
+    /// A second handle that only presses buttons, for a thread other than the one reading frames.
+    pub fn sender(&self) -> Result<LinkSender, LinkError> {
+        let stream = self.stream.try_clone().map_err(io_error("cloning the link's stream"))?;
+        Ok(LinkSender { stream })
+    }
+}
+
+/// Presses a device's buttons over a link whose frames another thread reads ([`LinkClient::sender`]).
+#[derive(Debug)]
+pub struct LinkSender {
+    stream: UnixStream,
+}
+
+impl LinkSender {
+    /// Sends one edge; the device dates it on arrival.
+    pub fn send_edge(&mut self, button: Button, pressed: bool) -> Result<(), LinkError> {
+        let line = format!("EDGE {} {}\n", button.name(), if pressed { "DOWN" } else { "UP" });
+        self.stream.write_all(line.as_bytes()).map_err(io_error("writing to the device"))
+    }
 }
 
 /// The path of a link board, from `link:PATH`.

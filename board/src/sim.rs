@@ -49,6 +49,30 @@ pub fn half_blocks(frame: &Frame) -> Vec<String> {
         .collect()
 }
 
+/// The frame as text at half the size of [`half_blocks`]: 32 lines of 64 cells, each cell a 2x2
+/// block of pixels drawn with the Unicode quadrant characters, so that two boards fit side by
+/// side in a terminal of 130 columns.
+pub fn quadrants(frame: &Frame) -> Vec<String> {
+    // Indexed by top-left 1, top-right 2, bottom-left 4, bottom-right 8.
+    const GLYPHS: [char; 16] =
+        [' ', '▘', '▝', '▀', '▖', '▌', '▞', '▛', '▗', '▚', '▐', '▜', '▄', '▙', '▟', '█'];
+    (0..HEIGHT / 2)
+        .map(|row| {
+            (0..WIDTH / 2)
+                .map(|col| {
+                    let (x, y) = (col * 2, row * 2);
+                    let bits = [(x, y), (x + 1, y), (x, y + 1), (x + 1, y + 1)]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (x, y))| frame.get(*x, *y))
+                        .fold(0, |acc, (i, _)| acc | (1 << i));
+                    GLYPHS[bits]
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// A request, shared between the keyboard and the display, to save the next frame as a PNG.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotRequest(Arc<AtomicBool>);
@@ -416,6 +440,20 @@ mod tests {
         assert!(lines.iter().all(|l| l.chars().count() == 128));
         assert!(lines[0].starts_with("▀▄█ "));
         assert!(lines[31].ends_with('▄'));
+    }
+
+    #[test]
+    fn quadrants_put_four_pixels_in_a_cell() {
+        let mut frame = Frame::blank();
+        // Cell 0: top-left and bottom-right; cell 1: the top row; cell 2: all but top-left.
+        for (x, y) in [(0, 0), (1, 1), (2, 0), (3, 0), (5, 0), (4, 1), (5, 1), (127, 63)] {
+            frame.set(x, y, true);
+        }
+        let lines = quadrants(&frame);
+        assert_eq!(lines.len(), 32);
+        assert!(lines.iter().all(|l| l.chars().count() == 64));
+        assert!(lines[0].starts_with("▚▀▟ "), "{:?}", &lines[0][..12]);
+        assert!(lines[31].ends_with('▗'));
     }
 
     #[test]

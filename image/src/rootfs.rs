@@ -96,6 +96,11 @@ pub fn layer(base: &Path, work: &Path, programs: &Programs) -> Result<PathBuf, I
     install(&programs.boltbox, &root.join("usr/bin/boltbox"), 0o755)?;
     install(&programs.setup, &root.join("usr/sbin/boltbox-setup"), 0o755)?;
     std::fs::write(root.join("etc/fstab"), fstab()).map_err(io_error("writing /etc/fstab"))?;
+    // `boltbox <command>` (over SSH, as root) looks for its config here by default.
+    let etc_boltbox = root.join("etc/boltbox");
+    std::fs::create_dir_all(&etc_boltbox).map_err(io_error("creating /etc/boltbox"))?;
+    std::os::unix::fs::symlink(format!("{BOOT_DIR}/boltbox.toml"), etc_boltbox.join("boltbox.toml"))
+        .map_err(io_error("linking /etc/boltbox/boltbox.toml"))?;
     // systemd's ssh generator would open sshd on a local AF_UNIX socket (and AF_VSOCK in VMs)
     // whether or not SSH is on; in this image SSH is off unless the owner gives a key.
     let generators = root.join("etc/systemd/system-generators");

@@ -374,6 +374,24 @@ impl NodeConfig {
         Ok(ValidConfig { raw: self.clone(), listen, announce, gossip, trusted_peers })
     }
 
+    /// This config with its secrets removed, as a backup keeps it: bitcoind's RPC user and
+    /// password, and any `user:password@` in a URL. The cookie file's path is kept (it names a
+    /// file on the device, not a secret).
+    pub fn without_secrets(&self) -> NodeConfig {
+        let mut config = self.clone();
+        match &mut config.chain {
+            ChainSource::Bitcoind { rpc_user, rpc_password, .. } => {
+                *rpc_user = None;
+                *rpc_password = None;
+            }
+            ChainSource::Esplora { url } | ChainSource::Electrum { url } => *url = without_userinfo(url),
+        }
+        if let Some(url) = config.gossip.strip_prefix("rgs:") {
+            config.gossip = format!("rgs:{}", without_userinfo(url));
+        }
+        config
+    }
+
     /// The RPC port for a bitcoind chain source: the configured one or the network's default.
     pub fn bitcoind_rpc_port(&self) -> u16 {
         match &self.chain {
@@ -386,6 +404,16 @@ impl NodeConfig {
                 Network::Regtest => 18443,
             },
         }
+    }
+}
+
+/// `scheme://user:password@host/path` without `user:password@`.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -465,5 +493,20 @@ mod tests {
         let peer: PeerAddress = text.parse().expect("peer");
         assert_eq!(peer.to_string(), text);
         assert!("nodeid-only".parse::<PeerAddress>().is_err());
+    }
+
+    #[test]
+    fn without_secrets_drops_credentials_and_keeps_the_rest() {
+        let valid = parse(BITCOIND).expect("valid");
+        let clean = valid.raw.without_secrets();
+        let text = toml::to_string(&clean).expect("toml");
+        assert!(!text.contains("rpc_password") && !text.contains("rpc_user"), "{text}");
+        assert_eq!(clean.channel, valid.raw.channel);
+        let mut esplora = valid.raw.clone();
+        esplora.chain = ChainSource::Esplora { url: "https://me:hunter2@esplora.example/api".into() };
+        esplora.gossip = "rgs:https://a:b@rgs.example/x@y".into();
+        let clean = esplora.without_secrets();
+        assert_eq!(clean.chain, ChainSource::Esplora { url: "https://esplora.example/api".into() });
+        assert_eq!(clean.gossip, "rgs:https://rgs.example/x@y");
     }
 }

@@ -1,6 +1,7 @@
 //! boltbox-node: the Lightning node of boltbox, built on ldk-node (LDK + BDK), with its state
 //! in a redb store that group-commits durable writes. It knows nothing of screens or pins.
 
+pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod seed;
 pub mod status;
 pub mod store;
 
+pub use backup::BackupError;
 pub use config::{ChainSource, ChannelPolicy, ConfigError, Network, NodeConfig, PeerAddress};
 pub use error::Error;
 pub use events::NodeEvent;

@@ -296,6 +296,32 @@ impl BoltNode {
         &self.inner.store
     }
 
+    /// The config the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config.raw
+    }
+
+    /// Backs the running node up into `dir` (see [`crate::backup::dir`]): one committed state
+    /// of the store, taken while the node goes on, sealed on this node's runtime. `seed` is
+    /// the node's own (the node does not keep it). Blocks; call it from a plain thread.
+    pub fn backup_to_dir(
+        &self,
+        seed: &Seed,
+        dir: &std::path::Path,
+        keep: usize,
+        progress: &mut dyn FnMut(u8),
+    ) -> Result<crate::backup::Written, crate::backup::BackupError> {
+        let node_id = self.node_id();
+        let source = crate::backup::BackupSource {
+            store: &self.inner.store,
+            seed,
+            config: &self.inner.config.raw,
+            node_id: &node_id,
+            workers: crate::backup::Workers(self.handle.clone()),
+        };
+        crate::backup::backup_to_dir(&source, dir, keep, progress)
+    }
+
     /// Our node id (hex).
     pub fn node_id(&self) -> String {
         self.inner.node.node_id().to_string()

@@ -87,6 +87,21 @@ impl Seed {
         self.mnemonic.to_seed("")
     }
 
+    /// The node id (hex) this seed gives on `network`, derived as ldk-node derives it: LDK's
+    /// `KeysManager` on the private key of the BIP32 master key of the BIP39 seed. Lets a
+    /// stopped node's backup and a restore name the node without starting it; the regtest
+    /// backup test checks it against the running node's id.
+    pub fn node_id(&self, network: crate::config::Network) -> Result<String, SeedError> {
+        use ldk_node::bitcoin::bip32::Xpriv;
+        use ldk_node::lightning::sign::{KeysManager, NodeSigner, Recipient};
+        let xprv = Xpriv::new_master(network.to_bitcoin(), &self.to_seed_bytes())
+            .map_err(|e| SeedError::Invalid(e.to_string()))?;
+        // The starting time only seeds ephemeral keys; the node key does not depend on it.
+        let keys = KeysManager::new(&xprv.private_key.secret_bytes(), 0, 0, false);
+        let id = keys.get_node_id(Recipient::Node).map_err(|()| SeedError::Invalid("no node key".into()))?;
+        Ok(id.to_string())
+    }
+
     /// Reads the seed of `data_dir`, or creates and stores a new one. Returns the seed and
     /// whether it was created now.
     pub fn load_or_create(data_dir: &Path) -> Result<(Self, bool), SeedError> {

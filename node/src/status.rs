@@ -118,6 +118,14 @@ pub enum Alert {
         /// What the channels need.
         need_sats: u64,
     },
+    /// A problem of the device around the node (display, buttons, backups), raised by the
+    /// appliance rather than the node.
+    Device {
+        /// A short line for the OLED.
+        headline: String,
+        /// The whole story, for the log and the CLI.
+        detail: String,
+    },
 }
 
 impl Alert {
@@ -128,6 +136,7 @@ impl Alert {
             Alert::SyncStalled { .. } => "sync stalled".into(),
             Alert::PeerDown { peer } => format!("peer {} down", &peer[..peer.len().min(8)]),
             Alert::LowOnchainReserve { .. } => "low on-chain reserve".into(),
+            Alert::Device { headline, .. } => headline.clone(),
         }
     }
 }
@@ -143,6 +152,7 @@ impl std::fmt::Display for Alert {
                 f,
                 "on-chain reserve for anchor channels is low: {have_sats} sat, channels need {need_sats} sat"
             ),
+            Alert::Device { detail, .. } => f.write_str(detail),
         }
     }
 }

@@ -10,7 +10,7 @@ mod node;
 mod wait;
 
 pub use bitcoind::{BitcoinD, HarnessError, free_port};
-pub use node::{TestNode, mine_and_sync, regtest_config};
+pub use node::{TestNode, appliance_config, mine_and_sync, regtest_config};
 pub use wait::{Deadline, wait_until};
 
 /// Sends the node's logs (tracing, and ldk-node's `log` records) to the test's output,

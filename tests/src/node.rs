@@ -60,6 +60,23 @@ pub fn regtest_config(
     }
 }
 
+/// Writes `<dir>/boltbox.toml` for `boltbox run`: `node`, `board` as the body of the `[board]`
+/// section, idle dimming far away (a press on a dim display only wakes it) and no power-off
+/// command. Returns its path.
+pub fn appliance_config(dir: &std::path::Path, node: &NodeConfig, board: &str) -> std::path::PathBuf {
+    let mut sections = toml::Table::new();
+    sections.insert("node".into(), toml::Value::try_from(node).expect("node config to TOML"));
+    let mut text = toml::to_string(&sections).expect("config to TOML");
+    text.push_str(&format!(
+        "\n[board]\n{board}\n\
+         [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
+         [power]\noff_command = []\n"
+    ));
+    let path = dir.join("boltbox.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
 impl TestNode {
     /// A node named `alias` on `bitcoind`, with `trusted_peers` (`id@host:port`).
     pub fn start(bitcoind: &BitcoinD, alias: &str, trusted_peers: Vec<String>) -> TestNode {
@@ -97,6 +114,11 @@ impl TestNode {
         &mut self.events
     }
 
+    /// The node's seed (for backups).
+    pub fn seed(&self) -> &Seed {
+        &self.seed
+    }
+
     /// The node.
     pub fn node(&self) -> &BoltNode {
         self.node.as_ref().expect("running")
@@ -109,12 +131,19 @@ impl TestNode {
 
     /// Stops the node (everything persisted) and starts it again on the same data dir.
     pub fn restart(&mut self) {
+        self.restart_after(|_| {});
+    }
+
+    /// Stops the node (everything persisted), runs `between` on its config (to wipe or restore
+    /// the data dir, say), and starts it again with the same config and seed.
+    pub fn restart_after(&mut self, between: impl FnOnce(&NodeConfig)) {
         if let Some(node) = self.node.take() {
             node.stop().expect("stop");
         }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(10));
         }
+        between(&self.config);
         let rt = runtime(&self.config.alias);
         let node = BoltNode::start_with_storage(&self.config, &self.seed, rt.handle().clone(), self.storage)
             .expect("restart node");

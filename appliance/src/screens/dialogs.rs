@@ -91,6 +91,45 @@ pub fn backup_confirm() -> Rendered {
     confirm("backup confirm", "hold done: back up?", ["press B again", "to back up"], "A: cancel")
 }
 
+/// First start with an empty data dir and a backup on a USB stick: which node, how old, and
+/// what the buttons do. Without the seed words on the stick (`words` false) it says so.
+pub fn restore_offer(node_id8: &str, age: std::time::Duration, commit: u64, words: bool) -> Rendered {
+    let mut c = Canvas::new("restore offer");
+    c.header("restore backup?", "");
+    c.text(&format!("node {node_id8}"), BODY, 12, Align::Center);
+    c.text(&format!("{} old", short_duration(age)), BODY, 23, Align::Center);
+    c.text(&format!("commit {}", super::thousands(commit)), BODY, 34, Align::Center);
+    let action = if words { "B: restore" } else { "no restore.words" };
+    c.text(action, SMALL, 45, Align::Center);
+    c.text("hold A: new node", SMALL, 54, Align::Center);
+    c.done()
+}
+
+/// Before a restore: channels that changed since the backup will be force-closed by their peers.
+pub fn restore_confirm() -> Rendered {
+    confirm("restore confirm", "newer channels get", ["force-closed!", "B: restore"], "A: back")
+}
+
+/// A restore in progress, or why it failed.
+pub fn restore_progress(failed: Option<&str>) -> Rendered {
+    let mut c = Canvas::new("restore");
+    match failed {
+        None => {
+            c.header("restore", "");
+            c.text("restoring", BIG, 14, Align::Center);
+            c.text("keep the stick in", SMALL, 50, Align::Center);
+        }
+        Some(reason) => {
+            c.header("restore failed", "");
+            for (i, line) in wrap_lines(reason, 21, 3).iter().enumerate() {
+                c.text_in(line, BODY, 0, W, 13 + 13 * i as i32, Align::Left);
+            }
+            c.text_in("A: back", SMALL, 0, W, 54, Align::Right);
+        }
+    }
+    c.done()
+}
+
 /// The backup gesture before the backup feature exists.
 pub fn backup_unavailable() -> Rendered {
     let mut c = Canvas::new("backup unavailable");
@@ -105,19 +144,29 @@ pub fn backup_unavailable() -> Rendered {
 pub fn backup(progress: &BackupProgress) -> Rendered {
     let mut c = Canvas::new("backup");
     match progress {
-        BackupProgress::Running { percent } => {
+        BackupProgress::Running { percent, stick } => {
             let percent = (*percent).min(100);
             c.header("backup", "");
             c.text_in(&format!("{percent}%"), BIG, 0, 44, 15, Align::Left);
             c.bar(48, 17, W - 49, 16, f64::from(percent) / 100.0, &format!("backup {percent}%"));
-            c.text("writing to USB", BODY, 38, Align::Center);
+            let to = stick.as_deref().map_or_else(|| "USB".to_string(), |s| clip(s, 10));
+            c.text(&format!("writing to {to}"), BODY, 38, Align::Center);
             c.text("keep the stick in", SMALL, 53, Align::Center);
         }
-        BackupProgress::Succeeded { bytes: size, took } => {
-            c.header("backup", "");
-            c.text("backup OK", BIG, 14, Align::Center);
-            c.text(&format!("{} in {}", bytes(*size), short_duration(*took)), BODY, 36, Align::Center);
-            c.text("verified: unplug USB", SMALL, 53, Align::Center);
+        BackupProgress::Succeeded { bytes: size, took, stick, at, ejected } => {
+            c.header("backup", at);
+            c.text("backup OK", BIG, 12, Align::Center);
+            c.text(&format!("{} in {}", bytes(*size), short_duration(*took)), BODY, 33, Align::Center);
+            // Not unmounted: the file and directory are synced, so pulling the stick loses
+            // nothing; the filesystem may only be marked as not cleanly unmounted.
+            let last = if !*ejected {
+                "synced; eject failed".to_string()
+            } else if stick.chars().count() <= 4 {
+                format!("remove the stick {stick}")
+            } else {
+                format!("remove stick {}", clip(stick, 8))
+            };
+            c.text(&last, SMALL, 53, Align::Center);
         }
         BackupProgress::Failed { reason } => {
             c.header("backup failed", "");
@@ -186,7 +235,7 @@ mod tests {
 
     #[test]
     fn backup_progress_is_clamped_to_100() {
-        let screen = backup(&BackupProgress::Running { percent: 250 });
+        let screen = backup(&BackupProgress::Running { percent: 250, stick: None });
         assert!(screen.caption.contains("backup 100%"), "{}", screen.caption);
     }
 }

@@ -19,8 +19,9 @@ use std::time::Duration;
 use boltbox_board::Frame;
 
 pub use dialogs::{
-    SEED_WORDS_PER_PAGE, backup, backup_confirm, backup_unavailable, boot, config_error, seed_page,
-    seed_pages, seed_unavailable, seed_warning, shutdown, shutdown_confirm,
+    SEED_WORDS_PER_PAGE, backup, backup_confirm, backup_unavailable, boot, config_error, restore_confirm,
+    restore_offer, restore_progress, seed_page, seed_pages, seed_unavailable, seed_warning, shutdown,
+    shutdown_confirm,
 };
 pub use draw::{bytes, clip, msat_as_sats, short_duration, thousands, wrap, wrap_lines};
 pub use status::{alerts, channels, earnings, home, network, network_qr, node_uri, screensaver, system};
@@ -75,15 +76,24 @@ pub enum BackupProgress {
     Running {
         /// 0..=100.
         percent: u8,
+        /// The stick written to (its name under the sticks directory), once chosen.
+        stick: Option<String>,
     },
-    /// Written and read back.
+    /// Written, read back and verified.
     Succeeded {
         /// Size of the backup file.
         bytes: u64,
         /// How long it took.
         took: Duration,
+        /// The stick it is on.
+        stick: String,
+        /// When it was taken, as the owner reads it ("14:02 UTC").
+        at: String,
+        /// The stick was unmounted (or there is nothing to unmount): it may be pulled now.
+        ejected: bool,
     },
     /// Did not complete; `reason` says why in words the user can act on ("no USB stick found").
+    /// Earlier backups are untouched.
     Failed {
         /// Why.
         reason: String,

@@ -180,11 +180,29 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("shutdown".into(), shutdown(ShutdownPhase::InProgress)));
     out.push(("shutdown-safe".into(), shutdown(ShutdownPhase::SafeToUnplug)));
     out.push(("backup-confirm".into(), backup_confirm()));
+    let age = Duration::from_secs(3 * 3600 + 20 * 60);
+    out.push(("restore-offer".into(), restore_offer("02d96ead", age, 1_874, true)));
+    out.push(("restore-offer-no-words".into(), restore_offer("02d96ead", age, 1_874, false)));
+    out.push(("restore-confirm".into(), restore_confirm()));
+    out.push(("restore-running".into(), restore_progress(None)));
+    out.push((
+        "restore-failed".into(),
+        restore_progress(Some("wrong seed words: this backup was made with another seed")),
+    ));
     out.push(("backup-unavailable".into(), backup_unavailable()));
-    out.push(("backup-running".into(), backup(&BackupProgress::Running { percent: 37 })));
+    out.push((
+        "backup-running".into(),
+        backup(&BackupProgress::Running { percent: 37, stick: Some("sda1".into()) }),
+    ));
     out.push((
         "backup-ok".into(),
-        backup(&BackupProgress::Succeeded { bytes: 3_565_158, took: Duration::from_secs(12) }),
+        backup(&BackupProgress::Succeeded {
+            bytes: 3_565_158,
+            took: Duration::from_secs(12),
+            stick: "sda1".into(),
+            at: "14:02 UTC".into(),
+            ejected: true,
+        }),
     ));
     out.push((
         "backup-failed".into(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use boltbox_board::LinkFrame;
 use boltbox_node::NodeConfig;
-use boltbox_tests::{BitcoinD, Deadline, free_port, regtest_config, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, appliance_config, free_port, regtest_config, wait_until};
 
 /// A `boltbox run` process; killed (and its log printed) if the test fails while it runs.
 pub struct Appliance {
@@ -71,23 +71,9 @@ impl Drop for Appliance {
 /// The pretend systemd's watchdog interval: boltbox pings at half of it.
 pub const WATCHDOG_USEC: &str = "1000000";
 
-/// Writes `boltbox.toml`: the node, the link board at `socket`, no power-off command, and idle
-/// dimming far away (a press on a dim display only wakes it).
+/// Writes `boltbox.toml` for the link board at `socket` (see [`appliance_config`]).
 pub fn write_config(dir: &Path, node: &NodeConfig, socket: &Path) -> PathBuf {
-    #[derive(serde::Serialize)]
-    struct Sections<'a> {
-        node: &'a NodeConfig,
-    }
-    let mut text = toml::to_string(&Sections { node }).expect("config to TOML");
-    text.push_str(&format!(
-        "\n[board]\nboard = \"link:{}\"\n\n\
-         [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
-         [power]\noff_command = []\n",
-        socket.display()
-    ));
-    let path = dir.join("boltbox.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    appliance_config(dir, node, &format!("board = \"link:{}\"\n", socket.display()))
 }
 
 /// The screen a frame shows: the caption's first line.

@@ -224,6 +224,31 @@ impl Store {
         }
         Ok(Snapshot { commit_counter: counter, entries })
     }
+
+    /// Creates the store file at `path` holding exactly `snapshot`: every entry, and its
+    /// commit counter, in one durable write transaction (restoring a backup). Refuses a file
+    /// that already holds a store with data or commits.
+    pub fn create_from_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let db = redb::Database::create(path)
+            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source: Box::new(source) })?;
+        let txn = db.begin_write().map_err(StoreError::redb)?;
+        {
+            let mut kv = txn.open_table(KV).map_err(StoreError::redb)?;
+            let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
+            let counter = meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0);
+            if counter != 0 || kv.first().map_err(StoreError::redb)?.is_some() {
+                return Err(StoreError::Redb(format!("{} is not an empty store", path.display())));
+            }
+            for e in &snapshot.entries {
+                validate(&e.primary, &e.secondary, Some(&e.key), "restore")?;
+                let key = keys::encode(&e.primary, &e.secondary, &e.key);
+                kv.insert(key.as_slice(), e.value.as_slice()).map_err(StoreError::redb)?;
+            }
+            meta.insert(COMMIT_COUNTER, snapshot.commit_counter).map_err(StoreError::redb)?;
+        }
+        // Durability::Immediate (redb's default): the data is on disk when this returns.
+        txn.commit().map_err(StoreError::redb)
+    }
 }
 
 // LDK's traits speak `lightning::io::Error` (rust-bitcoin's io); the store speaks std's and

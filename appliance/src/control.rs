@@ -1,0 +1,405 @@
+//! The control socket: how `boltbox <command>` talks to the running `boltbox run`.
+//!
+//! A Unix stream socket at `<data_dir>/control.sock`, mode 0600, so only the service's user
+//! (and root) may use it; nothing listens on the network. Each request is one line of JSON
+//! ([`Request`], tagged by `"cmd"`), answered by one line of JSON: `{"ok": <value>}` or
+//! `{"error": "<why>"}`. A connection may carry many requests, answered in order.
+//! docs/RUN.md lists the commands.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use boltbox_node::{Alert, BoltNode, PeerAddress, Status};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The alerts the appliance adds to the node's (display, buttons), as the display loop last saw
+/// them.
+pub type DeviceAlerts = Arc<Mutex<Vec<Alert>>>;
+
+/// The socket's file name in the data dir.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// How long the client waits for an answer: opening a channel or paying returns once LDK has
+/// taken the request, not when it completes, so answers come quickly.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest request line the service reads (an invoice or offer is well under 2 KiB).
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The socket of the service whose data dir is `data_dir`.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}
+
+/// A command for the running node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The status snapshot the OLED shows.
+    Status,
+    /// A new on-chain address of the node's wallet.
+    NewAddress,
+    /// Sends on-chain: `amount_sats`, or everything spendable when `None`.
+    SendOnchain {
+        /// Destination address.
+        address: String,
+        /// Amount; `None` sends all (keeping the anchor reserve).
+        amount_sats: Option<u64>,
+    },
+    /// Connects to a peer (`node_id@host:port`) and remembers it.
+    Connect {
+        /// The peer.
+        peer: String,
+    },
+    /// Opens a channel.
+    OpenChannel {
+        /// The peer (`node_id@host:port`).
+        peer: String,
+        /// Capacity.
+        amount_sats: u64,
+        /// Pushed to the peer at open.
+        push_msat: Option<u64>,
+        /// Announced to the network (routing) or private.
+        announce: bool,
+    },
+    /// Closes a channel, cooperatively or by force.
+    CloseChannel {
+        /// The user channel id from `channels`.
+        channel: String,
+        /// Force-close (broadcast our latest commitment).
+        force: bool,
+    },
+    /// A BOLT11 invoice.
+    Invoice {
+        /// Amount; `None` for an any-amount invoice.
+        amount_msat: Option<u64>,
+        /// Description.
+        description: String,
+        /// Expiry in seconds.
+        expiry_secs: u32,
+    },
+    /// Pays a BOLT11 invoice; the outcome shows in `payments`.
+    Pay {
+        /// The invoice.
+        invoice: String,
+        /// Amount, for an any-amount invoice.
+        amount_msat: Option<u64>,
+    },
+    /// A spontaneous payment.
+    Keysend {
+        /// The payee.
+        node_id: String,
+        /// Amount.
+        amount_msat: u64,
+    },
+    /// The channels.
+    Channels,
+    /// The payments.
+    Payments,
+    /// The peers.
+    Peers,
+    /// Syncs the on-chain and Lightning wallets with the chain now.
+    Sync,
+    /// Writes a verified backup into a directory (docs/BACKUP.md), keeping the newest `keep`.
+    Backup {
+        /// The directory, as the service sees it.
+        to: PathBuf,
+        /// This node's backups kept there.
+        keep: usize,
+    },
+}
+
+/// An answer: the value, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// The request was carried out.
+    Ok(serde_json::Value),
+    /// It was not.
+    Error(String),
+}
+
+/// Why a command could not be carried out, as the CLI sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No service listens at the socket.
+    #[error("cannot reach boltbox at {path}: {source} (is `boltbox run` running with this data dir?)")]
+    Unreachable {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The connection failed mid-request.
+    #[error("talking to boltbox: {0}")]
+    Io(#[from] std::io::Error),
+    /// The service sent something that is not an answer.
+    #[error("boltbox answered something unreadable: {0}")]
+    Protocol(String),
+    /// The service refused or failed the command.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The client side: one connection to the service.
+#[derive(Debug)]
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connects to the service listening at `path`.
+    pub fn connect(path: &Path) -> Result<Client, ControlError> {
+        let unreachable = |source| ControlError::Unreachable { path: path.to_path_buf(), source };
+        let stream = UnixStream::connect(path).map_err(unreachable)?;
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        let writer = stream.try_clone()?;
+        Ok(Client { reader: BufReader::new(stream), writer })
+    }
+
+    /// How long to wait for an answer (a backup of a large store takes longer than most).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ControlError> {
+        self.writer.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
+    /// Sends `request` and returns the value of the answer.
+    pub fn call(&mut self, request: &Request) -> Result<serde_json::Value, ControlError> {
+        let mut line = serde_json::to_string(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        line.push('\n');
+        self.writer.write_all(line.as_bytes())?;
+        let mut answer = String::new();
+        if self.reader.read_line(&mut answer)? == 0 {
+            return Err(ControlError::Protocol("the connection closed without an answer".into()));
+        }
+        match serde_json::from_str::<Response>(&answer) {
+            Ok(Response::Ok(value)) => Ok(value),
+            Ok(Response::Error(why)) => Err(ControlError::Refused(why)),
+            Err(e) => Err(ControlError::Protocol(format!("{e}: {}", answer.trim_end()))),
+        }
+    }
+}
+
+/// Listens at `path` (replacing a stale socket left by a crash) and answers requests against
+/// `node` on `runtime` until the runtime shuts down; `status` includes `device` alerts. The
+/// socket file is 0600.
+pub fn serve(
+    runtime: &tokio::runtime::Handle,
+    path: &Path,
+    node: Arc<BoltNode>,
+    device: DeviceAlerts,
+) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!("removed a stale control socket at {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let _entered = runtime.enter();
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!("control socket at {}", path.display());
+    runtime.spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, Arc::clone(&node), Arc::clone(&device)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn connection(stream: tokio::net::UnixStream, node: Arc<BoltNode>, device: DeviceAlerts) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let read = (&mut reader).take(MAX_REQUEST_BYTES as u64).read_until(b'\n', &mut line).await;
+        let response = match read {
+            Ok(0) => return,
+            Ok(_) if !line.ends_with(b"\n") && line.len() >= MAX_REQUEST_BYTES => {
+                answer(
+                    &mut write,
+                    &Response::Error(format!("request longer than {MAX_REQUEST_BYTES} bytes")),
+                )
+                .await;
+                return;
+            }
+            Ok(_) => match serde_json::from_slice::<Request>(&line) {
+                Ok(request) => {
+                    let node = Arc::clone(&node);
+                    let device = Arc::clone(&device);
+                    let command = command_name(&request);
+                    // ldk-node's calls block; keep them off the runtime's workers.
+                    match tokio::task::spawn_blocking(move || handle(&node, &device, request)).await {
+                        Ok(response) => {
+                            if let Response::Error(why) = &response {
+                                tracing::info!(command, why, "control: refused");
+                            }
+                            response
+                        }
+                        Err(e) => Response::Error(format!("internal error: {e}")),
+                    }
+                }
+                Err(e) => Response::Error(format!("not a request: {e}")),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "control: read failed");
+                return;
+            }
+        };
+        if !answer(&mut write, &response).await {
+            return;
+        }
+    }
+}
+
+/// Writes one answer line; false when the client went away.
+async fn answer(write: &mut tokio::net::unix::OwnedWriteHalf, response: &Response) -> bool {
+    let mut line = match serde_json::to_string(response) {
+        Ok(line) => line,
+        Err(e) => format!("{{\"error\":\"cannot encode the answer: {}\"}}", e.to_string().replace('"', "'")),
+    };
+    line.push('\n');
+    write.write_all(line.as_bytes()).await.is_ok()
+}
+
+/// The request's name, for the log (never its arguments: invoices are not secret, but the log
+/// stays about what happened, not the data).
+fn command_name(request: &Request) -> &'static str {
+    match request {
+        Request::Status => "status",
+        Request::NewAddress => "new-address",
+        Request::SendOnchain { .. } => "send-onchain",
+        Request::Connect { .. } => "connect",
+        Request::OpenChannel { .. } => "open-channel",
+        Request::CloseChannel { .. } => "close-channel",
+        Request::Invoice { .. } => "invoice",
+        Request::Pay { .. } => "pay",
+        Request::Keysend { .. } => "keysend",
+        Request::Channels => "channels",
+        Request::Payments => "payments",
+        Request::Peers => "peers",
+        Request::Sync => "sync",
+        Request::Backup { .. } => "backup",
+    }
+}
+
+/// Carries out one request.
+fn handle(node: &BoltNode, device: &DeviceAlerts, request: Request) -> Response {
+    use serde_json::json;
+    let result: Result<serde_json::Value, String> = (|| {
+        let e = |e: boltbox_node::Error| e.to_string();
+        Ok(match request {
+            Request::Status => {
+                let mut status: Status = node.refresh_status();
+                status.alerts.extend(device.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+                to_value(&status)?
+            }
+            Request::NewAddress => json!(node.new_address().map_err(e)?),
+            Request::SendOnchain { address, amount_sats } => {
+                json!(node.send_onchain(&address, amount_sats).map_err(e)?)
+            }
+            Request::Connect { peer } => {
+                node.connect(&parse_peer(&peer)?, true).map_err(e)?;
+                serde_json::Value::Null
+            }
+            Request::OpenChannel { peer, amount_sats, push_msat, announce } => {
+                json!(node.open_channel(&parse_peer(&peer)?, amount_sats, push_msat, announce).map_err(e)?)
+            }
+            Request::CloseChannel { channel, force } => {
+                node.close_channel(&channel, force).map_err(e)?;
+                serde_json::Value::Null
+            }
+            Request::Invoice { amount_msat, description, expiry_secs } => {
+                json!(node.create_invoice(amount_msat, &description, expiry_secs).map_err(e)?)
+            }
+            Request::Pay { invoice, amount_msat } => {
+                json!(node.pay_invoice(&invoice, amount_msat).map_err(e)?)
+            }
+            Request::Keysend { node_id, amount_msat } => {
+                json!(node.keysend(&node_id, amount_msat).map_err(e)?)
+            }
+            Request::Channels => to_value(&node.list_channels())?,
+            Request::Payments => to_value(&node.list_payments())?,
+            Request::Peers => to_value(&node.list_peers())?,
+            Request::Sync => {
+                node.sync_wallets().map_err(e)?;
+                serde_json::Value::Null
+            }
+            Request::Backup { to, keep } => {
+                to_value(&crate::backup::backup_running(node, &to, keep).map_err(|e| e.to_string())?)?
+            }
+        })
+    })();
+    match result {
+        Ok(value) => Response::Ok(value),
+        Err(why) => Response::Error(why),
+    }
+}
+
+fn parse_peer(peer: &str) -> Result<PeerAddress, String> {
+    peer.parse::<PeerAddress>().map_err(|e| format!("peer {peer:?}: {e}"))
+}
+
+fn to_value(value: &impl Serialize) -> Result<serde_json::Value, String> {
+    serde_json::to_value(value).map_err(|e| format!("cannot encode the answer: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_json_object_tagged_by_cmd() {
+        let request = Request::OpenChannel {
+            peer: "02ab@127.0.0.1:9735".into(),
+            amount_sats: 100_000,
+            push_msat: None,
+            announce: true,
+        };
+        let line = serde_json::to_string(&request).expect("encode");
+        assert_eq!(
+            line,
+            r#"{"cmd":"open-channel","peer":"02ab@127.0.0.1:9735","amount_sats":100000,"push_msat":null,"announce":true}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).expect("decode"), request);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).expect("decode"), Request::Status);
+    }
+
+    #[test]
+    fn unknown_commands_and_fields_are_refused() {
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"format-disk"}"#).is_err());
+        let extra = r#"{"cmd":"keysend","node_id":"02","amount_msat":1,"fee_limit":5}"#;
+        assert!(serde_json::from_str::<Request>(extra).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"keysend","node_id":"02"}"#).is_err());
+    }
+
+    #[test]
+    fn answers_are_ok_or_error() {
+        let ok = serde_json::to_string(&Response::Ok(serde_json::json!("bcrt1q"))).expect("encode");
+        assert_eq!(ok, r#"{"ok":"bcrt1q"}"#);
+        let error = serde_json::to_string(&Response::Error("no route".into())).expect("encode");
+        assert_eq!(error, r#"{"error":"no route"}"#);
+    }
+
+    #[test]
+    fn a_missing_service_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = Client::connect(&socket_path(dir.path())).expect_err("nothing listens");
+        let message = e.to_string();
+        assert!(message.contains("control.sock") && message.contains("boltbox run"), "{message}");
+    }
+}

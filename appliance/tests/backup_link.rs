@@ -1,0 +1,197 @@
+//! The backup gesture end to end: the real `boltbox run` on the link board against a regtest
+//! bitcoind. Hold B, confirm with B: with no stick the OLED says so; with two sticks the first
+//! by name gets a backup that decrypts with the node's seed and names the node, the OLED says
+//! "backup OK" with the stick, and the system page shows the backup's age; `boltbox backup --to`
+//! reaches the running service through the control socket. On an empty data dir, a stick with a
+//! backup makes the OLED offer the restore: with the seed words on the stick, B, B restores the
+//! same node and the words are deleted from the stick. Every wait is on a caption with a
+//! deadline.
+
+use std::time::Duration;
+
+use boltbox_board::{Button, LinkClient, LinkFrame};
+use boltbox_node::backup::{Workers, open_backup};
+use boltbox_node::{Network, Seed};
+use boltbox_tests::BitcoinD;
+
+mod common;
+use common::{Appliance, link_appliance, screen};
+
+const ALIAS: &str = "backuptest";
+const SHORT_PRESS: Duration = Duration::from_millis(150);
+const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
+const BOOT: Duration = Duration::from_secs(120);
+const SCREEN: Duration = Duration::from_secs(15);
+/// Snapshot, write, fsync, read back and verify: a small regtest store takes well under this.
+const BACKUP: Duration = Duration::from_secs(60);
+const SHUTDOWN: Duration = Duration::from_secs(60);
+
+fn wait_screen(link: &mut LinkClient, name: &str, text: &str, timeout: Duration) -> LinkFrame {
+    link.wait_for_frame(timeout, |f| screen(f) == name && f.caption.contains(text))
+        .unwrap_or_else(|e| panic!("waiting for screen {name:?} showing {text:?}: {e}"))
+}
+
+/// Holds B until the confirmation shows, releases, and confirms with a short press of B.
+fn hold_b_and_confirm(link: &mut LinkClient) {
+    link.send_edge(Button::B, true).expect("B down");
+    wait_screen(link, "backup confirm", "press B again", SCREEN);
+    link.send_edge(Button::B, false).expect("B up");
+    // A release shows nothing to wait for; the finger takes a moment to press again.
+    std::thread::sleep(BETWEEN_PRESSES);
+    link.press(Button::B, SHORT_PRESS).expect("confirm");
+}
+
+/// Adds `[backup] sticks = <dir>/usb` to the appliance's config; returns the sticks dir.
+fn with_sticks(dir: &std::path::Path, config: &std::path::Path) -> std::path::PathBuf {
+    let sticks = dir.join("usb");
+    std::fs::create_dir_all(&sticks).expect("sticks dir");
+    let mut text = std::fs::read_to_string(config).expect("config");
+    text.push_str(&format!("\n[backup]\nsticks = \"{}\"\nkeep = 2\n", sticks.display()));
+    std::fs::write(config, text).expect("config");
+    sticks
+}
+
+/// The node id, from `boltbox status` through the control socket.
+fn status_node_id(config: &std::path::Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_boltbox"))
+        .args(["status", "--config"])
+        .arg(config)
+        .output()
+        .expect("boltbox status");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    status["node_id"].as_str().expect("node id").to_string()
+}
+
+#[test]
+fn an_empty_data_dir_and_a_backup_on_the_stick_offer_the_restore_on_the_oled() {
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
+    let sticks = with_sticks(dir.path(), &config);
+    std::fs::create_dir(sticks.join("sda1")).expect("stick");
+
+    // A node backs up to the stick and shuts down.
+    let mut run = Appliance::start(&config, dir.path().join("run1.log"), None);
+    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
+    wait_screen(&mut link, "home", ALIAS, BOOT);
+    let id = status_node_id(&config);
+    hold_b_and_confirm(&mut link);
+    wait_screen(&mut link, "backup", "backup OK", BACKUP);
+    let words = Seed::load(&node.data_dir).expect("seed").expect("seed").words().join(" ");
+    run.sigterm();
+    wait_screen(&mut link, "shutdown", "safe to", SHUTDOWN);
+    assert!(run.wait_exit(SHUTDOWN));
+
+    // The card is new: an empty data dir. The OLED offers the backup, but needs the words.
+    std::fs::remove_dir_all(&node.data_dir).expect("destroy the data dir");
+    let mut run = Appliance::start(&config, dir.path().join("run2.log"), None);
+    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
+    let offer = wait_screen(&mut link, "restore offer", &id[..8], BOOT);
+    assert!(offer.caption.contains("no restore.words"), "{}", offer.caption);
+    assert!(offer.caption.contains("commit"), "the stale guard's facts: {}", offer.caption);
+    link.press(Button::B, SHORT_PRESS).expect("B");
+    let words_file = sticks.join("sda1/boltbox-backups/restore.words");
+    std::fs::write(&words_file, format!("{words}\n")).expect("words on the stick");
+    wait_screen(&mut link, "restore offer", "B: restore", SCREEN);
+    link.press(Button::B, SHORT_PRESS).expect("B");
+    wait_screen(&mut link, "restore confirm", "force-closed", SCREEN);
+    std::thread::sleep(BETWEEN_PRESSES);
+    link.press(Button::B, SHORT_PRESS).expect("confirm");
+
+    // Restored: the same node starts, and the words are gone from the stick.
+    wait_screen(&mut link, "home", ALIAS, BOOT);
+    assert_eq!(status_node_id(&config), id, "the restored node");
+    assert!(!words_file.exists(), "the seed words are deleted from the stick");
+    assert!(node.data_dir.join("seed.words").is_file());
+    run.sigterm();
+    wait_screen(&mut link, "shutdown", "safe to", SHUTDOWN);
+    assert!(run.wait_exit(SHUTDOWN), "boltbox run exits 0");
+}
+
+#[test]
+fn b_long_and_confirm_writes_a_verified_backup_to_the_first_stick() {
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
+    let sticks = with_sticks(dir.path(), &config);
+
+    let mut run = Appliance::start(&config, dir.path().join("run.log"), None);
+    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
+    wait_screen(&mut link, "home", ALIAS, BOOT);
+
+    // No stick yet: the OLED says what to do.
+    hold_b_and_confirm(&mut link);
+    wait_screen(&mut link, "backup", "no USB stick found", BACKUP);
+    link.press(Button::A, SHORT_PRESS).expect("A");
+    wait_screen(&mut link, "home", ALIAS, SCREEN);
+
+    // Two sticks: the first by name is used, and the OLED names it.
+    for name in ["sdb1", "sda1"] {
+        std::fs::create_dir(sticks.join(name)).expect("stick");
+    }
+    hold_b_and_confirm(&mut link);
+    let done = wait_screen(&mut link, "backup", "backup OK", BACKUP);
+    assert!(done.caption.contains("sda1"), "{}", done.caption);
+    assert!(done.caption.contains("UTC"), "{}", done.caption);
+
+    let seed = Seed::load(&node.data_dir).expect("seed").expect("the appliance made one");
+    let written: Vec<_> = std::fs::read_dir(sticks.join("sda1/boltbox-backups"))
+        .expect("backup dir on the stick")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+    let contents = open_backup(
+        std::sync::Arc::new(std::fs::read(&written[0]).expect("read")),
+        &seed,
+        &Workers(runtime.handle().clone()),
+        &mut |_| {},
+    )
+    .expect("the backup decrypts and checks out");
+    assert_eq!(contents.header.node_id, seed.node_id(Network::Regtest).expect("node id"));
+    assert_eq!(contents.header.network, Network::Regtest);
+    assert!(!contents.snapshot.entries.is_empty());
+    assert!(std::fs::read_dir(sticks.join("sdb1")).expect("sdb1").next().is_none(), "sdb1 untouched");
+
+    // The system page shows the backup's age.
+    link.press(Button::A, SHORT_PRESS).expect("A");
+    wait_screen(&mut link, "home", ALIAS, SCREEN);
+    for page in ["channels", "earnings", "network"] {
+        link.press(Button::A, SHORT_PRESS).expect("A");
+        wait_screen(&mut link, page, "", SCREEN);
+    }
+    link.press(Button::A, SHORT_PRESS).expect("A");
+    wait_screen(&mut link, "system", "ago", SCREEN);
+
+    // `boltbox backup --to` against the running service goes through the control socket (the
+    // store is the service's: opening it directly would be refused).
+    let cli_dir = dir.path().join("cli-backups");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_boltbox"))
+        .args(["backup", "--to"])
+        .arg(&cli_dir)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("boltbox backup");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(said.contains("store commit"), "{said}");
+    let files: Vec<_> =
+        std::fs::read_dir(&cli_dir).expect("cli dir").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let online = open_backup(
+        std::sync::Arc::new(std::fs::read(&files[0]).expect("read")),
+        &seed,
+        &Workers(runtime.handle().clone()),
+        &mut |_| {},
+    )
+    .expect("the CLI's backup checks out");
+    assert!(online.header.commit_counter >= contents.header.commit_counter);
+
+    run.sigterm();
+    wait_screen(&mut link, "shutdown", "safe to", SHUTDOWN);
+    assert!(run.wait_exit(SHUTDOWN), "boltbox run exits 0");
+}
