@@ -6,14 +6,15 @@
 //!    bigger card). Its boot partition's `boltbox.toml` is replaced (mtools) by one with an
 //!    alias, regtest against a bitcoind on the host (the guest reaches the host's loopback as
 //!    10.0.2.2) and the link board.
-//! 2. First boot: the home screen shows the alias (the boot-to-ready time is measured up to
-//!    it); A pages through every screen; the network screen gives the node id; holding A and
-//!    confirming shuts down: "shutting down", then "safe to unplug", and QEMU exits by itself
-//!    (the guest powered off).
-//! 3. The data partition filled the enlarged disk, and its filesystem with it; the USB stick
-//!    plugged in during the boot (one ext4 partition) was mounted for boltbox: it holds a
-//!    `boltbox-backups` directory owned by boltbox, and in it the file the service wrote from
-//!    its sandbox ([`STICK_PROBE`]).
+//! 2. First boot, with a USB stick (one FAT32 partition, on QEMU's xHCI): the home screen
+//!    shows the alias (the boot-to-ready time is measured up to it); A pages through every
+//!    screen; the network screen gives the node id; holding B and confirming writes a backup to
+//!    the stick, and the OLED says "backup OK — remove the stick" once the image's root helper
+//!    unmounted it; holding A and confirming shuts down: "shutting down", then "safe to
+//!    unplug", and QEMU exits by itself (the guest powered off).
+//! 3. The data partition filled the enlarged disk, and its filesystem with it; the stick holds
+//!    one backup, which opens with the seed read from the data partition (mtools and debugfs,
+//!    no mounts) and is of this node.
 //! 4. Second boot of the same disk: the same node id, and a safe shutdown again.
 //!
 //! Every wait has a deadline; on failure the error names the step, the last caption and the
@@ -25,12 +26,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use boltbox_board::{Button, LinkClient, LinkFrame};
+use boltbox_node::Seed;
+use boltbox_node::backup::{Workers, open_backup};
 use boltbox_tests::BitcoinD;
 
 use crate::disk::{self, Partition};
 use crate::process::{output, run, stream};
-use crate::{BOLTBOX_ID, BOOT_LABEL, DATA_LABEL, ImageError, io_error};
+use crate::{BOOT_LABEL, DATA_LABEL, ImageError, io_error};
 
 /// How much bigger than the image the test's "card" is.
 const ENLARGE: u64 = 1024 * 1024 * 1024;
@@ -53,8 +58,10 @@ const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
 const LINK_PORT: &str = "boltbox.link";
 /// The alias the test sets in boltbox.toml.
 const ALIAS: &str = "qemu-boot-test";
-/// The USB stick: one ext4 partition of this size at 1 MiB.
-const STICK_SIZE: u64 = 16 * 1024 * 1024;
+/// The USB stick: one FAT32 partition of this size at 1 MiB (FAT32 needs 65,525 clusters).
+const STICK_SIZE: u64 = 64 * 1024 * 1024;
+/// Snapshot, seal, write, read back and verify a backup, then unmount the stick, under TCG.
+const BACKUP: Duration = Duration::from_secs(300);
 /// The screens A pages through, from home back to home.
 const PAGES: &[&str] = &["channels", "earnings", "network", "system", "alerts", "home"];
 
@@ -122,15 +129,9 @@ fn boot_files(disk: &Path, boot: &Partition, dir: &Path) -> Result<(PathBuf, Pat
     Ok((kernel, initrd, cmdline))
 }
 
-/// A file the service writes on the stick, from inside its sandbox: the test's power-off
-/// command creates it just before the image's power-off request (until the appliance's backup
-/// writes there itself, this is what shows the sandbox lets boltbox write to a stick).
-const STICK_PROBE: &str = "/run/boltbox/usb/sda1/boltbox-backups/written-by-boltbox";
-
 /// The test's boltbox.toml: regtest against the host's bitcoind, the link board on the virtio
-/// port, the image's own power-off request (after touching [`STICK_PROBE`]), no idle dimming
-/// (a press on a dim screen only
-/// wakes it).
+/// port, the image's own power-off request and USB sticks, no idle dimming (a press on a dim
+/// screen only wakes it).
 fn test_config(bitcoind: &BitcoinD) -> String {
     format!(
         "[node]\nnetwork = \"regtest\"\nalias = \"{ALIAS}\"\nlisten = [\"0.0.0.0:9735\"]\n\n\
@@ -138,7 +139,7 @@ fn test_config(bitcoind: &BitcoinD) -> String {
          rpc_user = \"{}\"\nrpc_password = \"{}\"\n\n\
          [board]\nboard = \"link:/dev/virtio-ports/{LINK_PORT}\"\n\n\
          [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
-         [power]\noff_command = [\"/usr/bin/touch\", \"{STICK_PROBE}\", \"/run/boltbox/poweroff\"]\n\n\
+         [power]\noff_command = [\"/usr/bin/touch\", \"/run/boltbox/poweroff\"]\n\n\
          [system]\nhostname = \"boltbox-qemu\"\n",
         bitcoind.rpc_port(),
         bitcoind.rpc_user(),
@@ -302,14 +303,15 @@ fn node_id(network: &LinkFrame) -> Option<String> {
 }
 
 /// One boot: home screen with the alias, A through every page (the node id from the network
-/// screen), then hold A, confirm, "safe to unplug", and QEMU exits. Returns (boot-to-ready,
-/// node id).
+/// screen), with `backup` hold B and confirm (a backup to the stick, which is then unmounted),
+/// then hold A, confirm, "safe to unplug", and QEMU exits. Returns (boot-to-ready, node id).
 fn boot_once(
     disk: &Path,
     stick: &Path,
     boot: &(PathBuf, PathBuf, String),
     dir: &Path,
     run_name: &str,
+    backup: bool,
 ) -> Result<(Duration, String), ImageError> {
     let mut guest = Guest::start(disk, stick, boot, dir, run_name)?;
     let mut link = guest.link(&dir.join(format!("{run_name}.link.sock")))?;
@@ -328,6 +330,25 @@ fn boot_once(
     let id =
         id.ok_or_else(|| guest.failed("reading the node id", "the network screen shows no `qr` line"))?;
     println!("boot-test: {run_name}: A paged through {}; node id {id}", PAGES.join(", "));
+
+    if backup {
+        link.send_edge(Button::B, true).map_err(|e| guest.failed("holding B", e))?;
+        wait_screen(&mut guest, &mut link, "backup confirm", "press B again", SCREEN)?;
+        link.send_edge(Button::B, false).map_err(|e| guest.failed("releasing B", e))?;
+        std::thread::sleep(BETWEEN_PRESSES);
+        link.press(Button::B, SHORT_PRESS).map_err(|e| guest.failed("confirming with B", e))?;
+        let done = wait_screen(&mut guest, &mut link, "backup", "backup OK", BACKUP)?;
+        // "remove the stick": the image's root helper unmounted it at boltbox's request.
+        if !done.caption.contains("remove the stick sda1") {
+            return Err(guest.failed("the backup's last screen", format!("it reads {:?}", done.caption)));
+        }
+        println!(
+            "boot-test: {run_name}: hold B + B: {:?}",
+            done.caption.lines().collect::<Vec<_>>().join(" · ")
+        );
+        link.press(Button::A, SHORT_PRESS).map_err(|e| guest.failed("pressing A", e))?;
+        wait_screen(&mut guest, &mut link, "home", ALIAS, SCREEN)?;
+    }
 
     link.send_edge(Button::A, true).map_err(|e| guest.failed("holding A", e))?;
     wait_screen(&mut guest, &mut link, "shutdown confirm", "press A again", SCREEN)?;
@@ -361,44 +382,76 @@ fn partitions(disk: &Path) -> Result<[Partition; 3], ImageError> {
     }
 }
 
-/// A USB stick image: an MBR with one empty ext4 partition (the guest names it sda1).
+/// A USB stick image: an MBR with one empty FAT32 partition (the guest names it sda1).
 fn make_stick(dir: &Path) -> Result<(PathBuf, Partition), ImageError> {
-    let part = Partition { offset: 1024 * 1024, size: STICK_SIZE, kind: disk::TYPE_LINUX };
-    let fs = dir.join("stick.ext4");
-    disk::make_ext4(&fs, "BACKUP", STICK_SIZE, None)?;
+    let part = Partition { offset: 1024 * 1024, size: STICK_SIZE, kind: disk::TYPE_FAT32_LBA };
+    let fs = dir.join("stick.fat");
+    // One sector per cluster: enough clusters for FAT32 on a small stick.
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-s", "1", "-n", "BACKUP", "-C"])
+        .arg(&fs)
+        .arg((STICK_SIZE / 1024).to_string()))?;
     let stick = dir.join("stick.img");
     disk::assemble(&stick, &[(part, fs.as_path())], 0x5713_c000)?;
     std::fs::remove_file(&fs).map_err(io_error("removing the stick's filesystem file"))?;
     Ok((stick, part))
 }
 
-/// The stick was mounted for boltbox: its `boltbox-backups` directory exists, owned by
-/// boltbox, mode 0700, and holds the file the service wrote there from its sandbox (debugfs
-/// reads the filesystem without mounting it).
-fn check_stick(stick: &Path, part: &Partition, dir: &Path) -> Result<(), ImageError> {
-    let fs = dir.join("stick.ext4");
-    disk::extract(stick, part, &fs)?;
-    let stat = |path: &str| -> Result<String, ImageError> {
-        let text = output(Command::new("debugfs").args(["-R", &format!("stat {path}")]).arg(&fs), None)?;
-        Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
+/// After the guest is off, the backup the buttons wrote is on the stick and opens with the
+/// seed on the data partition (mtools and debugfs read both without mounting): the node's
+/// whole store, for node `id`. Returns (file name, bytes, entries).
+fn check_backup(
+    stick: &Path,
+    part: &Partition,
+    disk: &Path,
+    data: &Partition,
+    dir: &Path,
+    id: &str,
+) -> Result<(String, usize, usize), ImageError> {
+    let stick_fs = fat(stick, part);
+    let listing = output(disk::mtools("mdir").args(["-b", "-i", &stick_fs, "::/boltbox-backups"]), None)?;
+    let names: Vec<&str> = listing.lines().map(str::trim).filter(|l| l.ends_with(".bbk")).collect();
+    let [name] = names[..] else {
+        return Err(boot_error(
+            "the USB stick",
+            format!("not exactly one backup in boltbox-backups: {listing:?}"),
+        ));
     };
-    let owner = format!("User: {BOLTBOX_ID} Group: {BOLTBOX_ID}");
-    let backups = stat("/boltbox-backups")?;
-    if !backups.contains("Type: directory Mode: 0700") || !backups.contains(&owner) {
+    let file = dir.join("backup.bbk");
+    run(disk::mtools("mcopy").args(["-o", "-i", &stick_fs, name]).arg(&file))?;
+    let words = output(
+        Command::new("debugfs").args(["-R", "cat /seed.words"]).arg(format!(
+            "{}?offset={}",
+            disk.display(),
+            data.offset
+        )),
+        None,
+    )?;
+    let seed =
+        Seed::from_words(&words).map_err(|e| boot_error("the data partition's seed", e.to_string()))?;
+    let bytes = std::fs::read(&file).map_err(io_error("reading the backup"))?;
+    let size = bytes.len();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .map_err(io_error("starting a runtime to open the backup"))?;
+    let opened = open_backup(Arc::new(bytes), &seed, &Workers(runtime.handle().clone()), &mut |_| {});
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let contents =
+        opened.map_err(|e| boot_error("opening the backup with the node's seed", e.to_string()))?;
+    if contents.header.node_id != id || contents.snapshot.entries.is_empty() {
         return Err(boot_error(
-            "the USB stick",
-            format!("no boltbox-backups directory owned by boltbox (mode 0700) on it: {backups:?}"),
+            "the backup",
+            format!(
+                "it is of node {} with {} entries; the node is {id}",
+                contents.header.node_id,
+                contents.snapshot.entries.len()
+            ),
         ));
     }
-    let probe = STICK_PROBE.rsplit('/').next().unwrap_or(STICK_PROBE);
-    let written = stat(&format!("/boltbox-backups/{probe}"))?;
-    if !written.contains("Type: regular") || !written.contains(&owner) {
-        return Err(boot_error(
-            "the USB stick",
-            format!("the service could not write {STICK_PROBE} from its sandbox: {written:?}"),
-        ));
-    }
-    std::fs::remove_file(&fs).map_err(io_error("removing the stick's filesystem file"))
+    std::fs::remove_file(&file).map_err(io_error("removing the copied backup"))?;
+    let name = name.rsplit('/').next().unwrap_or(name).to_string();
+    Ok((name, size, contents.snapshot.entries.len()))
 }
 
 /// Runs the boot test on `image` (a `.img.xz` with its `.sha256` beside it), working in `dir`.
@@ -428,9 +481,11 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
     let accel = accel().1;
     println!("boot-test: qemu-system-aarch64 -M virt, {accel}, 2 CPUs, 1 GiB; work dir {}", dir.display());
     let (stick, stick_part) = make_stick(dir)?;
-    let (first_ready, first_id) = boot_once(&disk, &stick, &boot_files, dir, "boot1")?;
-    check_stick(&stick, &stick_part, dir)?;
-    println!("boot-test: the USB stick was mounted for boltbox, and boltbox wrote to it from its sandbox");
+    let (first_ready, first_id) = boot_once(&disk, &stick, &boot_files, dir, "boot1", true)?;
+    let (name, size, entries) = check_backup(&stick, &stick_part, &disk, &data, dir, &first_id)?;
+    println!(
+        "boot-test: the FAT32 stick holds {name} ({size} bytes): it opens with the node's seed from the data partition, {entries} store entries of node {first_id}"
+    );
 
     let [_, _, grown] = partitions(&disk)?;
     let disk_len = std::fs::metadata(&disk).map_err(io_error("reading the disk's size"))?.len();
@@ -459,7 +514,7 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
         disk_len >> 20
     );
 
-    let (second_ready, second_id) = boot_once(&disk, &stick, &boot_files, dir, "boot2")?;
+    let (second_ready, second_id) = boot_once(&disk, &stick, &boot_files, dir, "boot2", false)?;
     if second_id != first_id {
         return Err(boot_error("second boot", format!("node id {second_id}, was {first_id}")));
     }

@@ -25,7 +25,7 @@ pub const DATA_SIZE: u64 = 64 * MIB;
 pub const ROOT_HEADROOM: u64 = 512 * MIB;
 
 /// MBR partition type of the FAT32 boot partition.
-const TYPE_FAT32_LBA: u8 = 0x0c;
+pub const TYPE_FAT32_LBA: u8 = 0x0c;
 /// MBR partition type of a Linux filesystem.
 pub const TYPE_LINUX: u8 = 0x83;
 
