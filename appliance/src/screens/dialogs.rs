@@ -119,15 +119,18 @@ pub fn restore_progress(failed: Option<&str>) -> Rendered {
             c.text("restoring", BIG, 14, Align::Center);
             c.text("keep the stick in", SMALL, 50, Align::Center);
         }
-        Some(reason) => {
-            c.header("restore failed", "");
-            for (i, line) in wrap_lines(reason, 21, 3).iter().enumerate() {
-                c.text_in(line, BODY, 0, W, 13 + 13 * i as i32, Align::Left);
-            }
-            c.text_in("A: back", SMALL, 0, W, 54, Align::Right);
-        }
+        Some(reason) => failure(&mut c, "restore failed", reason),
     }
     c.done()
+}
+
+/// A failure's body: the title, the reason on up to three lines, and how to go back.
+fn failure(c: &mut Canvas, title: &str, reason: &str) {
+    c.header(title, "");
+    for (i, line) in wrap_lines(reason, 21, 3).iter().enumerate() {
+        c.text_in(line, BODY, 0, W, 13 + 13 * i as i32, Align::Left);
+    }
+    c.text_in("A: back", SMALL, 0, W, 54, Align::Right);
 }
 
 /// The backup gesture before the backup feature exists.
@@ -168,13 +171,7 @@ pub fn backup(progress: &BackupProgress) -> Rendered {
             };
             c.text(&last, SMALL, 53, Align::Center);
         }
-        BackupProgress::Failed { reason } => {
-            c.header("backup failed", "");
-            for (i, line) in wrap_lines(reason, 21, 3).iter().enumerate() {
-                c.text_in(line, BODY, 0, W, 13 + 13 * i as i32, Align::Left);
-            }
-            c.text_in("A: back", SMALL, 0, W, 54, Align::Right);
-        }
+        BackupProgress::Failed { reason } => failure(&mut c, "backup failed", reason),
     }
     c.done()
 }
