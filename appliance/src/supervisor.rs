@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use boltbox_board::buttons::monotonic;
 use boltbox_board::{
-    Board, BoardConfig, Buttons, ButtonsHealth, Display, DisplayHealth, GestureConfig, GestureMachine,
+    Board, BoardConfig, Buttons, ButtonsHealth, Display, DisplayHealth, Gesture, GestureConfig,
+    GestureMachine,
 };
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::{Alert, BoltNode, Seed, SeedError, Status};
@@ -296,22 +297,8 @@ fn offer_restore(
     let mut next_watchdog = Instant::now();
     let mut last_error = None;
     loop {
-        let mut got = Vec::new();
-        match board.buttons.next_edge(BUTTON_POLL) {
-            Ok(Some(edge)) => got.extend(machine.edge(edge)),
-            Ok(None) => {}
-            Err(e) => {
-                log_once(&mut last_error, format!("buttons: {e}"));
-                std::thread::sleep(BUTTON_POLL);
-            }
-        }
-        got.extend(machine.tick(monotonic()));
-        if let Some(interval) = notifier.watchdog {
-            if Instant::now() >= next_watchdog {
-                notifier.notify("WATCHDOG=1");
-                next_watchdog = Instant::now() + interval / 2;
-            }
-        }
+        let got = next_gestures(&mut *board.buttons, &mut machine, &mut last_error);
+        notifier.feed_watchdog(&mut next_watchdog);
         let words = offer.words.is_file();
         for gesture in got {
             match ui.gesture(gesture, words) {
@@ -553,24 +540,9 @@ impl DisplayLoop {
         };
         loop {
             let phase = self.shared.phase();
-            let mut gestures = Vec::new();
-            match self.buttons.next_edge(BUTTON_POLL) {
-                Ok(Some(edge)) => gestures.extend(self.gestures.edge(edge)),
-                Ok(None) => {}
-                Err(e) => {
-                    log_once(&mut last_error, format!("buttons: {e}"));
-                    // Failing buttons return at once; wait as a working source would have.
-                    std::thread::sleep(BUTTON_POLL);
-                }
-            }
-            gestures.extend(self.gestures.tick(monotonic()));
+            let gestures = next_gestures(&mut *self.buttons, &mut self.gestures, &mut last_error);
+            self.notifier.feed_watchdog(&mut next_watchdog);
             let now = Instant::now();
-            if let Some(interval) = self.notifier.watchdog {
-                if now >= next_watchdog {
-                    self.notifier.notify("WATCHDOG=1");
-                    next_watchdog = now + interval / 2;
-                }
-            }
             let last = matches!(phase, Phase::SafeToUnplug | Phase::Failed(_));
             // A new phase is drawn at once: the shutdown waits for "shutting down" to be shown.
             let new_phase =
@@ -662,6 +634,27 @@ impl DisplayLoop {
     }
 }
 
+/// Waits up to [`BUTTON_POLL`] for a button edge and returns the gestures it and the passing
+/// time make. A failing source is logged once per distinct error.
+fn next_gestures(
+    buttons: &mut dyn Buttons,
+    machine: &mut GestureMachine,
+    last_error: &mut Option<String>,
+) -> Vec<Gesture> {
+    let mut gestures = Vec::new();
+    match buttons.next_edge(BUTTON_POLL) {
+        Ok(Some(edge)) => gestures.extend(machine.edge(edge)),
+        Ok(None) => {}
+        Err(e) => {
+            log_once(last_error, format!("buttons: {e}"));
+            // Failing buttons return at once; wait as a working source would have.
+            std::thread::sleep(BUTTON_POLL);
+        }
+    }
+    gestures.extend(machine.tick(monotonic()));
+    gestures
+}
+
 /// The alerts for a display or buttons that do not work. An absent display cannot show its
 /// own alert; it is in the log, in `boltbox status`, and on the display once it is back.
 fn device_alerts(display: &DisplayHealth, buttons: &ButtonsHealth) -> Vec<Alert> {
@@ -717,6 +710,17 @@ impl Notifier {
             .filter(|usec| *usec > 0 && for_us && target.is_some())
             .map(Duration::from_micros);
         Notifier { target, watchdog }
+    }
+
+    /// Tells the watchdog we are alive when `next` is due, at half its interval.
+    fn feed_watchdog(&self, next: &mut Instant) {
+        if let Some(interval) = self.watchdog {
+            let now = Instant::now();
+            if now >= *next {
+                self.notify("WATCHDOG=1");
+                *next = now + interval / 2;
+            }
+        }
     }
 
     fn notify(&self, state: &str) {
