@@ -9,27 +9,17 @@
 
 use std::time::Duration;
 
-use boltbox_board::{Button, LinkClient, LinkFrame};
+use boltbox_board::{Button, LinkClient};
 use boltbox_node::backup::{Workers, open_backup};
 use boltbox_node::{Network, Seed};
 use boltbox_tests::BitcoinD;
 
 mod common;
-use common::{Appliance, link_appliance, screen};
+use common::{Appliance, BETWEEN_PRESSES, BOOT, SCREEN, SHORT_PRESS, SHUTDOWN, link_appliance, wait_screen};
 
 const ALIAS: &str = "backuptest";
-const SHORT_PRESS: Duration = Duration::from_millis(150);
-const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
-const BOOT: Duration = Duration::from_secs(120);
-const SCREEN: Duration = Duration::from_secs(15);
 /// Snapshot, write, fsync, read back and verify: a small regtest store takes well under this.
 const BACKUP: Duration = Duration::from_secs(60);
-const SHUTDOWN: Duration = Duration::from_secs(60);
-
-fn wait_screen(link: &mut LinkClient, name: &str, text: &str, timeout: Duration) -> LinkFrame {
-    link.wait_for_frame(timeout, |f| screen(f) == name && f.caption.contains(text))
-        .unwrap_or_else(|e| panic!("waiting for screen {name:?} showing {text:?}: {e}"))
-}
 
 /// Holds B until the confirmation shows, releases, and confirms with a short press of B.
 fn hold_b_and_confirm(link: &mut LinkClient) {

@@ -17,20 +17,9 @@ use boltbox_node::NodeEvent;
 use boltbox_tests::{BitcoinD, Deadline, TestNode};
 
 mod common;
-use common::{Appliance, link_appliance, screen};
+use common::{Appliance, BETWEEN_PRESSES, BOOT, SCREEN, SHORT_PRESS, SHUTDOWN, link_appliance, wait_screen};
 
 const ALIAS: &str = "linktest";
-/// A short press: longer than the 30 ms debounce, far shorter than the long press.
-const SHORT_PRESS: Duration = Duration::from_millis(150);
-/// A finger off the button between two presses: longer than the debounce, or the two presses
-/// are one (a release shorter than the debounce is contact bounce).
-const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
-/// Booting includes starting ldk-node and its first chain sync.
-const BOOT: Duration = Duration::from_secs(120);
-/// A screen change after a button press.
-const SCREEN: Duration = Duration::from_secs(15);
-/// Stopping the node, syncing, drawing the last frame.
-const SHUTDOWN: Duration = Duration::from_secs(60);
 
 /// Waits for a datagram on the pretend systemd's socket with the line `line`.
 fn wait_notify(socket: &UnixDatagram, line: &str, timeout: Duration) {
@@ -47,12 +36,6 @@ fn wait_notify(socket: &UnixDatagram, line: &str, timeout: Duration) {
             Err(e) => panic!("reading the notify socket: {e}"),
         }
     }
-}
-
-/// Waits for a frame of screen `name` whose caption contains `text`.
-fn wait_screen(link: &mut LinkClient, name: &str, text: &str, timeout: Duration) -> LinkFrame {
-    link.wait_for_frame(timeout, |f| screen(f) == name && f.caption.contains(text))
-        .unwrap_or_else(|e| panic!("waiting for screen {name:?} showing {text:?}: {e}"))
 }
 
 /// A short press of A, then the next status page `name`.

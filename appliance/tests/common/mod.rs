@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use boltbox_board::LinkFrame;
+use boltbox_board::{LinkClient, LinkFrame};
 use boltbox_node::NodeConfig;
 use boltbox_tests::{BitcoinD, Deadline, appliance_config, free_port, regtest_config, wait_until};
 
@@ -74,6 +74,24 @@ pub const WATCHDOG_USEC: &str = "1000000";
 /// Writes `boltbox.toml` for the link board at `socket` (see [`appliance_config`]).
 pub fn write_config(dir: &Path, node: &NodeConfig, socket: &Path) -> PathBuf {
     appliance_config(dir, node, &format!("board = \"link:{}\"\n", socket.display()))
+}
+
+/// A short press: longer than the 30 ms debounce, far shorter than the long press.
+pub const SHORT_PRESS: Duration = Duration::from_millis(150);
+/// A finger off the button between two presses: longer than the debounce, or the two presses
+/// are one (a release shorter than the debounce is contact bounce).
+pub const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
+/// Booting includes starting ldk-node and its first chain sync.
+pub const BOOT: Duration = Duration::from_secs(120);
+/// A screen change after a button press.
+pub const SCREEN: Duration = Duration::from_secs(15);
+/// Stopping the node, syncing, drawing the last frame.
+pub const SHUTDOWN: Duration = Duration::from_secs(60);
+
+/// Waits for a frame of screen `name` whose caption contains `text`.
+pub fn wait_screen(link: &mut LinkClient, name: &str, text: &str, timeout: Duration) -> LinkFrame {
+    link.wait_for_frame(timeout, |f| screen(f) == name && f.caption.contains(text))
+        .unwrap_or_else(|e| panic!("waiting for screen {name:?} showing {text:?}: {e}"))
 }
 
 /// The screen a frame shows: the caption's first line.
