@@ -13,7 +13,9 @@ use std::io::{BufRead, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use boltbox_node::unix_now;
 
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::backup::{
@@ -35,10 +37,6 @@ pub const STICK_DIR: &str = "boltbox-backups";
 const EJECT_WAIT: Duration = Duration::from_secs(20);
 /// Filesystems a stick may have on the device (statfs magic numbers): FAT, exFAT, ext2/3/4.
 const STICK_FILESYSTEMS: [i64; 3] = [0x4d44, 0x2011_bab0, 0xef53];
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// `HH:MM UTC` of Unix time `secs`.
 fn utc_clock(secs: u64) -> String {

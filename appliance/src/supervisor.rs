@@ -307,7 +307,7 @@ fn offer_restore(
                     return;
                 }
                 Some(Decision::Restore) => {
-                    let screen = ui.screen(offer, words, crate::backup::unix_now());
+                    let screen = ui.screen(offer, words, boltbox_node::unix_now());
                     if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
                         log_once(&mut last_error, format!("display: {e}"));
                     }
@@ -330,7 +330,7 @@ fn offer_restore(
                 None => {}
             }
         }
-        let screen = ui.screen(offer, words, crate::backup::unix_now());
+        let screen = ui.screen(offer, words, boltbox_node::unix_now());
         if drawn.as_ref() != Some(&screen) {
             if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
                 log_once(&mut last_error, format!("display: {e}"));

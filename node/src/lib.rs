@@ -17,7 +17,7 @@ pub use backup::BackupError;
 pub use config::{ChainSource, ChannelPolicy, ConfigError, Network, NodeConfig, PeerAddress};
 pub use error::Error;
 pub use events::NodeEvent;
-pub use node::{BoltNode, PaymentSummary, PeerSummary, Storage};
+pub use node::{BoltNode, PaymentSummary, PeerSummary, Storage, unix_now};
 pub use seed::{Seed, SeedError};
 pub use status::{Alert, ChannelSummary, Status};
 pub use store::{CommitLimits, Store, StoreError};

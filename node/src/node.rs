@@ -38,7 +38,8 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const PEER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 const PEER_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-fn unix_now() -> u64 {
+/// Now, in Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

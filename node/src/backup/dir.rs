@@ -17,13 +17,14 @@ use std::io::BufWriter;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::BackupError;
 use super::file::{BackupHeader, BackupInput, Workers, open_backup, write_backup};
 use crate::config::{Network, NodeConfig};
 use crate::seed::Seed;
 use crate::store::Store;
+use crate::unix_now;
 
 /// Backup files end in this.
 pub const EXTENSION: &str = "bbk";
@@ -166,10 +167,6 @@ fn rename_no_replace(from: &Path, to: &Path) -> Result<PathBuf, BackupError> {
         what: format!("renaming to {}", to.display()),
         source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "too many backups with this name"),
     })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Backs `source` up into `dir` (created if missing), keeping this node's newest `keep`

@@ -7,7 +7,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::BackupError;
 use super::file::BackupContents;
@@ -92,7 +91,7 @@ pub fn restore_backup(
     // simply replaced.
     let kept_older_store = match current {
         Some(_) => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let now = crate::unix_now();
             let aside = data_dir.join(format!("{STORE_FILE}.before-restore-{now}"));
             std::fs::rename(&store_path, &aside)
                 .map_err(BackupError::io(format!("moving the older store to {}", aside.display())))?;
