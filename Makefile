@@ -12,7 +12,7 @@ AARCH64 := aarch64-unknown-linux-gnu
 # Pure-logic crates whose tests also run on aarch64 under qemu-user.
 AARCH64_TEST_PACKAGES := -p boltbox-board -p boltbox-executor
 
-.PHONY: all setup test test-unit test-regtest test-demo demo-build test-aarch64 test-image lint aarch64 demo image bench help
+.PHONY: all setup test test-cargo test-unit test-regtest test-demo demo-build test-aarch64 test-image lint aarch64 demo image bench help
 
 help:
 	@echo "make test      run every test tier (unit, regtest, aarch64 under qemu-user, image)"
@@ -21,12 +21,19 @@ help:
 	@echo "make aarch64   cross-build the release boltbox binary for the board"
 	@echo "make bench     run the benchmarks"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
-	@echo "tiers: make test-unit | test-regtest | test-demo | test-aarch64 | test-image"
+	@echo "tiers: make test-unit | test-regtest | test-demo | test-aarch64 | test-image (test-cargo: unit and regtest)"
 
 setup:
-	scripts/setup.sh base cross bitcoind
+	scripts/setup.sh base cross bitcoind electrs
 
-test: lint test-unit test-regtest test-demo test-aarch64 test-image
+# Tiers 1 and 2 run in one cargo invocation: the same package selection builds the dependency
+# graph once for every test binary and the demo (a different selection unifies other features
+# and builds it again).
+test: lint test-cargo test-demo test-aarch64 test-image
+
+test-cargo:
+	scripts/setup.sh base bitcoind electrs
+	cargo test --workspace --locked
 
 lint:
 	scripts/setup.sh base
@@ -36,12 +43,12 @@ lint:
 # Tier 1: unit tests in each crate (the appliance's supervisor test runs the real binary
 # against a regtest bitcoind, so it is provisioned here too).
 test-unit:
-	scripts/setup.sh base bitcoind
+	scripts/setup.sh base bitcoind electrs
 	cargo test --workspace --locked --exclude boltbox-tests
 
-# Tier 2: nodes against a real bitcoind on regtest.
+# Tier 2: nodes against a real bitcoind (and an Electrum server) on regtest.
 test-regtest:
-	scripts/setup.sh base bitcoind
+	scripts/setup.sh base bitcoind electrs
 	cargo test --locked -p boltbox-tests
 
 # Tier 3: the pure-logic crates' tests, cross-built and run under qemu-user.
@@ -52,7 +59,7 @@ test-aarch64:
 # Tier 4: the image, built and boot-tested in QEMU: booted twice from its own kernel and
 # initramfs, driven through the link board against a regtest bitcoind on the host (docs/IMAGE.md).
 test-image: image
-	scripts/setup.sh base bitcoind image
+	scripts/setup.sh base bitcoind electrs image
 	cargo run --locked -p boltbox-image -- boot-test
 
 aarch64:
@@ -66,9 +73,11 @@ aarch64:
 # --for-secs N (then a safe shutdown), --keep (keep data dirs and logs), --check.
 DEMO := $(CARGO_TARGET_DIR)/debug/examples/demo
 
+# Built as `make test` builds it (cargo test builds examples), so that the test run and the
+# demo share one build.
 demo-build:
 	scripts/setup.sh base bitcoind
-	cargo build --locked -p boltbox --bin boltbox --example demo
+	cargo test --workspace --locked --no-run
 
 demo: demo-build
 	$(DEMO) $(DEMO_ARGS)

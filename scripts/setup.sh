@@ -3,6 +3,7 @@
 #   scripts/setup.sh base      Debian build tools for the host
 #   scripts/setup.sh cross     aarch64 rustup target, cross gcc, qemu-user, binfmt
 #   scripts/setup.sh bitcoind  Bitcoin Knots from Debian sid into the cache (scripts/bitcoind.sh)
+#   scripts/setup.sh electrs   the electrs Electrum server, built once into the cache (scripts/electrs.sh)
 #   scripts/setup.sh image     what builds and boots the image: mmdebstrap, filesystem tools,
 #                              qemu-system-aarch64 (plus the cross step: binfmt for the arm64 root)
 # A second run finds everything in place and installs nothing.
@@ -65,6 +66,13 @@ setup_bitcoind() {
     "$here/bitcoind.sh" provision
 }
 
+# electrs builds RocksDB (C++, with build-essential) and its bindings with bindgen (libclang).
+setup_electrs() {
+    setup_base
+    apt_install libclang-dev
+    "$here/electrs.sh" provision
+}
+
 # The image (docs/IMAGE.md): mmdebstrap makes the arm64 root (arch-test checks that binfmt runs
 # it), mkfs.vfat/mtools and mkfs.ext4 make the filesystems without mounting them, xz packs the
 # image, qemu-system-aarch64 boots it in the boot test.
@@ -78,7 +86,8 @@ for what in "${@:-base}"; do
         base) setup_base ;;
         cross) setup_cross ;;
         bitcoind) setup_bitcoind ;;
+        electrs) setup_electrs ;;
         image) setup_image ;;
-        *) log "unknown setup step '$what' (base, cross, bitcoind, image)"; exit 2 ;;
+        *) log "unknown setup step '$what' (base, cross, bitcoind, electrs, image)"; exit 2 ;;
     esac
 done

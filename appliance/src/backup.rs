@@ -8,9 +8,8 @@
 //! name is written to that file and boltbox waits for the stick to be unmounted. Several sticks:
 //! the first by name, and the OLED says which.
 
-use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -19,10 +18,10 @@ use boltbox_node::unix_now;
 
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::backup::{
-    self, BackupContents, BackupError, BackupHeader, RestoreReport, Workers, Written,
+    self, BackupContents, BackupError, BackupHeader, DataDirStore, RestoreReport, Workers, Written,
 };
-use boltbox_node::node::STORE_FILE;
-use boltbox_node::{Alert, BoltNode, Seed, SeedError, Store, StoreError};
+use boltbox_node::datadir::STORE_FILE;
+use boltbox_node::{Alert, NodeConfig, Seed, SeedError, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AppConfig, BackupSettings, ConfigError};
@@ -77,22 +76,24 @@ impl LastBackup {
         }
     }
 
-    /// The record in `data_dir`, if there is a readable one.
+    /// The record in `data_dir`, if there is a readable one; an unreadable one is logged.
     pub fn load(data_dir: &Path) -> Option<LastBackup> {
         let path = data_dir.join(LAST_BACKUP_FILE);
-        let text = std::fs::read(&path).ok()?;
-        serde_json::from_slice(&text).map_err(|e| tracing::warn!("ignoring {}: {e}", path.display())).ok()
+        let bytes = match boltbox_node::files::read_untrusted(&path, 64 * 1024) {
+            Ok(bytes) => bytes,
+            Err(e) if e.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => return None,
+            Err(e) => {
+                tracing::warn!("cannot read the last backup's record: {e}");
+                return None;
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| tracing::warn!("ignoring {}: {e}", path.display())).ok()
     }
 
-    /// Stores the record in `data_dir` (temporary file, fsync, rename, fsync of the dir).
+    /// Stores the record in `data_dir` (0600, given to the data dir's owner, atomically).
     pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
-        let path = data_dir.join(LAST_BACKUP_FILE);
-        let tmp = data_dir.join(format!("{LAST_BACKUP_FILE}.tmp"));
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        file.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        File::open(data_dir)?.sync_all()
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        boltbox_node::files::write_private_atomic(&data_dir.join(LAST_BACKUP_FILE), &bytes)
     }
 }
 
@@ -118,9 +119,9 @@ pub enum StickError {
     /// The stick went away while the backup was being written.
     #[error("USB stick {0} was removed during the backup: retry")]
     Removed(String),
-    /// A backup is possible only once the node runs.
-    #[error("the node is still starting: try again soon")]
-    NodeNotRunning,
+    /// There is no node state to back up (the store is missing or damaged).
+    #[error("no node state to back up yet")]
+    NoStore,
     /// The node's seed could not be read.
     #[error("cannot read the seed: {0}")]
     Seed(#[from] SeedError),
@@ -224,15 +225,44 @@ fn eject(request: &Path, stick: &Stick) -> bool {
     true
 }
 
+/// What a backup is made of: the open store and what names it.
+#[derive(Debug, Clone)]
+pub struct BackupTarget {
+    /// The node's open store (running or not).
+    pub store: Store,
+    /// The node's seed.
+    pub seed: Seed,
+    /// The node's config (its secrets are not written).
+    pub config: NodeConfig,
+    /// The node id (hex).
+    pub node_id: String,
+    /// Where chunks are sealed.
+    pub workers: Workers,
+}
+
+impl BackupTarget {
+    fn source(&self) -> backup::BackupSource<'_> {
+        backup::BackupSource {
+            store: &self.store,
+            seed: &self.seed,
+            config: &self.config,
+            node_id: &self.node_id,
+            workers: self.workers.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     progress: Option<BackupProgress>,
     running: bool,
     last: Option<LastBackup>,
+    target: Option<BackupTarget>,
 }
 
-/// Backups to sticks for the running appliance: one at a time, on a thread of their own; the
-/// display thread only reads their progress.
+/// Backups for the running appliance, one at a time: the button's on a thread of its own (the
+/// display thread only reads their progress), the control socket's on its caller's thread after
+/// any running one. The shutdown waits for them.
 #[derive(Debug)]
 pub struct BackupService {
     settings: BackupSettings,
@@ -264,6 +294,16 @@ impl BackupService {
         self.state().progress = Some(progress);
     }
 
+    /// What backups are made of from now on; none while no store is open.
+    pub fn set_target(&self, target: Option<BackupTarget>) {
+        self.state().target = target;
+    }
+
+    /// Whether there is a store to back up.
+    pub fn available(&self) -> bool {
+        self.state().target.is_some()
+    }
+
     /// The running or last backup's progress.
     pub fn progress(&self) -> Option<BackupProgress> {
         self.state().progress.clone()
@@ -274,7 +314,7 @@ impl BackupService {
         self.state().last.as_ref().map(|l| Duration::from_secs(unix_now().saturating_sub(l.at)))
     }
 
-    /// Reads the record again (a backup made through the control socket writes it too).
+    /// Reads the record again (a backup made by the CLI offline writes it too).
     pub fn reload(&self) {
         let last = LastBackup::load(&self.data_dir);
         self.state().last = last;
@@ -287,7 +327,7 @@ impl BackupService {
             return None;
         }
         match self.last_backup_age() {
-            Some(age) if age.as_secs() > limit_days * 86_400 => {
+            Some(age) if age.as_secs() > limit_days.saturating_mul(86_400) => {
                 let days = age.as_secs() / 86_400;
                 Some(Alert::Device {
                     headline: format!("backup {days} d old"),
@@ -303,8 +343,8 @@ impl BackupService {
         }
     }
 
-    /// Records a verified backup (made here or through the control socket).
-    pub fn record(&self, written: &Written) {
+    /// Records a verified backup.
+    fn record(&self, written: &Written) {
         let last = LastBackup::of(written);
         if let Err(e) = last.save(&self.data_dir) {
             tracing::warn!("cannot record the backup in {}: {e}", self.data_dir.display());
@@ -312,9 +352,9 @@ impl BackupService {
         self.state().last = Some(last);
     }
 
-    /// Starts a backup of `node` to a stick on a thread of its own, unless one is running.
-    pub fn start(self: &Arc<Self>, node: Option<Arc<BoltNode>>) {
-        {
+    /// Starts a backup to a stick on a thread of its own, unless one is running.
+    pub fn start(self: &Arc<Self>) {
+        let target = {
             let mut state = self.state();
             if state.running {
                 tracing::info!("a backup is already running");
@@ -322,12 +362,13 @@ impl BackupService {
             }
             state.running = true;
             state.progress = Some(BackupProgress::Running { percent: 0, stick: None });
-        }
+            state.target.clone()
+        };
         let service = Arc::clone(self);
         let spawned = std::thread::Builder::new().name("backup".into()).spawn(move || {
-            let outcome = match node {
-                Some(node) => service.to_stick(&node),
-                None => Err(StickError::NodeNotRunning),
+            let outcome = match target {
+                Some(target) => service.to_stick(&target),
+                None => Err(StickError::NoStore),
             };
             let progress = match outcome {
                 Ok(done) => done,
@@ -336,16 +377,54 @@ impl BackupService {
                     BackupProgress::Failed { reason: e.to_string() }
                 }
             };
-            let mut state = service.state();
-            state.progress = Some(progress);
-            state.running = false;
-            service.idle.notify_all();
+            service.finish(Some(progress));
         });
         if let Err(e) = spawned {
-            let mut state = self.state();
-            state.running = false;
-            state.progress = Some(BackupProgress::Failed { reason: format!("cannot start the backup: {e}") });
+            self.finish(Some(BackupProgress::Failed { reason: format!("cannot start the backup: {e}") }));
         }
+    }
+
+    fn finish(&self, progress: Option<BackupProgress>) {
+        let mut state = self.state();
+        if progress.is_some() {
+            state.progress = progress;
+        }
+        state.running = false;
+        self.idle.notify_all();
+    }
+
+    /// Backs up into `to` now, on this thread, after any backup that runs (the control socket's
+    /// `backup`). `seen_as` is the directory's (device, inode) as the caller sees it: a directory
+    /// the service sees differently (its private /tmp) is refused, naming `writable`.
+    pub fn run_now(
+        &self,
+        to: &Path,
+        keep: usize,
+        seen_as: (u64, u64),
+        writable: &str,
+    ) -> Result<BackupSummary, CommandError> {
+        let target = {
+            let state = self.state();
+            let mut state = self.idle.wait_while(state, |s| s.running).unwrap_or_else(|p| p.into_inner());
+            state.running = true;
+            state.target.clone()
+        };
+        let result = (|| {
+            let target = target.ok_or(CommandError::NoStore)?;
+            let here = std::fs::metadata(to).map(|m| (m.dev(), m.ino())).ok();
+            if here != Some(seen_as) {
+                return Err(CommandError::NotVisible {
+                    to: to.to_path_buf(),
+                    writable: writable.to_string(),
+                });
+            }
+            let written = backup::backup_to_dir(&target.source(), to, keep, &mut |_| {})?;
+            log_written(&written);
+            self.record(&written);
+            Ok(BackupSummary::of(&written))
+        })();
+        self.finish(None);
+        result
     }
 
     /// Waits up to `timeout` for a running backup to end; true if none runs.
@@ -356,25 +435,18 @@ impl BackupService {
         !state.running
     }
 
-    fn to_stick(&self, node: &BoltNode) -> Result<BackupProgress, StickError> {
+    fn to_stick(&self, target: &BackupTarget) -> Result<BackupProgress, StickError> {
         let device = self.eject_request.is_some();
         let stick = find_stick(&self.settings.sticks, device)?;
         tracing::info!("backing up to USB stick {} ({})", stick.name, stick.path.display());
         let name = Some(stick.name.clone());
         self.set_progress(BackupProgress::Running { percent: 0, stick: name.clone() });
-        let seed = Seed::load(&self.data_dir)?.ok_or_else(|| {
-            StickError::Seed(SeedError::Io {
-                path: self.data_dir.join(boltbox_node::seed::SEED_FILE),
-                source: std::io::ErrorKind::NotFound.into(),
-            })
-        })?;
         let dir = stick.path.join(STICK_DIR);
-        let written = node
-            .backup_to_dir(&seed, &dir, self.settings.keep, &mut |percent| {
-                // 100% only once the stick is unmounted.
-                self.set_progress(BackupProgress::Running { percent: percent.min(99), stick: name.clone() });
-            })
-            .map_err(|e| classify(e, &stick, device))?;
+        let written = backup::backup_to_dir(&target.source(), &dir, self.settings.keep, &mut |percent| {
+            // 100% only once the stick is unmounted.
+            self.set_progress(BackupProgress::Running { percent: percent.min(99), stick: name.clone() });
+        })
+        .map_err(|e| classify(e, &stick, device))?;
         log_written(&written);
         self.record(&written);
         let ejected = match &self.eject_request {
@@ -439,6 +511,19 @@ pub enum CommandError {
     /// The owner did not confirm the restore.
     #[error("restore not confirmed: nothing was changed")]
     NotConfirmed,
+    /// The service has no node state to back up (its store is missing or damaged).
+    #[error("the service has no node state to back up yet")]
+    NoStore,
+    /// The directory is not the same for the service (systemd gives it a private /tmp).
+    #[error(
+        "{to} is not the same directory for the boltbox service (it has a private /tmp and a read-only system): back up to {writable}"
+    )]
+    NotVisible {
+        /// The directory asked for.
+        to: PathBuf,
+        /// Where the service can write.
+        writable: String,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CommandError {
@@ -479,29 +564,15 @@ impl BackupSummary {
     }
 }
 
-/// Backs up the running node through the control socket (the service's side).
-pub fn backup_running(node: &BoltNode, to: &Path, keep: usize) -> Result<BackupSummary, CommandError> {
-    let data_dir = &node.config().data_dir;
-    let seed = Seed::load(data_dir)?.ok_or_else(|| CommandError::NoSeed(data_dir.clone()))?;
-    let written = node.backup_to_dir(&seed, to, keep, &mut |_| {})?;
-    log_written(&written);
-    let last = LastBackup::of(&written);
-    if let Err(e) = last.save(data_dir) {
-        tracing::warn!("cannot record the backup: {e}");
-    }
-    Ok(BackupSummary::of(&written))
-}
-
 /// Backs up a stopped node by opening its store directly.
 pub fn backup_offline(config: &AppConfig, to: &Path, keep: usize) -> Result<BackupSummary, CommandError> {
     let node = &config.node;
     let seed = Seed::load(&node.data_dir)?.ok_or_else(|| CommandError::NoSeed(node.data_dir.clone()))?;
     let path = node.data_dir.join(STORE_FILE);
-    if !path.exists() {
-        return Err(CommandError::NoSeed(node.data_dir.clone()));
-    }
-    let store = Store::open(&path).map_err(|e| match e {
-        StoreError::Open { path, source } => BackupError::StoreInUse { path, reason: source.to_string() },
+    let store = Store::open_existing(&path).map_err(|e| match e {
+        StoreError::InUse { path } => {
+            BackupError::StoreInUse { path, reason: "another process has it open".into() }
+        }
         other => BackupError::Store(other),
     })?;
     let runtime = cli_runtime()?;
@@ -539,14 +610,19 @@ pub struct RestoreOptions {
 pub const CONFIRM_WORD: &str = "restore";
 
 /// The restore's story before anything is done: what the backup is, how old, and the warning.
-fn describe(header: &BackupHeader, data_dir: &Path, current: Option<u64>) -> String {
+fn describe(header: &BackupHeader, data_dir: &Path, current: &DataDirStore) -> String {
     let age = Duration::from_secs(unix_now().saturating_sub(header.created_at));
     let state = match current {
-        None => "empty (no store)".to_string(),
-        Some(c) => format!("holds an older store at commit {c} (it is kept aside)"),
+        DataDirStore::None => "empty (no store)".to_string(),
+        DataDirStore::Damaged { reason } => format!("holds a damaged store ({reason}); it is set aside"),
+        DataDirStore::Sound { empty: true, .. } => "holds an empty store; it is set aside".to_string(),
+        DataDirStore::Sound { commit_counter, identity, .. } => format!(
+            "holds a store at commit {commit_counter} of lineage {}; an older one is set aside",
+            identity.lineage_id
+        ),
     };
     format!(
-        "backup of node {} on {}\n  made {} ({} ago) by boltbox {}\n  store commit counter {}\n\
+        "backup of node {} on {}\n  made {} ({} ago) by boltbox {}\n  store commit counter {} of lineage {}\n\
          data dir {}: {state}\n\n\
          WARNING: this node's channels go back to their state at the time of the backup. Any\n\
          channel that changed since (a payment, a forward, a fee update) is out of date: its peer\n\
@@ -558,6 +634,7 @@ fn describe(header: &BackupHeader, data_dir: &Path, current: Option<u64>) -> Str
         crate::screens::short_duration(age),
         header.boltbox_version,
         header.commit_counter,
+        header.lineage_id.as_deref().unwrap_or("(none: an older backup)"),
         data_dir.display(),
     )
 }
@@ -569,7 +646,12 @@ fn seed_from_file(path: &Path) -> Result<Seed, CommandError> {
     if mode & 0o077 != 0 {
         return Err(SeedError::Permissions(path.to_path_buf(), mode).into());
     }
-    let words = std::fs::read_to_string(path).map_err(io(format!("seed file {}", path.display())))?;
+    let words = boltbox_node::files::read_untrusted(path, 4096).map_err(|e| CommandError::Io {
+        what: format!("seed file {}", path.display()),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let words =
+        String::from_utf8(words).map_err(|_| SeedError::Invalid("the seed file is not text".into()))?;
     Ok(Seed::from_words(&words)?)
 }
 
@@ -603,14 +685,25 @@ pub fn restore(
     out: &mut dyn Write,
 ) -> Result<RestoreReport, CommandError> {
     let node = &config.node;
-    let file = std::fs::read(&options.backup).map_err(io(format!("reading {}", options.backup.display())))?;
+    let file = boltbox_node::files::read_untrusted(&options.backup, backup::MAX_BACKUP_BYTES).map_err(
+        |e| match e {
+            boltbox_node::files::UntrustedError::Io(source) => {
+                CommandError::Io { what: "reading the backup".into(), source }
+            }
+            other => CommandError::Io {
+                what: "reading the backup".into(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        },
+    )?;
     let (header, _) = backup::read_header(&file)?;
-    let current = backup::store_counter(&node.data_dir)?;
-    let say = |out: &mut dyn Write, text: &str| out.write_all(text.as_bytes()).map_err(io("writing"));
-    say(out, &describe(&header, &node.data_dir, current))?;
-    if let Some(counter) = current.filter(|c| *c >= header.commit_counter) {
-        return Err(BackupError::NotOlder { backup: header.commit_counter, data_dir: counter }.into());
+    if node.data_dir.is_dir() {
+        backup::recover_restore(&node.data_dir).map_err(io("settling an interrupted restore"))?;
     }
+    let current = backup::data_dir_store(&node.data_dir)?;
+    let say = |out: &mut dyn Write, text: &str| out.write_all(text.as_bytes()).map_err(io("writing"));
+    say(out, &describe(&header, &node.data_dir, &current))?;
+    backup::check_stale(&header, &current)?;
     if header.network != node.network {
         return Err(BackupError::NetworkMismatch { backup: header.network, config: node.network }.into());
     }
@@ -649,7 +742,7 @@ pub fn restore(
             report
                 .kept_older_store
                 .as_ref()
-                .map(|p| format!("The older store was kept as {}.\n", p.display()))
+                .map(|p| format!("The store that was there is kept as {}.\n", p.display()))
                 .unwrap_or_default(),
         ),
     )?;

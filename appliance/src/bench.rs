@@ -22,6 +22,9 @@ pub enum BenchError {
     /// The engine benchmark failed.
     #[error("engine benchmark: {0}")]
     Engine(#[from] boltbox_executor::bench::BenchError),
+    /// The measurement time is not a duration.
+    #[error("{0} seconds is not a time a measurement can take")]
+    Seconds(f64),
 }
 
 /// How to run the benchmarks.
@@ -39,11 +42,14 @@ pub struct BenchOptions {
 
 /// Runs both benchmarks and returns the two tables.
 pub fn run(options: &BenchOptions) -> Result<String, BenchError> {
+    let per_measurement = Duration::try_from_secs_f64(options.seconds)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
+        .ok_or(BenchError::Seconds(options.seconds))?;
     let store_err = |source| BenchError::Store { dir: options.dir.clone(), source };
     let scratch =
         tempfile::Builder::new().prefix("boltbox-bench-").tempdir_in(&options.dir).map_err(store_err)?;
-    let rows = store_bench(scratch.path(), &options.writers, Duration::from_secs_f64(options.seconds))
-        .map_err(store_err)?;
+    let rows = store_bench(scratch.path(), &options.writers, per_measurement).map_err(store_err)?;
     let mut out =
         format_store_table(&format!("store on {}: durable 1 KiB writes/s", options.dir.display()), &rows);
     out.push('\n');
@@ -66,5 +72,13 @@ mod tests {
         };
         let err = run(&options).expect_err("no such dir");
         assert!(err.to_string().contains("/nonexistent/boltbox-bench"), "{err}");
+    }
+
+    #[test]
+    fn a_measurement_time_that_is_no_duration_is_an_error_not_a_panic() {
+        for seconds in [1e20, -1.0, 0.0, f64::NAN, f64::INFINITY, 3601.0] {
+            let options = BenchOptions { dir: std::env::temp_dir(), seconds, writers: vec![1], cores: 1 };
+            assert!(matches!(run(&options), Err(BenchError::Seconds(_))), "{seconds}");
+        }
     }
 }

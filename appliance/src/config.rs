@@ -178,13 +178,29 @@ impl BackupSettings {
 }
 
 /// `[system]`: the OS settings of the boltbox image (host name, network, Wi-Fi, SSH). The
-/// image's `boltbox-setup` validates and applies them at boot; boltbox accepts and ignores them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SystemSection;
+/// image's `boltbox-setup` validates and applies them at boot; boltbox keeps only the Wi-Fi
+/// network's name, to say why there is no network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemSection {
+    wifi_ssid: Option<String>,
+}
+
+impl SystemSection {
+    /// The SSID of `[system.wifi]`, if Wi-Fi is configured.
+    pub fn wifi_ssid(&self) -> Option<String> {
+        self.wifi_ssid.clone()
+    }
+}
 
 impl<'de> Deserialize<'de> for SystemSection {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(deserializer).map(|_| SystemSection)
+        let table = toml::Table::deserialize(deserializer)?;
+        let wifi_ssid = table
+            .get("wifi")
+            .and_then(|wifi| wifi.get("ssid"))
+            .and_then(|ssid| ssid.as_str())
+            .map(|ssid| ssid.chars().take(32).collect());
+        Ok(SystemSection { wifi_ssid })
     }
 }
 
@@ -218,7 +234,8 @@ impl AppConfig {
 
     /// Parses and validates the text of a config file.
     pub fn parse(text: &str) -> Result<AppConfig, ConfigError> {
-        let config: AppConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let mut config: AppConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        config.node.resolve_default_chain();
         config.validate()?;
         Ok(config)
     }
@@ -276,7 +293,39 @@ pub fn runtime_error(e: RuntimeError) -> ConfigError {
     }
 }
 
-/// A TOML syntax or type error, naming the field at the error's position.
+/// Whether the field holds a secret (a password, a key, a token): its value is never shown.
+fn secret_field(field: &str) -> bool {
+    let last = field.rsplit('.').next().unwrap_or(field);
+    ["password", "secret", "token", "key"].iter().any(|word| last.contains(word))
+}
+
+/// The values written for secret fields in `text` (`rpc_password = ...`, `password = ...`), as
+/// they appear there.
+fn secret_values(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(key, _)| secret_field(key.trim().trim_matches('"')))
+        .map(|(_, value)| value.split('#').next().unwrap_or("").trim().trim_matches(['"', '\'']).to_string())
+        .filter(|value| !value.is_empty())
+        .collect()
+}
+
+/// `message` with every `` `quoted` `` part replaced by `***`: TOML quotes the value it found
+/// ("invalid type: integer `12345`, expected a string").
+fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str("`***`");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// A TOML syntax or type error, naming the field at the error's position; the value of a secret
+/// field is not repeated.
 fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim();
     let mut field = e.span().map(|span| field_at(text, span.start)).unwrap_or_default();
@@ -288,6 +337,12 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
     }
     if field.is_empty() {
         field = "config".into();
+    }
+    // The error may name the table rather than the key (tagged tables such as `node.chain`): a
+    // message that quotes a secret's value is redacted too.
+    let secrets = secret_values(text);
+    if secret_field(&field) || secrets.iter().any(|secret| message.contains(secret.as_str())) {
+        return ConfigError::new(field, redact(message));
     }
     ConfigError::new(field, message)
 }
@@ -355,12 +410,16 @@ mod tests {
     }
 
     #[test]
-    fn the_image_template_parses_with_its_system_section() {
-        let config = AppConfig::parse(include_str!("../../image/boltbox.toml")).expect_err("no chain yet");
-        // The shipped file leaves the chain source to the owner; the OLED says so.
-        assert_eq!(config.field, "node.chain.rpc_user");
+    fn the_image_template_runs_on_mainnet_with_no_edits() {
+        let config = AppConfig::parse(include_str!("../../image/boltbox.toml")).expect("the shipped file");
+        assert_eq!(config.node.network, boltbox_node::Network::Bitcoin);
+        assert_eq!(
+            config.node.chain,
+            boltbox_node::ChainSource::Electrum { url: boltbox_node::config::MAINNET_ELECTRUM.into() }
+        );
         let text = format!("{MINIMAL}\n[system]\nhostname = \"x\"\n\n[system.wifi]\nssid = \"y\"\n");
-        assert_eq!(AppConfig::parse(&text).expect("system section").system, SystemSection);
+        let system = AppConfig::parse(&text).expect("system section").system;
+        assert_eq!(system.wifi_ssid().as_deref(), Some("y"));
     }
 
     #[test]
@@ -404,6 +463,22 @@ mod tests {
             assert_eq!(e.field, field, "{text:?} gave {e}");
             assert!(!e.reason.is_empty(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_secret_is_never_repeated_in_an_error() {
+        let text = "[node]\nnetwork = \"regtest\"\n[node.chain]\nsource = \"bitcoind\"\nrpc_user = \"u\"\n\
+                    rpc_password = 918273645\n";
+        let e = error(text);
+        assert!(e.field.starts_with("node.chain"), "{e}");
+        assert!(!e.to_string().contains("918273645"), "{e}");
+        let text = format!("{MINIMAL}\n[system.wifi]\nssid = \"home\"\npassword = 555123\n");
+        // [system] belongs to the image's boltbox-setup; boltbox takes it whatever it holds.
+        assert!(AppConfig::parse(&text).is_ok());
+        let text = "[node]\nnetwork = \"regtest\"\n[node.chain]\nsource = \"esplora\"\n\
+                    url = \"ftp://me:hunter2@esplora.example\"\n";
+        let e = error(text);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

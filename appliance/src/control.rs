@@ -5,6 +5,10 @@
 //! ([`Request`], tagged by `"cmd"`), answered by one line of JSON: `{"ok": <value>}` or
 //! `{"error": "<why>"}`. A connection may carry many requests, answered in order.
 //! docs/RUN.md lists the commands.
+//!
+//! The socket answers from the service's first moments, also while the node waits for the
+//! chain source or the owner: `status` then says what it waits for, and commands that need the
+//! node say that it does not run yet.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
@@ -14,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boltbox_node::{Alert, BoltNode, PeerAddress, Status};
+
+use crate::backup::BackupService;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -30,6 +36,49 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The longest request line the service reads (an invoice or offer is well under 2 KiB).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// What the service is doing, as `boltbox status` reports it beside the node's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// `checking`, `waiting`, `store`, `restore_offer`, `restoring`, `starting`, `running` or
+    /// `stopping`.
+    pub state: String,
+    /// What it waits for (`chain source`, `network`...), or the store's problem.
+    pub waiting_for: Option<String>,
+    /// Why, in words the owner can act on.
+    pub reason: Option<String>,
+    /// Seconds to the next attempt.
+    pub retry_in_secs: Option<u64>,
+}
+
+/// `boltbox status`'s answer: the service's state and the node's status (a starting node's while
+/// it does not run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    /// What the service is doing.
+    pub service: ServiceStatus,
+    /// The node's status.
+    #[serde(flatten)]
+    pub node: Status,
+}
+
+/// What the control socket asks of the service.
+pub trait Service: Send + Sync {
+    /// The node, while it runs.
+    fn node(&self) -> Option<Arc<BoltNode>>;
+    /// What the service is doing.
+    fn service_status(&self) -> ServiceStatus;
+    /// The status shown while the node does not run.
+    fn starting_status(&self) -> Status;
+    /// The appliance's own alerts (display, buttons, backups, notices).
+    fn alerts(&self) -> Vec<Alert>;
+    /// The owner's explicit start on an empty store; refused unless the store allows it.
+    fn start_empty(&self) -> Result<(), String>;
+    /// Backups, serialised with the button's.
+    fn backups(&self) -> &BackupService;
+    /// Where the service can write a backup, in words.
+    fn writable_places(&self) -> String;
+}
 
 /// The socket of the service whose data dir is `data_dir`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -107,11 +156,19 @@ pub enum Request {
     Sync,
     /// Writes a verified backup into a directory (docs/BACKUP.md), keeping the newest `keep`.
     Backup {
-        /// The directory, as the service sees it.
+        /// The directory (absolute).
         to: PathBuf,
         /// This node's backups kept there.
         keep: usize,
+        /// The directory's device number as the client sees it: the service refuses a directory
+        /// it sees as another one (its private /tmp).
+        device: u64,
+        /// The directory's inode number as the client sees it.
+        inode: u64,
     },
+    /// Starts the node on an empty store, when the store is missing, empty or damaged and the
+    /// owner has decided to (the CLI asks for confirmation first).
+    StartEmpty,
 }
 
 /// An answer: the value, or why there is none.
@@ -187,14 +244,21 @@ impl Client {
     }
 }
 
+/// Removes the socket (a stopping service takes no more commands).
+pub fn remove(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(error = %e, "cannot remove {}", path.display()),
+    }
+}
+
 /// Listens at `path` (replacing a stale socket left by a crash) and answers requests against
-/// `node` on `runtime` until the runtime shuts down; `status` includes `device` alerts. The
-/// socket file is 0600.
+/// `service` on `runtime` until the runtime shuts down. The socket file is 0600.
 pub fn serve(
     runtime: &tokio::runtime::Handle,
     path: &Path,
-    node: Arc<BoltNode>,
-    device: DeviceAlerts,
+    service: Arc<dyn Service>,
 ) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => tracing::info!("removed a stale control socket at {}", path.display()),
@@ -209,7 +273,7 @@ pub fn serve(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, Arc::clone(&node), Arc::clone(&device)));
+                    tokio::spawn(connection(stream, Arc::clone(&service)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "control socket: accept failed");
@@ -221,7 +285,7 @@ pub fn serve(
     Ok(())
 }
 
-async fn connection(stream: tokio::net::UnixStream, node: Arc<BoltNode>, device: DeviceAlerts) {
+async fn connection(stream: tokio::net::UnixStream, service: Arc<dyn Service>) {
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read);
     loop {
@@ -239,11 +303,10 @@ async fn connection(stream: tokio::net::UnixStream, node: Arc<BoltNode>, device:
             }
             Ok(_) => match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => {
-                    let node = Arc::clone(&node);
-                    let device = Arc::clone(&device);
+                    let service = Arc::clone(&service);
                     let command = command_name(&request);
                     // ldk-node's calls block; keep them off the runtime's workers.
-                    match tokio::task::spawn_blocking(move || handle(&node, &device, request)).await {
+                    match tokio::task::spawn_blocking(move || handle(&*service, request)).await {
                         Ok(response) => {
                             if let Response::Error(why) = &response {
                                 tracing::info!(command, why, "control: refused");
@@ -294,53 +357,76 @@ fn command_name(request: &Request) -> &'static str {
         Request::Peers => "peers",
         Request::Sync => "sync",
         Request::Backup { .. } => "backup",
+        Request::StartEmpty => "start-empty",
     }
 }
 
 /// Carries out one request.
-fn handle(node: &BoltNode, device: &DeviceAlerts, request: Request) -> Response {
+fn handle(service: &dyn Service, request: Request) -> Response {
     use serde_json::json;
     let result: Result<serde_json::Value, String> = (|| {
         let e = |e: boltbox_node::Error| e.to_string();
+        let running = || {
+            service.node().ok_or_else(|| {
+                let status = service.service_status();
+                let why = status.reason.map(|r| format!(": {r}")).unwrap_or_default();
+                format!("the node is not running ({}{why})", status.state)
+            })
+        };
         Ok(match request {
             Request::Status => {
-                let mut status: Status = node.refresh_status();
-                status.alerts.extend(device.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
-                to_value(&status)?
+                let mut node = match service.node() {
+                    Some(node) => node.refresh_status(),
+                    None => service.starting_status(),
+                };
+                node.alerts.extend(service.alerts());
+                to_value(&StatusAnswer { service: service.service_status(), node })?
             }
-            Request::NewAddress => json!(node.new_address().map_err(e)?),
+            Request::NewAddress => json!(running()?.new_address().map_err(e)?),
             Request::SendOnchain { address, amount_sats } => {
-                json!(node.send_onchain(&address, amount_sats).map_err(e)?)
+                json!(running()?.send_onchain(&address, amount_sats).map_err(e)?)
             }
             Request::Connect { peer } => {
-                node.connect(&parse_peer(&peer)?, true).map_err(e)?;
+                running()?.connect(&parse_peer(&peer)?, true).map_err(e)?;
                 serde_json::Value::Null
             }
             Request::OpenChannel { peer, amount_sats, push_msat, announce } => {
-                json!(node.open_channel(&parse_peer(&peer)?, amount_sats, push_msat, announce).map_err(e)?)
+                json!(
+                    running()?
+                        .open_channel(&parse_peer(&peer)?, amount_sats, push_msat, announce)
+                        .map_err(e)?
+                )
             }
             Request::CloseChannel { channel, force } => {
-                node.close_channel(&channel, force).map_err(e)?;
+                running()?.close_channel(&channel, force).map_err(e)?;
                 serde_json::Value::Null
             }
             Request::Invoice { amount_msat, description, expiry_secs } => {
-                json!(node.create_invoice(amount_msat, &description, expiry_secs).map_err(e)?)
+                json!(running()?.create_invoice(amount_msat, &description, expiry_secs).map_err(e)?)
             }
             Request::Pay { invoice, amount_msat } => {
-                json!(node.pay_invoice(&invoice, amount_msat).map_err(e)?)
+                json!(running()?.pay_invoice(&invoice, amount_msat).map_err(e)?)
             }
             Request::Keysend { node_id, amount_msat } => {
-                json!(node.keysend(&node_id, amount_msat).map_err(e)?)
+                json!(running()?.keysend(&node_id, amount_msat).map_err(e)?)
             }
-            Request::Channels => to_value(&node.list_channels())?,
-            Request::Payments => to_value(&node.list_payments())?,
-            Request::Peers => to_value(&node.list_peers())?,
+            Request::Channels => to_value(&running()?.list_channels())?,
+            Request::Payments => to_value(&running()?.list_payments())?,
+            Request::Peers => to_value(&running()?.list_peers())?,
             Request::Sync => {
-                node.sync_wallets().map_err(e)?;
+                running()?.sync_wallets().map_err(e)?;
                 serde_json::Value::Null
             }
-            Request::Backup { to, keep } => {
-                to_value(&crate::backup::backup_running(node, &to, keep).map_err(|e| e.to_string())?)?
+            Request::Backup { to, keep, device, inode } => {
+                let summary = service
+                    .backups()
+                    .run_now(&to, keep, (device, inode), &service.writable_places())
+                    .map_err(|e| e.to_string())?;
+                to_value(&summary)?
+            }
+            Request::StartEmpty => {
+                service.start_empty()?;
+                serde_json::Value::Null
             }
         })
     })();

@@ -6,10 +6,11 @@
 //! - [`bench`]: `boltbox bench`, the benchmarks on the device.
 //! - [`config`]: `boltbox.toml`, parsed and validated with errors that name the field.
 //! - [`control`]: the control socket through which `boltbox <command>` reaches the service.
-//! - [`supervisor`]: `boltbox run`, the service: board, runtime, node, display loop, systemd,
-//!   safe shutdown.
+//! - [`supervisor`]: `boltbox run`, the service's life: data dir, waiting states, node, systemd,
+//!   safe stop; the display and button loop runs on a thread of its own.
+//! - [`preflight`]: what must be right outside the process before the node starts.
 //! - [`system`]: machine facts for the system and network screens.
-//! - [`restore_offer`]: the first start with an empty data dir and a backup on a stick.
+//! - [`restore_offer`]: backups on a stick that the OLED offers to restore.
 //! - [`screens`]: pure functions from the node's status (and other data) to OLED frames.
 //! - [`ui`]: the state machine that turns gestures and time into the screen shown and the
 //!   actions requested (shutdown, backup).
@@ -18,6 +19,8 @@ pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod control;
+mod display_loop;
+pub mod preflight;
 pub mod restore_offer;
 pub mod screens;
 pub mod supervisor;

@@ -1,7 +1,13 @@
 //! `boltbox`: the appliance's binary. The service (`boltbox run`) and the lncli-like commands
 //! that talk to it. `anyhow` lives only here, at the edge.
+//!
+//! Exit codes: 0 done; 1 the command failed or was refused (the reason is printed); 2 bad
+//! arguments; 69 the service cannot be reached; 75 (`run`) start again in a fresh process;
+//! 78 the config file is missing or invalid.
 
 use std::path::PathBuf;
+
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use boltbox::control::Request;
@@ -24,14 +30,24 @@ enum Command {
         #[arg(long, default_value = "/etc/boltbox/boltbox.toml")]
         config: PathBuf,
     },
+    /// Start the node on an EMPTY store, when the service says its store is missing, empty or
+    /// damaged and no backup can be restored: the node forgets the channels of the lost state,
+    /// and their peers force-close them.
+    StartEmpty {
+        /// Confirm without asking.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Run the benchmarks on this machine: the node's store against LDK's own stores on the
     /// disk holding DIR, and the executor's engine on this machine's cores.
     Bench {
         /// A directory on the disk to measure (the data partition on the device).
         #[arg(long, default_value = "/var/lib/boltbox")]
         dir: PathBuf,
-        /// Seconds per store measurement.
-        #[arg(long, default_value_t = 2.0)]
+        /// Seconds per store measurement (more than 0, at most 3600).
+        #[arg(long, default_value = "2", value_parser = bench_seconds)]
         seconds: f64,
     },
     /// The node's status (what the OLED shows), as JSON.
@@ -183,8 +199,7 @@ impl Target {
         if let Some(socket) = &self.socket {
             return Ok(socket.clone());
         }
-        let config = boltbox::config::AppConfig::load(&self.config)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.config.display()))?;
+        let config = load_config(&self.config)?;
         Ok(boltbox::control::socket_path(&config.node.data_dir))
     }
 
@@ -200,64 +215,141 @@ impl Target {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Run { config }) => {
             init_logging();
-            boltbox::supervisor::run(&config)
-                .with_context(|| format!("boltbox run --config {}", config.display()))
+            match boltbox::supervisor::run(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("boltbox run --config {}: {}", config.display(), report(&e));
+                    ExitCode::from(e.exit_code())
+                }
+            }
         }
-        Some(Command::Screens { out, scale }) => screens(&out, scale),
-        Some(Command::Status(target)) => target.call(Request::Status),
-        Some(Command::Address(target)) => target.call(Request::NewAddress),
-        Some(Command::Send { address, sats, all: _, target }) => {
+        Some(command) => match command_line(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("boltbox: {}", report(e.as_ref()));
+                ExitCode::from(exit_code(&e))
+            }
+        },
+        None => {
+            println!("boltbox {}: no command given; see --help", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line already
+/// holds (thiserror's "{0}" wrappers) or that has none adds nothing.
+fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.trim().is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if line.trim().is_empty() { "failed without saying why".to_string() } else { line }
+}
+
+/// The exit code of a failed command (see the module documentation).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(control) = e.downcast_ref::<boltbox::control::ControlError>() {
+        if matches!(control, boltbox::control::ControlError::Unreachable { .. }) {
+            return 69;
+        }
+    }
+    if e.downcast_ref::<boltbox::config::ConfigError>().is_some() {
+        return boltbox::supervisor::EXIT_CONFIG;
+    }
+    1
+}
+
+/// `--seconds` of `boltbox bench`: a number of seconds a measurement may really take.
+fn bench_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    if seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0 {
+        Ok(seconds)
+    } else {
+        Err(format!("{text} is not between 0 and 3600 seconds"))
+    }
+}
+
+fn command_line(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { .. } => Ok(()),
+        Command::StartEmpty { yes, target } => start_empty(yes, &target),
+        Command::Screens { out, scale } => screens(&out, scale),
+        Command::Status(target) => target.call(Request::Status),
+        Command::Address(target) => target.call(Request::NewAddress),
+        Command::Send { address, sats, all: _, target } => {
             target.call(Request::SendOnchain { address, amount_sats: sats })
         }
-        Some(Command::Connect { peer, target }) => target.call(Request::Connect { peer }),
-        Some(Command::Open { peer, sats, push_msat, private, target }) => {
+        Command::Connect { peer, target } => target.call(Request::Connect { peer }),
+        Command::Open { peer, sats, push_msat, private, target } => {
             target.call(Request::OpenChannel { peer, amount_sats: sats, push_msat, announce: !private })
         }
-        Some(Command::Close { channel, force, target }) => {
-            target.call(Request::CloseChannel { channel, force })
-        }
-        Some(Command::Invoice { msat, description, expiry_secs, target }) => {
+        Command::Close { channel, force, target } => target.call(Request::CloseChannel { channel, force }),
+        Command::Invoice { msat, description, expiry_secs, target } => {
             target.call(Request::Invoice { amount_msat: msat, description, expiry_secs })
         }
-        Some(Command::Pay { invoice, msat, target }) => {
-            target.call(Request::Pay { invoice, amount_msat: msat })
-        }
-        Some(Command::Keysend { node_id, msat, target }) => {
+        Command::Pay { invoice, msat, target } => target.call(Request::Pay { invoice, amount_msat: msat }),
+        Command::Keysend { node_id, msat, target } => {
             target.call(Request::Keysend { node_id, amount_msat: msat })
         }
-        Some(Command::Channels(target)) => target.call(Request::Channels),
-        Some(Command::Payments(target)) => target.call(Request::Payments),
-        Some(Command::Peers(target)) => target.call(Request::Peers),
-        Some(Command::Sync(target)) => target.call(Request::Sync),
-        Some(Command::Backup { to, keep, config }) => backup(&config, &to, keep),
-        Some(Command::Restore { backup, config, seed_file, yes }) => {
+        Command::Channels(target) => target.call(Request::Channels),
+        Command::Payments(target) => target.call(Request::Payments),
+        Command::Peers(target) => target.call(Request::Peers),
+        Command::Sync(target) => target.call(Request::Sync),
+        Command::Backup { to, keep, config } => backup(&config, &to, keep),
+        Command::Restore { backup, config, seed_file, yes } => {
             let app = load_config(&config)?;
             let options = boltbox::backup::RestoreOptions { backup, seed_file, yes };
             let mut stdout = std::io::stdout();
             boltbox::backup::restore(&app, &options, &mut std::io::stdin().lock(), &mut stdout)?;
             Ok(())
         }
-        Some(Command::Bench { dir, seconds }) => {
-            anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be a positive number");
+        Command::Bench { dir, seconds } => {
             let cores = boltbox_executor::runtime::BoardFacts::detect().map(|f| f.cores).unwrap_or(1);
             let options = boltbox::bench::BenchOptions { dir, seconds, writers: vec![1, 4, 16, 64], cores };
             print!("{}", boltbox::bench::run(&options)?);
             Ok(())
         }
-        None => {
-            println!("boltbox {}: no command given; see --help", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
     }
 }
 
+/// `boltbox start-empty`: the warning, the confirmation, then the request to the service.
+fn start_empty(yes: bool, target: &Target) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    eprintln!(
+        "WARNING: the node starts on an EMPTY store. It forgets every channel of its lost state: their\n\
+         peers will force-close them, and their funds come back on-chain only after a delay (if the\n\
+         peers do close them). Restore a backup instead if you have one."
+    );
+    if !yes {
+        eprint!("Type \"empty\" to start on an empty store: ");
+        std::io::stderr().flush().context("writing")?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).context("reading the confirmation")?;
+        anyhow::ensure!(answer.trim() == "empty", "not confirmed: nothing was changed");
+    }
+    target.call(Request::StartEmpty)
+}
+
+/// The config file; its error names the file or the field (and keeps its type for the exit code).
 fn load_config(path: &std::path::Path) -> anyhow::Result<boltbox::config::AppConfig> {
-    boltbox::config::AppConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    boltbox::config::AppConfig::load(path).map_err(|mut e| {
+        if e.field != path.display().to_string() {
+            e.reason = format!("{} (in {})", e.reason, path.display());
+        }
+        anyhow::Error::from(e)
+    })
 }
 
 /// `boltbox backup --to DIR`: through the control socket when the service answers there, else
@@ -273,8 +365,11 @@ fn backup(config: &std::path::Path, to: &std::path::Path, keep: Option<u64>) -> 
     let to = std::path::absolute(to).with_context(|| format!("resolving {}", to.display()))?;
     let summary: BackupSummary = match Client::connect(&boltbox::control::socket_path(&app.node.data_dir)) {
         Ok(mut client) => {
+            use std::os::unix::fs::MetadataExt as _;
+            let seen = std::fs::metadata(&to).with_context(|| format!("reading {}", to.display()))?;
             client.set_timeout(std::time::Duration::from_secs(600))?;
-            let value = client.call(&Request::Backup { to: to.clone(), keep })?;
+            let request = Request::Backup { to: to.clone(), keep, device: seen.dev(), inode: seen.ino() };
+            let value = client.call(&request)?;
             serde_json::from_value(value).context("reading the service's answer")?
         }
         Err(ControlError::Unreachable { .. }) => backup_offline(&app, &to, keep)?,

@@ -1,85 +1,135 @@
-//! The first start with an empty data dir while a USB stick holds a backup of a node: the OLED
-//! offers to restore it instead of creating a new node.
+//! Backups on a USB stick that the OLED offers to restore: on a first start with an empty data
+//! dir (any node's backup: its seed words come with it), and when the data dir's store is
+//! missing, empty or damaged (a backup of the seed's own node: the seed on the device opens it).
 //!
-//! The backup needs the seed, which two buttons cannot type: the owner writes the 24 words into
+//! Two buttons cannot type 24 words, so for a first start the owner writes them into
 //! `boltbox-backups/restore.words` on the stick (next to the backups), as they would edit
-//! `boltbox.toml`. The offer names the newest backup's node, age and commit counter (the stale
-//! guard's facts); B shows the warning that channels changed since the backup get force-closed
-//! by their peers; B again restores; holding A starts a new node instead. After a restore the
-//! words file is deleted from the stick: the seed then lives only in the data dir (0600).
+//! `boltbox.toml`; after a restore that file is deleted from the stick: the seed then lives only
+//! in the data dir (0600).
 //!
-//! [`find`] and [`OfferUi`] are pure or read-only; the supervisor runs the loop with the board.
+//! Everything on a stick is untrusted: only regular files are read (never through a symlink,
+//! never a FIFO or a device), each within a bound; only the first [`MAX_LISTED`] names of the
+//! backup directory are looked at; a backup's header is read from its first bytes and checked
+//! before anything of it is shown.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use boltbox_board::{Button, Gesture};
 use boltbox_node::backup::{self, BackupHeader, RestoreReport, Workers};
-use boltbox_node::seed::SEED_FILE;
+use boltbox_node::files::read_untrusted;
 use boltbox_node::{Network, Seed};
 
 use crate::backup::{STICK_DIR, find_stick};
 use crate::config::AppConfig;
-use crate::screens::{self, Rendered};
+use crate::screens::BackupFacts;
 
 /// The seed words' file on the stick, in [`STICK_DIR`].
 pub const WORDS_FILE: &str = "restore.words";
+/// At most this many directory entries of a stick's backup directory are looked at.
+pub const MAX_LISTED: usize = 1000;
+/// The longest words file read: 24 words and some whitespace.
+const MAX_WORDS_BYTES: u64 = 4096;
 
-/// A backup that could be restored onto this empty data dir.
+/// A backup on a stick.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Offer {
+pub struct StickBackup {
     /// The stick's name (for the log).
     pub stick: String,
     /// The backup file.
     pub file: PathBuf,
-    /// Its plain header.
+    /// Its plain header, checked.
     pub header: BackupHeader,
-    /// Where the seed words are expected.
+    /// Where the seed words are expected for a first start.
     pub words: PathBuf,
 }
 
-/// The offer, if the data dir is empty and a stick holds a backup of a node on `config`'s
-/// network: the newest by creation time (then commit counter).
-pub fn find(config: &AppConfig) -> Option<Offer> {
-    let data_dir = &config.node.data_dir;
-    if data_dir.join(SEED_FILE).exists() || data_dir.join(boltbox_node::node::STORE_FILE).exists() {
-        return None;
+impl StickBackup {
+    /// What the OLED shows of it.
+    pub fn facts(&self) -> BackupFacts {
+        BackupFacts {
+            node_id8: self.header.node_id8(),
+            age: Duration::from_secs(boltbox_node::unix_now().saturating_sub(self.header.created_at)),
+            commit: self.header.commit_counter,
+        }
     }
-    let stick = find_stick(&config.backup.sticks, config.eject_request().is_some()).ok()?;
-    let dir = stick.path.join(STICK_DIR);
-    let newest = newest_backup(&dir, config.node.network)?;
-    Some(Offer { stick: stick.name, file: newest.0, header: newest.1, words: dir.join(WORDS_FILE) })
+
+    /// Whether the words file is on the stick (a regular file).
+    pub fn words_present(&self) -> bool {
+        std::fs::symlink_metadata(&self.words).is_ok_and(|m| m.is_file())
+    }
 }
 
-fn newest_backup(dir: &Path, network: Network) -> Option<(PathBuf, BackupHeader)> {
+/// The newest backup (by creation time, then commit counter) of a node on `config`'s network on
+/// the first usable stick; of `node_id` only, when given.
+pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBackup> {
+    let stick = find_stick(&config.backup.sticks, config.eject_request().is_some()).ok()?;
+    let dir = stick.path.join(STICK_DIR);
+    let (file, header) = newest_backup(&dir, config.node.network, node_id)?;
+    Some(StickBackup { stick: stick.name, file, header, words: dir.join(WORDS_FILE) })
+}
+
+/// The header of the backup file at `path`, from its first bytes, if it is a regular file holding
+/// a backup whose header checks out.
+fn header_of(path: &Path) -> Option<BackupHeader> {
+    let prefix_len = (backup::file::FIXED_LEN + backup::file::MAX_HEADER_LEN) as u64;
+    let (prefix, len) = boltbox_node::files::read_untrusted_prefix(path, prefix_len).ok()?;
+    backup::read_header_prefix(&prefix, len).ok().map(|(header, _)| header)
+}
+
+fn newest_backup(dir: &Path, network: Network, node_id: Option<&str>) -> Option<(PathBuf, BackupHeader)> {
     std::fs::read_dir(dir)
         .ok()?
+        .take(MAX_LISTED)
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == backup::dir::EXTENSION))
         .filter_map(|p| {
-            let bytes = std::fs::read(&p).ok()?;
-            let (header, _) = backup::read_header(&bytes).ok()?;
-            (header.network == network).then_some((p, header))
+            let header = header_of(&p)?;
+            let ours = header.network == network && node_id.is_none_or(|id| id == header.node_id);
+            ours.then_some((p, header))
         })
         .max_by_key(|(_, h)| (h.created_at, h.commit_counter))
 }
 
-/// Reads the words, decrypts and checks the whole backup, restores it onto the empty data dir,
-/// and deletes the words from the stick.
-pub fn restore(config: &AppConfig, offer: &Offer, workers: &Workers) -> Result<RestoreReport, RestoreError> {
-    let words = std::fs::read_to_string(&offer.words).map_err(|_| RestoreError::NoWords)?;
-    let seed = Seed::from_words(&words).map_err(|_| RestoreError::BadWords)?;
-    let file = std::fs::read(&offer.file).map_err(|e| RestoreError::Read(e.to_string()))?;
+/// Restores the backup on offer onto the data dir: a backup of the seed's node when the data dir
+/// has a seed, else the newest backup with the seed words from the stick (then deleted there).
+/// Decrypts and checks the whole backup first; the restore itself is atomic.
+pub fn restore(config: &AppConfig, workers: &Workers) -> Result<RestoreReport, RestoreError> {
+    let data_dir = &config.node.data_dir;
+    let network = config.node.network;
+    let own_seed = Seed::load(data_dir).map_err(|e| RestoreError::Read(e.to_string()))?;
+    let (offer, seed, from_stick) = match own_seed {
+        Some(seed) => {
+            let node_id = seed.node_id(network).map_err(|e| RestoreError::Read(e.to_string()))?;
+            let offer = find_backup(config, Some(&node_id)).ok_or(RestoreError::NoBackup)?;
+            (offer, seed, false)
+        }
+        None => {
+            let offer = find_backup(config, None).ok_or(RestoreError::NoBackup)?;
+            let words = read_untrusted(&offer.words, MAX_WORDS_BYTES).map_err(|_| RestoreError::NoWords)?;
+            let words = String::from_utf8(words).map_err(|_| RestoreError::BadWords)?;
+            let seed = Seed::from_words(&words).map_err(|_| RestoreError::BadWords)?;
+            (offer, seed, true)
+        }
+    };
+    let file = read_untrusted(&offer.file, backup::MAX_BACKUP_BYTES)
+        .map_err(|e| RestoreError::Read(e.to_string()))?;
     let contents = backup::open_backup(Arc::new(file), &seed, workers, &mut |_| {})?;
-    let report = backup::restore_backup(&config.node.data_dir, config.node.network, &contents, &seed)?;
-    // The seed is in the data dir now; on the stick it would sit next to the backup it opens.
-    if let Err(e) = std::fs::remove_file(&offer.words) {
-        tracing::warn!(error = %e, "restored, but cannot delete {}: delete it by hand", offer.words.display());
-    } else if let Some(dir) = offer.words.parent() {
-        // Best effort: the deletion reaches the stick before the owner pulls it.
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    let report = backup::restore_backup(data_dir, network, &contents, &seed)?;
+    if from_stick {
+        // The owner has the words: they just wrote them onto the stick.
+        let seen = crate::display_loop::SeedReminder::Seen { at: boltbox_node::unix_now() };
+        if let Err(e) = seen.save(data_dir) {
+            tracing::warn!("cannot record that the seed words are known: {e}");
+        }
+        // The seed is in the data dir now; on the stick it would sit next to the backup it opens.
+        if let Err(e) = std::fs::remove_file(&offer.words) {
+            tracing::warn!(error = %e, "restored, but cannot delete {}: delete it by hand", offer.words.display());
+        } else if let Some(dir) = offer.words.parent() {
+            // Best effort: the deletion reaches the stick before the owner pulls it.
+            let _ = boltbox_node::files::sync_dir(dir);
+        }
     }
     Ok(report)
 }
@@ -87,128 +137,61 @@ pub fn restore(config: &AppConfig, offer: &Offer, workers: &Workers) -> Result<R
 /// Why the restore did not happen, in words for the OLED (at most three lines of 21).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The backup is gone from the stick (pulled, deleted).
+    #[error("no backup of this node on a USB stick")]
+    NoBackup,
     /// The words file is missing or unreadable.
     #[error("put the 24 seed words in {STICK_DIR}/{WORDS_FILE}")]
     NoWords,
     /// The file does not hold 24 valid BIP39 words.
     #[error("restore.words: not 24 valid seed words")]
     BadWords,
-    /// The backup cannot be read.
-    #[error("cannot read the backup: {0}")]
+    /// The backup or the seed cannot be read.
+    #[error("cannot read: {0}")]
     Read(String),
     /// The backup refused: wrong seed, altered, not older...
     #[error("{0}")]
     Backup(#[from] boltbox_node::backup::BackupError),
 }
 
-/// What the owner decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Restore the backup (after the warning).
-    Restore,
-    /// Start a new node.
-    NewNode,
-}
-
-/// The offer's screens and buttons.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OfferUi {
-    /// The backup, and what the buttons do.
-    Offer,
-    /// The force-close warning; B again restores.
-    Confirm,
-    /// Restoring.
-    Restoring,
-    /// The restore failed; A goes back to the offer.
-    Failed(String),
-}
-
-impl OfferUi {
-    /// Takes a gesture; returns the decision it makes, if any. `words` says whether the words
-    /// file is on the stick: without it B only repeats what to do.
-    pub fn gesture(&mut self, gesture: Gesture, words: bool) -> Option<Decision> {
-        match (&*self, gesture) {
-            (OfferUi::Offer, Gesture::Long(Button::A)) => return Some(Decision::NewNode),
-            (OfferUi::Offer, Gesture::Short(Button::B)) if words => *self = OfferUi::Confirm,
-            (OfferUi::Confirm, Gesture::Short(Button::B)) => {
-                *self = OfferUi::Restoring;
-                return Some(Decision::Restore);
-            }
-            (OfferUi::Confirm | OfferUi::Failed(_), Gesture::Short(Button::A)) => *self = OfferUi::Offer,
-            _ => {}
-        }
-        None
-    }
-
-    /// The frame for `offer`, `now` being the Unix time.
-    pub fn screen(&self, offer: &Offer, words: bool, now: u64) -> Rendered {
-        match self {
-            OfferUi::Offer => {
-                let age = Duration::from_secs(now.saturating_sub(offer.header.created_at));
-                screens::restore_offer(offer.header.node_id8(), age, offer.header.commit_counter, words)
-            }
-            OfferUi::Confirm => screens::restore_confirm(),
-            OfferUi::Restoring => screens::restore_progress(None),
-            OfferUi::Failed(reason) => screens::restore_progress(Some(reason)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn b_then_b_restores_and_a_backs_out() {
-        let mut ui = OfferUi::Offer;
-        assert_eq!(ui.gesture(Gesture::Short(Button::B), true), None);
-        assert_eq!(ui, OfferUi::Confirm, "the warning first");
-        assert_eq!(ui.gesture(Gesture::Short(Button::A), true), None);
-        assert_eq!(ui, OfferUi::Offer, "A backs out of the warning");
-        ui.gesture(Gesture::Short(Button::B), true);
-        assert_eq!(ui.gesture(Gesture::Short(Button::B), true), Some(Decision::Restore));
-        assert_eq!(ui, OfferUi::Restoring);
-        assert_eq!(ui.gesture(Gesture::Short(Button::A), true), None, "no way out while restoring");
-    }
-
-    #[test]
-    fn without_the_words_b_does_nothing_and_only_holding_a_starts_a_new_node() {
-        let mut ui = OfferUi::Offer;
-        assert_eq!(ui.gesture(Gesture::Short(Button::B), false), None);
-        assert_eq!(ui, OfferUi::Offer);
-        for stray in [Gesture::Short(Button::A), Gesture::Long(Button::B), Gesture::BothHeld] {
-            assert_eq!(ui.gesture(stray, true), None, "{stray:?}");
-            assert_eq!(ui, OfferUi::Offer, "{stray:?}");
-        }
-        assert_eq!(ui.gesture(Gesture::Long(Button::A), false), Some(Decision::NewNode));
-    }
-
-    #[test]
-    fn a_failure_goes_back_to_the_offer_on_a() {
-        let mut ui = OfferUi::Failed("wrong seed".into());
-        assert_eq!(ui.gesture(Gesture::Short(Button::B), true), None);
-        assert!(matches!(ui, OfferUi::Failed(_)));
-        ui.gesture(Gesture::Short(Button::A), true);
-        assert_eq!(ui, OfferUi::Offer);
-    }
-
-    #[test]
-    fn an_empty_data_dir_and_a_stick_with_backups_make_an_offer_of_the_newest() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let sticks = dir.path().join("usb");
-        let config = AppConfig::parse(&format!(
+    fn config(data: &Path, sticks: &Path) -> AppConfig {
+        AppConfig::parse(&format!(
             "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n[node.chain]\nsource = \"bitcoind\"\n\
              rpc_user = \"u\"\nrpc_password = \"p\"\n[board]\nboard = \"sim\"\n[backup]\nsticks = \"{}\"\n",
             data.display(),
             sticks.display()
         ))
-        .expect("config");
-        assert_eq!(find(&config), None, "no stick");
+        .expect("config")
+    }
+
+    #[test]
+    fn files_that_are_not_backups_are_ignored_and_nothing_on_a_stick_is_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sticks = dir.path().join("usb");
+        let config = config(&dir.path().join("data"), &sticks);
+        assert_eq!(find_backup(&config, None), None, "no stick");
         let backups = sticks.join("sda1").join(STICK_DIR);
         std::fs::create_dir_all(&backups).expect("mkdir");
-        assert_eq!(find(&config), None, "a stick without backups");
+        assert_eq!(find_backup(&config, None), None, "a stick without backups");
         std::fs::write(backups.join("junk.bbk"), b"not a backup").expect("junk");
-        assert_eq!(find(&config), None, "files that are not backups are ignored");
+        std::os::unix::fs::symlink("/dev/zero", backups.join("zero.bbk")).expect("symlink");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            backups.join("fifo.bbk"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        // A directory named like a backup, and a header-sized file of garbage.
+        std::fs::create_dir(backups.join("dir.bbk")).expect("mkdir");
+        let mut garbage = b"BOLTBKUP\x00\x02\xff\xff\xff\xff".to_vec();
+        garbage.resize(100_000, 0xff);
+        std::fs::write(backups.join("huge-header.bbk"), garbage).expect("garbage");
+        assert_eq!(find_backup(&config, None), None, "none of these is a backup; none hangs or panics");
     }
 }

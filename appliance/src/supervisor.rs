@@ -1,63 +1,67 @@
-//! `boltbox run`: the supervisor. Loads the config, opens the board, starts the tuned runtime
-//! and the node, runs the display and button loop on its own thread, talks to systemd, and turns
-//! SIGTERM, SIGINT and the shutdown gesture into one safe-shutdown path.
+//! `boltbox run`: the supervisor. Loads the config, opens the board, starts the display loop,
+//! the control socket and the tuned runtime, and then runs the service's life (docs/RUN.md):
 //!
-//! Threads:
-//! - the caller's (here "main"): waits for events (node started, signal, shutdown gesture) and
-//!   runs the startup and shutdown sequences, which block on the node;
-//! - "node-start": `BoltNode::start`, which blocks until ldk-node is up;
-//! - "display": buttons → [`GestureMachine`] → [`Ui::tick`] → display, at least every
-//!   [`FRAME_EVERY`] and at once after a gesture. It only reads status snapshots, so a busy node
-//!   never stalls it, and it feeds the systemd watchdog, so a stalled loop gets restarted;
-//! - a task on the runtime that turns SIGTERM and SIGINT into events.
+//! 1. **Config error**: the only reason `boltbox run` exits by itself, with its own exit code
+//!    ([`EXIT_CONFIG`]), which the unit's `RestartPreventExitStatus=` keeps systemd from looping
+//!    on; the OLED keeps the field and the reason.
+//! 2. **The data dir** ([`boltbox_node::datadir`]): a new node on an empty one (or the restore
+//!    of a backup offered on a stick); a store that needs the owner waits for the owner (a
+//!    restore, or an explicit start on an empty store), never started silently.
+//! 3. **Waiting for …** the world outside ([`crate::preflight`]): disk space, network, clock,
+//!    listen address, chain source. Retried with a bounded backoff; the display, the buttons,
+//!    the watchdog and the control socket work all along.
+//! 4. **Running**: the node is up; problems are alerts. A node whose bitcoind cookie rotated is
+//!    stopped and started again inside the process.
+//! 5. **Stopping**: SIGTERM or SIGINT (`systemctl stop`, `restart`) is a safe stop that exits 0;
+//!    only the shutdown gesture goes on to "safe to unplug" and powers the board off. A node that
+//!    cannot save its state on the way down is never called safe: the screen says so and the
+//!    process exits [`EXIT_RESTART`].
 //!
-//! The safe shutdown: the display shows "shutting down"; the node stops (ldk-node persists
-//! everything, the store is flushed and closed); the runtime stops; filesystems are synced; the
-//! display thread draws "safe to unplug" and ends, so the frame has been handed to the display
-//! when it is joined; then the configured power-off command runs; then `run` returns.
-//! docs/RUN.md describes it for operators, with a systemd unit.
+//! Threads: this one runs the life (events from a channel); "display" draws and reads the
+//! buttons ([`crate::display_loop`]); "node-start" and "preflight" run the blocking steps; the
+//! runtime serves the control socket and turns signals into events.
 
-use std::net::IpAddr;
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use boltbox_board::buttons::monotonic;
-use boltbox_board::{
-    Board, BoardConfig, Buttons, ButtonsHealth, Display, DisplayHealth, Gesture, GestureConfig,
-    GestureMachine,
-};
+use boltbox_board::{Board, BoardConfig};
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
-use boltbox_node::{Alert, BoltNode, Seed, SeedError, Status};
+use boltbox_node::backup::RecoveredRestore;
+use boltbox_node::{Alert, BoltNode, DataDir, Inspection, Seed, Status, Store, StoreProblem};
 
-use crate::backup::BackupService;
+use crate::backup::{BackupService, BackupTarget};
 use crate::config::{AppConfig, ConfigError, runtime_error};
-use crate::control;
-use crate::restore_offer;
-use crate::screens::{self, Rendered, ShutdownPhase, SystemInfo};
-use crate::system::{primary_ip, read_system_info};
-use crate::ui::{Action, Context, Ui};
+use crate::control::{self, ServiceStatus};
+use crate::display_loop::DisplayLoop;
+use crate::preflight::{self, Wait, WaitFor};
+use crate::restore_offer::{self, StickBackup};
+use crate::screens::{self, Rendered, StoreChoice};
+use crate::ui;
 
-/// The display loop draws at least this often (4 frames/s), and at once after a gesture.
-pub const FRAME_EVERY: Duration = Duration::from_millis(250);
-/// How long the display loop waits for a button edge before ticking the gesture machine:
-/// short, so that a long press is recognised within this much of its threshold.
-const BUTTON_POLL: Duration = Duration::from_millis(20);
-/// How often the system screen's facts and the IP address are read again.
-const SYSTEM_EVERY: Duration = Duration::from_secs(2);
-/// How long the runtime's remaining tasks get to finish after the node stopped.
-const RUNTIME_GRACE: Duration = Duration::from_secs(5);
-/// How long the shutdown waits for a running backup to finish before it stops the node (the
-/// snapshot is taken; the rest is writing and verifying the file).
-const BACKUP_WAIT: Duration = Duration::from_secs(120);
+/// Exit code of a config that cannot be used (sysexits' EX_CONFIG): systemd does not restart.
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code of a run that must be started again in a fresh process (sysexits' EX_TEMPFAIL):
+/// the node could not save its state on the way down, or ldk-node left parts running after a
+/// failed start.
+pub const EXIT_RESTART: u8 = 75;
+
 /// How long the shutdown waits for "shutting down" to be on the display before it stops the
 /// node anyway: a hung display must not keep the node from persisting its state.
 const SHOWN_WAIT: Duration = Duration::from_secs(2);
+/// How long the shutdown waits for a running backup (the unit allows the whole stop 120 s).
+const BACKUP_WAIT: Duration = Duration::from_secs(30);
+/// How long the node gets to stop and persist.
+const NODE_STOP_WAIT: Duration = Duration::from_secs(45);
+/// How long the runtime's remaining tasks get to finish after the node stopped.
+const RUNTIME_GRACE: Duration = Duration::from_secs(5);
+/// How often a waiting service looks at the data dir, the sticks and the running node again.
+const LOOK_AGAIN: Duration = Duration::from_secs(2);
 
-/// Why `boltbox run` failed.
+/// Why `boltbox run` ended other than with a safe stop.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The config file is missing or invalid; shown on the display too.
@@ -66,19 +70,10 @@ pub enum RunError {
     /// The board could not be opened.
     #[error("board: {0}")]
     Board(#[from] boltbox_board::OpenError),
-    /// The seed could not be read or created.
-    #[error("seed: {0}")]
-    Seed(#[from] SeedError),
     /// The runtime could not be planned or built.
     #[error("runtime: {0}")]
     Runtime(#[from] RuntimeError),
-    /// The node did not start.
-    #[error("node start: {0}")]
-    NodeStart(#[source] boltbox_node::Error),
-    /// The node did not stop cleanly: its state may not all be persisted.
-    #[error("node stop: {0}")]
-    NodeStop(#[source] boltbox_node::Error),
-    /// A thread or the signal handlers could not be set up.
+    /// A thread, the signal handlers or the data dir could not be set up.
     #[error("{what}: {source}")]
     Io {
         /// What was being set up.
@@ -86,6 +81,9 @@ pub enum RunError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The service must be started again in a fresh process (see [`EXIT_RESTART`]).
+    #[error("{0}")]
+    Restart(String),
     /// The display thread panicked.
     #[error("the display thread panicked")]
     DisplayThread,
@@ -99,7 +97,238 @@ pub enum RunError {
     },
 }
 
-/// Runs the appliance from the config file at `path` until a safe shutdown (`Ok`) or a failure.
+impl RunError {
+    /// The process's exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) => EXIT_CONFIG,
+            RunError::Restart(_) => EXIT_RESTART,
+            _ => 1,
+        }
+    }
+}
+
+/// What the life waits for.
+pub(crate) enum Event {
+    /// SIGTERM or SIGINT: a safe stop.
+    Signal(&'static str),
+    /// The owner confirmed the shutdown gesture: a safe stop, then power-off.
+    ShutdownGesture,
+    /// The owner chose on the display or through the control socket.
+    Owner(Owner),
+    /// The preflight checks ended.
+    Checked(Result<(), Wait>),
+    /// `BoltNode::start` returned.
+    NodeStarted(Box<Result<BoltNode, boltbox_node::Error>>),
+}
+
+/// An owner's choice about the data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Restore the backup on offer.
+    Restore,
+    /// Start on an empty store (or make a new node instead of the backup on offer).
+    StartEmpty,
+    /// Back from a failed restore.
+    Dismiss,
+}
+
+/// Where the service is, as the display, `boltbox status` and systemd see it.
+#[derive(Debug, Clone)]
+pub(crate) enum State {
+    /// Looking at the data dir and the world outside.
+    Checking,
+    /// Waiting for the world outside; `retry_at` is the next attempt.
+    Waiting { wait: Wait, retry_at: Option<Instant> },
+    /// The data dir needs the owner.
+    Store { problem: StoreProblem, choice: StoreChoice },
+    /// A first start with a backup on a stick.
+    Offer(ui::Offer),
+    /// A restore runs (`None`), or failed (why).
+    Restoring(Option<String>),
+    /// ldk-node is starting.
+    Starting,
+    /// The node runs.
+    Running,
+}
+
+impl State {
+    /// The line systemd's `STATUS=` and the log get.
+    fn describe(&self) -> String {
+        match self {
+            State::Checking => "checking".into(),
+            State::Waiting { wait, .. } => wait.to_string(),
+            State::Store { problem, .. } => format!("waiting for the owner: {problem}"),
+            State::Offer(_) => "waiting for the owner: restore offer on the display".into(),
+            State::Restoring(None) => "restoring a backup".into(),
+            State::Restoring(Some(why)) => format!("restore failed: {why}"),
+            State::Starting => "starting the node".into(),
+            State::Running => "node running".into(),
+        }
+    }
+
+    fn status(&self) -> ServiceStatus {
+        let now = Instant::now();
+        let (state, waiting_for, reason, retry_in_secs) = match self {
+            State::Checking => ("checking", None, None, None),
+            State::Waiting { wait, retry_at } => (
+                "waiting",
+                Some(wait.what.name().to_string()),
+                Some(wait.reason.clone()),
+                retry_at.map(|at| at.saturating_duration_since(now).as_secs()),
+            ),
+            State::Store { problem, .. } => {
+                ("store", Some(problem.headline().to_string()), Some(problem.to_string()), None)
+            }
+            State::Offer(_) => ("restore_offer", None, None, None),
+            State::Restoring(failed) => ("restoring", None, failed.clone(), None),
+            State::Starting => ("starting", None, None, None),
+            State::Running => ("running", None, None, None),
+        };
+        ServiceStatus { state: state.into(), waiting_for, reason, retry_in_secs }
+    }
+}
+
+/// Where the service is on its way out, as the display thread sees it.
+#[derive(Debug, Clone)]
+pub(crate) enum Phase {
+    /// Not shutting down.
+    Running,
+    /// A safe shutdown is in progress; `saving` while there is a node or store to persist.
+    ShuttingDown { saving: bool },
+    /// Everything is persisted and the board powers off: draw "safe to unplug" and end.
+    SafeToUnplug,
+    /// Everything is persisted; the service stops (SIGTERM): draw "stopped" and end.
+    Stopped,
+    /// Draw this last frame and end.
+    Failed(Box<Rendered>),
+}
+
+/// What the supervisor shares with the display thread and the control socket.
+pub(crate) struct Shared {
+    node: RwLock<Option<Arc<BoltNode>>>,
+    phase: Mutex<Phase>,
+    state: Mutex<State>,
+    /// The status shown before the node has one.
+    pub(crate) starting: Status,
+    /// The display's and buttons' alerts, kept by the display thread.
+    pub(crate) device_alerts: control::DeviceAlerts,
+    /// Notices of this run (an interrupted restore settled), shown as alerts.
+    notices: Mutex<Vec<Alert>>,
+    shutting_down_shown: Mutex<bool>,
+    shown: Condvar,
+    events: Mutex<Sender<Event>>,
+    pub(crate) backups: Arc<BackupService>,
+    data_dir: PathBuf,
+    sticks: PathBuf,
+}
+
+impl Shared {
+    pub(crate) fn node(&self) -> Option<Arc<BoltNode>> {
+        self.node.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_node(&self, node: Option<Arc<BoltNode>>) {
+        *self.node.write().unwrap_or_else(|p| p.into_inner()) = node;
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn alerts(&self) -> Vec<Alert> {
+        let mut alerts = self.device_alerts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        alerts.extend(self.notices.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        alerts
+    }
+
+    pub(crate) fn set_shutting_down_shown(&self) {
+        *self.shutting_down_shown.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.shown.notify_all();
+    }
+
+    fn wait_shutting_down_shown(&self, timeout: Duration) -> bool {
+        let shown = self.shutting_down_shown.lock().unwrap_or_else(|p| p.into_inner());
+        let (shown, _) =
+            self.shown.wait_timeout_while(shown, timeout, |shown| !*shown).unwrap_or_else(|p| p.into_inner());
+        *shown
+    }
+
+    /// Sends an event to the life; false once it is over.
+    pub(crate) fn send(&self, event: Event) -> bool {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).send(event).is_ok()
+    }
+
+    /// The data dir (for the display's seed words and reminder).
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl control::Service for Shared {
+    fn node(&self) -> Option<Arc<BoltNode>> {
+        Shared::node(self)
+    }
+
+    fn service_status(&self) -> ServiceStatus {
+        match self.phase() {
+            Phase::Running => self.state().status(),
+            _ => ServiceStatus {
+                state: "stopping".into(),
+                waiting_for: None,
+                reason: None,
+                retry_in_secs: None,
+            },
+        }
+    }
+
+    fn starting_status(&self) -> Status {
+        self.starting.clone()
+    }
+
+    fn alerts(&self) -> Vec<Alert> {
+        Shared::alerts(self)
+    }
+
+    fn start_empty(&self) -> Result<(), String> {
+        match self.state() {
+            State::Store { problem, choice } if choice.start_empty => {
+                tracing::warn!(
+                    "the owner asked through the control socket to start on an empty store ({problem})"
+                );
+                if self.send(Event::Owner(Owner::StartEmpty)) {
+                    Ok(())
+                } else {
+                    Err("boltbox is stopping".into())
+                }
+            }
+            State::Store { problem, .. } => Err(format!("not allowed for this store: {problem}")),
+            other => Err(format!("the store needs no empty start: {}", other.describe())),
+        }
+    }
+
+    fn backups(&self) -> &BackupService {
+        &self.backups
+    }
+
+    fn writable_places(&self) -> String {
+        format!(
+            "a USB stick (under {}) or a directory under {}",
+            self.sticks.display(),
+            self.data_dir.display()
+        )
+    }
+}
+
+/// Runs the appliance from the config file at `path` until a safe stop (`Ok`) or a failure.
 pub fn run(path: &Path) -> Result<(), RunError> {
     let config = match AppConfig::load(path) {
         Ok(config) => config,
@@ -110,270 +339,597 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         }
     };
     let gestures = config.ui.gestures();
-    let mut board = boltbox_board::open_with_gestures(&config.board, &gestures)?;
+    let board = boltbox_board::open_with_gestures(&config.board, &gestures)?;
     tracing::info!(chosen = board.chosen, model = board.facts.model, "board");
     let notifier = Arc::new(Notifier::from_env());
     notifier.notify("STATUS=starting");
 
     let data_dir = config.node.data_dir.clone();
+    boltbox_node::files::create_private_dir(&data_dir)
+        .map_err(|source| RunError::Io { what: "creating the data dir", source })?;
     let plan = runtime_plan(&board, &config)?;
     let runtime = plan.build()?;
-    if let Some(offer) = restore_offer::find(&config) {
-        offer_restore(&mut board, &gestures, &config, &offer, &runtime, &notifier);
-    }
-
-    let (seed, created) = Seed::load_or_create(&data_dir)?;
-    if created {
-        tracing::info!("created a new seed in {}", data_dir.display());
-    }
-
     let (tx, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
-        node: OnceLock::new(),
+        node: RwLock::new(None),
         phase: Mutex::new(Phase::Running),
-        starting: Status::starting(config.node.network, &config.node.alias),
+        state: Mutex::new(State::Checking),
+        starting: Status {
+            chain_source: config.node.chain.describe(),
+            ..Status::starting(config.node.network, &config.node.alias)
+        },
         device_alerts: control::DeviceAlerts::default(),
+        notices: Mutex::new(Vec::new()),
         shutting_down_shown: Mutex::new(false),
         shown: Condvar::new(),
+        events: Mutex::new(tx.clone()),
+        backups: BackupService::new(&config),
+        data_dir: data_dir.clone(),
+        sticks: config.backup.sticks.clone(),
     });
-    let backups = BackupService::new(&config);
     let Board { display, buttons, .. } = board;
-    let display_loop = DisplayLoop {
+    let display_loop = DisplayLoop::new(
         display,
         buttons,
-        gestures: GestureMachine::new(gestures),
-        ui: Ui::new(config.ui.ui()),
-        shared: Arc::clone(&shared),
-        events: tx.clone(),
-        notifier: Arc::clone(&notifier),
-        data_dir: data_dir.clone(),
-        workers: plan.worker_threads(),
-        backups: Arc::clone(&backups),
-    };
+        &config,
+        Arc::clone(&shared),
+        Arc::clone(&notifier),
+        plan.worker_threads(),
+    );
     let display_thread = std::thread::Builder::new()
         .name("display".into())
         .spawn(move || display_loop.run())
         .map_err(|source| RunError::Io { what: "starting the display thread", source })?;
-
     watch_signals(&runtime, tx.clone())?;
+    let socket = control::socket_path(&data_dir);
+    if let Err(e) =
+        control::serve(runtime.handle(), &socket, Arc::clone(&shared) as Arc<dyn control::Service>)
+    {
+        tracing::warn!(error = %e, "cannot listen at {}: the boltbox CLI cannot reach this node", socket.display());
+    }
+    // READY=1 means: the service is up (display, buttons, control socket); what the node is
+    // doing is in STATUS= and on the display (docs/RUN.md).
+    notifier.notify("READY=1\nSTATUS=checking");
 
-    let node_config = config.node.clone();
-    let handle = runtime.handle().clone();
-    let node_tx = tx.clone();
-    std::thread::Builder::new()
-        .name("node-start".into())
-        .spawn(move || {
-            let started = BoltNode::start(&node_config, &seed, handle);
-            // The receiver outlives this thread unless `run` already failed; nothing to tell.
-            let _ = node_tx.send(Event::NodeStarted(Box::new(started)));
-        })
-        .map_err(|source| RunError::Io { what: "starting the node thread", source })?;
-    drop(tx);
-
-    let control = ControlSocket {
-        runtime: runtime.handle().clone(),
-        path: control::socket_path(&data_dir),
-        device_alerts: Arc::clone(&shared.device_alerts),
+    let mut life = Life {
+        config,
+        shared: Arc::clone(&shared),
+        events: rx,
+        tx,
+        runtime,
+        notifier: Arc::clone(&notifier),
+        store: None,
+        node: None,
+        attempts: 0,
+        last_wait: None,
+        gesture: false,
     };
-    let node = match wait_for_node_then_shutdown(&rx, &shared, &notifier, &control) {
-        Ok(node) => node,
-        Err(e) => {
-            let screen = match &e {
-                boltbox_node::Error::Config(c) => Some(Box::new(screens::config_error(&c.field, &c.reason))),
-                boltbox_node::Error::Invalid { what, reason } => {
-                    Some(Box::new(screens::config_error(what, reason)))
-                }
-                _ => None,
-            };
-            shared.set_phase(Phase::Failed(screen));
-            // The display thread draws the error and ends; a panic there changes nothing now.
-            let _ = display_thread.join();
-            runtime.shutdown_timeout(RUNTIME_GRACE);
-            return Err(RunError::NodeStart(e));
+    let outcome = life.live();
+    life.shut_down(outcome, display_thread, &socket)
+}
+
+/// Why the life ended.
+enum End {
+    /// A safe stop was asked for.
+    Stop,
+    /// A fresh process is needed (see [`EXIT_RESTART`]).
+    Restart(String),
+}
+
+/// The service's life: the stages of the module documentation, on this thread.
+struct Life {
+    config: AppConfig,
+    shared: Arc<Shared>,
+    events: Receiver<Event>,
+    tx: Sender<Event>,
+    runtime: tokio::runtime::Runtime,
+    notifier: Arc<Notifier>,
+    /// The data dir's store and seed, once they may run.
+    store: Option<(Store, Seed)>,
+    node: Option<Arc<BoltNode>>,
+    /// Failed attempts since the last success or the last change of what is waited for, for the
+    /// backoff: a new problem is looked at again soon.
+    attempts: u32,
+    last_wait: Option<Wait>,
+    /// The shutdown came from the gesture (power off at the end).
+    gesture: bool,
+}
+
+/// What waiting for events gave.
+enum Next {
+    /// Go on with this event.
+    Event(Event),
+    /// The time ran out.
+    Timeout,
+    /// Shut down.
+    Stop,
+}
+
+impl Life {
+    fn set_state(&self, state: State) {
+        let line = state.describe();
+        let mut current = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if current.describe() != line {
+            tracing::info!("{line}");
+            self.notifier.notify(&format!("STATUS={line}"));
         }
-    };
-
-    // The safe shutdown. The owner sees "shutting down" before anything stops.
-    if !shared.wait_shutting_down_shown(SHOWN_WAIT) {
-        tracing::warn!("the display did not show \"shutting down\" in time; stopping the node anyway");
+        *current = state;
     }
-    notifier.notify("STOPPING=1\nSTATUS=stopping the node");
-    control.remove();
-    if !backups.wait_idle(BACKUP_WAIT) {
-        tracing::warn!("a backup is still running; stopping the node anyway (the backup fails)");
-    }
-    let stopped = node.stop();
-    drop(node);
-    runtime.shutdown_timeout(RUNTIME_GRACE);
-    if let Err(e) = stopped {
-        // Not "safe to unplug": the state may not be persisted. Exiting non-zero lets systemd
-        // start boltbox again, which recovers what was persisted, rather than power off.
-        tracing::error!(error = %e, "the node did not stop cleanly");
-        shared.set_phase(Phase::Failed(None));
-        let _ = display_thread.join();
-        return Err(RunError::NodeStop(e));
-    }
-    notifier.notify("STATUS=syncing filesystems");
-    rustix::fs::sync();
-    shared.set_phase(Phase::SafeToUnplug);
-    display_thread.join().map_err(|_| RunError::DisplayThread)?;
-    tracing::info!("safe to unplug");
-    notifier.notify("STATUS=safe to unplug");
-    power_off(&config.off_command())
-}
 
-/// What the main thread waits for.
-enum Event {
-    /// `BoltNode::start` returned.
-    NodeStarted(Box<Result<BoltNode, boltbox_node::Error>>),
-    /// A signal asked for shutdown.
-    Signal(&'static str),
-    /// The user confirmed the shutdown gesture.
-    ShutdownGesture,
-}
+    /// Waits up to `timeout` for an event; a shutdown request is taken here for every stage.
+    fn next(&mut self, timeout: Duration) -> Next {
+        match self.events.recv_timeout(timeout) {
+            Ok(Event::Signal(why)) => {
+                tracing::info!("{why}: safe stop");
+                Next::Stop
+            }
+            Ok(Event::ShutdownGesture) => {
+                tracing::info!("the shutdown gesture: safe shutdown");
+                self.gesture = true;
+                Next::Stop
+            }
+            Ok(event) => Next::Event(event),
+            Err(RecvTimeoutError::Timeout) => Next::Timeout,
+            // Every sender is gone: nothing can ask for anything any more.
+            Err(RecvTimeoutError::Disconnected) => Next::Stop,
+        }
+    }
 
-/// Waits for the node to start and then for a shutdown request (a signal or the gesture).
-/// A request that comes while the node is starting is kept until it has started, since
-/// ldk-node's start cannot be interrupted and stopping it is what persists its state.
-fn wait_for_node_then_shutdown(
-    rx: &Receiver<Event>,
-    shared: &Shared,
-    notifier: &Notifier,
-    control: &ControlSocket,
-) -> Result<Arc<BoltNode>, boltbox_node::Error> {
-    let mut node: Option<Arc<BoltNode>> = None;
-    let mut shutdown_requested = false;
-    loop {
-        let event = match rx.recv() {
-            Ok(event) => event,
-            // Every sender is gone: nothing can ask for shutdown any more, so shut down.
-            Err(mpsc::RecvError) => Event::Signal("no event sources left"),
+    fn live(&mut self) -> End {
+        loop {
+            if self.store.is_none() {
+                match self.open_data_dir() {
+                    Ok(true) => {}
+                    Ok(false) => return End::Stop,
+                    Err(end) => return end,
+                }
+            }
+            match self.preflight() {
+                Some(true) => {}
+                Some(false) => continue,
+                None => return End::Stop,
+            }
+            match self.start_node() {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(end) => return end,
+            }
+            match self.run_node() {
+                Some(()) => continue,
+                None => return End::Stop,
+            }
+        }
+    }
+
+    /// Looks at the data dir until its store and seed may run (`Ok(true)`), or a shutdown
+    /// (`Ok(false)`).
+    fn open_data_dir(&mut self) -> Result<bool, End> {
+        let dir = DataDir::new(&self.config.node.data_dir, self.config.node.network);
+        let mut last_seen: Option<Fingerprint> = None;
+        let mut failed: Option<String> = None;
+        loop {
+            let seen = Fingerprint::of(&dir, &self.config.backup.sticks);
+            if last_seen.as_ref() != Some(&seen) {
+                last_seen = Some(seen);
+                let (recovered, inspection) = match dir.inspect() {
+                    Ok(found) => found,
+                    Err(e) => {
+                        let problem = StoreProblem::Unreadable { reason: e.to_string() };
+                        (None, Inspection::Problem { problem, seed: None })
+                    }
+                };
+                if let Some(recovered) = recovered {
+                    self.notice(recovered);
+                }
+                match inspection {
+                    Inspection::Ready { seed, store, identity } => {
+                        tracing::info!(lineage = identity.lineage_id, "the node's store is sound");
+                        if identity.node_id.is_none() {
+                            if let Ok(id) = seed.node_id(self.config.node.network) {
+                                if let Err(e) = store.set_node_id(&id) {
+                                    tracing::warn!("cannot record the node in its store: {e}");
+                                }
+                            }
+                        }
+                        self.store_ready(store, *seed);
+                        return Ok(true);
+                    }
+                    Inspection::Fresh => match self.offer() {
+                        None => match dir.create_node(&Seed::generate()) {
+                            Ok(store) => {
+                                // Read back what was written, so that the node runs on the seed
+                                // the owner will see on the display.
+                                let Some(seed) = Seed::load(dir.path()).ok().flatten() else {
+                                    store.close();
+                                    return Err(End::Restart("the new seed cannot be read back".into()));
+                                };
+                                self.store_ready(store, seed);
+                                return Ok(true);
+                            }
+                            Err(e) => {
+                                let problem = StoreProblem::Unreadable { reason: e.to_string() };
+                                self.show_store_problem(problem, None, &failed);
+                            }
+                        },
+                        Some(offer) => self.show_offer(&offer, &failed),
+                    },
+                    Inspection::Problem { problem, seed } => {
+                        let backup = seed.as_deref().and_then(|seed| self.backup_of(seed, &problem));
+                        self.show_store_problem(problem, backup.as_ref(), &failed);
+                    }
+                }
+            }
+            match self.next(LOOK_AGAIN) {
+                Next::Stop => return Ok(false),
+                Next::Timeout => {}
+                Next::Event(Event::Owner(choice)) => {
+                    failed = None;
+                    match self.owner_chose(&dir, choice) {
+                        Ok(()) => {}
+                        Err(why) => {
+                            tracing::warn!("{why}");
+                            failed = Some(why.clone());
+                            self.set_state(State::Restoring(Some(why)));
+                        }
+                    }
+                    last_seen = None;
+                }
+                Next::Event(other) => log_stray(&other),
+            }
+        }
+    }
+
+    /// Carries out the owner's choice about the data dir.
+    fn owner_chose(&mut self, dir: &DataDir, choice: Owner) -> Result<(), String> {
+        match (self.shared.state(), choice) {
+            (_, Owner::Dismiss) => Ok(()),
+            (State::Store { problem, choice: c }, Owner::StartEmpty) if c.start_empty => {
+                let seed = Seed::load(dir.path()).map_err(|e| e.to_string())?.ok_or("the seed is gone")?;
+                tracing::warn!("the owner chose to start on an empty store over: {problem}");
+                dir.start_empty(&seed).map_err(|e| e.to_string())?.close();
+                Ok(())
+            }
+            (State::Offer(_), Owner::StartEmpty) => {
+                tracing::info!("the owner chose a new node over the backup on the stick");
+                dir.create_node(&Seed::generate()).map_err(|e| e.to_string())?.close();
+                Ok(())
+            }
+            (State::Store { .. } | State::Offer(_), Owner::Restore) => {
+                self.set_state(State::Restoring(None));
+                let workers = boltbox_node::backup::Workers(self.runtime.handle().clone());
+                let report = restore_offer::restore(&self.config, &workers).map_err(|e| e.to_string())?;
+                tracing::info!(commit = report.commit_counter, "restored the backup from the stick");
+                Ok(())
+            }
+            (state, choice) => Err(format!("{choice:?} does not apply now ({})", state.describe())),
+        }
+    }
+
+    /// The newest backup of the seed's node on a stick, when the problem allows a restore.
+    fn backup_of(&self, seed: &Seed, problem: &StoreProblem) -> Option<StickBackup> {
+        if !problem.replaceable() {
+            return None;
+        }
+        let node_id = seed.node_id(self.config.node.network).ok()?;
+        restore_offer::find_backup(&self.config, Some(&node_id))
+    }
+
+    /// A backup on a stick offered on a first start (any node: its words come with it).
+    fn offer(&self) -> Option<StickBackup> {
+        restore_offer::find_backup(&self.config, None)
+    }
+
+    fn show_store_problem(
+        &self,
+        problem: StoreProblem,
+        backup: Option<&StickBackup>,
+        failed: &Option<String>,
+    ) {
+        if let Some(why) = failed {
+            self.set_state(State::Restoring(Some(why.clone())));
+            return;
+        }
+        let choice = StoreChoice {
+            headline: problem.headline().to_string(),
+            reason: problem.to_string(),
+            backup: backup.map(StickBackup::facts),
+            start_empty: problem.replaceable(),
         };
-        match event {
-            Event::NodeStarted(started) => {
-                let started = Arc::new((*started)?);
-                let id = started.node_id();
-                tracing::info!(node_id = id, uris = ?started.uris(), "node running");
-                notifier.notify(&format!("READY=1\nSTATUS=node {id} running"));
-                // Set once: this is the only place that sets it.
-                let _ = shared.node.set(Arc::clone(&started));
-                control.serve(Arc::clone(&started));
-                node = Some(started);
-            }
-            Event::Signal(why) => request_shutdown(&mut shutdown_requested, why, shared, notifier),
-            Event::ShutdownGesture => {
-                request_shutdown(&mut shutdown_requested, "the shutdown gesture", shared, notifier)
-            }
-        }
-        if let (true, Some(node)) = (shutdown_requested, &node) {
-            return Ok(Arc::clone(node));
-        }
+        self.set_state(State::Store { problem, choice });
     }
-}
 
-/// First start with an empty data dir and a backup on a stick: shows the offer until the owner
-/// restores it (the node then starts from the backup) or holds A for a new node. Runs before the
-/// signal handlers: SIGTERM here ends the process, with nothing started that could lose state.
-fn offer_restore(
-    board: &mut Board,
-    gestures: &GestureConfig,
-    config: &AppConfig,
-    offer: &restore_offer::Offer,
-    runtime: &tokio::runtime::Runtime,
-    notifier: &Notifier,
-) {
-    use restore_offer::{Decision, OfferUi};
-    tracing::info!(
-        stick = offer.stick,
-        file = %offer.file.display(),
-        node_id = offer.header.node_id,
-        commit = offer.header.commit_counter,
-        "the data dir is empty and a USB stick holds a backup: offering to restore it on the display"
-    );
-    notifier.notify("STATUS=waiting for the owner: restore offer on the display");
-    let mut machine = GestureMachine::new(*gestures);
-    let mut ui = OfferUi::Offer;
-    let mut drawn: Option<Rendered> = None;
-    let mut next_watchdog = Instant::now();
-    let mut last_error = None;
-    loop {
-        let got = next_gestures(&mut *board.buttons, &mut machine, &mut last_error);
-        notifier.feed_watchdog(&mut next_watchdog);
-        let words = offer.words.is_file();
-        for gesture in got {
-            match ui.gesture(gesture, words) {
-                Some(Decision::NewNode) => {
-                    tracing::info!("the owner chose a new node over the backup");
-                    return;
+    fn show_offer(&self, backup: &StickBackup, failed: &Option<String>) {
+        if let Some(why) = failed {
+            self.set_state(State::Restoring(Some(why.clone())));
+            return;
+        }
+        self.set_state(State::Offer(ui::Offer { backup: backup.facts(), words: backup.words_present() }));
+    }
+
+    fn store_ready(&mut self, store: Store, seed: Seed) {
+        let node_id = seed.node_id(self.config.node.network).unwrap_or_default();
+        self.shared.backups.set_target(Some(BackupTarget {
+            store: store.clone(),
+            seed: seed.clone(),
+            config: self.config.node.clone(),
+            node_id,
+            workers: boltbox_node::backup::Workers(self.runtime.handle().clone()),
+        }));
+        self.store = Some((store, seed));
+    }
+
+    fn notice(&self, recovered: RecoveredRestore) {
+        let alert = Alert::Device {
+            headline: match recovered {
+                RecoveredRestore::Finished => "restore finished".into(),
+                RecoveredRestore::Undone => "restore undone".into(),
+            },
+            detail: recovered.to_string(),
+        };
+        self.shared.notices.lock().unwrap_or_else(|p| p.into_inner()).push(alert);
+    }
+
+    /// Runs the checks until they pass (`Some(true)`), the data dir must be looked at again
+    /// (`Some(false)`), or a shutdown (`None`).
+    fn preflight(&mut self) -> Option<bool> {
+        loop {
+            self.set_state(State::Checking);
+            let (node, wifi, handle, tx) = (
+                self.config.node.clone(),
+                self.config.system.wifi_ssid(),
+                self.runtime.handle().clone(),
+                self.tx.clone(),
+            );
+            let spawned = std::thread::Builder::new().name("preflight".into()).spawn(move || {
+                let _ = tx.send(Event::Checked(preflight::check(&node, wifi.as_deref(), &handle)));
+            });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start the preflight checks: {e}");
+            }
+            let result = loop {
+                match self.next(Duration::from_secs(3600)) {
+                    Next::Stop => return None,
+                    Next::Event(Event::Checked(result)) => break result,
+                    Next::Event(other) => log_stray(&other),
+                    Next::Timeout => {}
                 }
-                Some(Decision::Restore) => {
-                    let screen = ui.screen(offer, words, boltbox_node::unix_now());
-                    if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
-                        log_once(&mut last_error, format!("display: {e}"));
-                    }
-                    let workers = boltbox_node::backup::Workers(runtime.handle().clone());
-                    match restore_offer::restore(config, offer, &workers) {
-                        Ok(report) => {
-                            tracing::info!(
-                                node_id = offer.header.node_id,
-                                commit = report.commit_counter,
-                                "restored the backup from the stick; starting the node"
-                            );
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "restore from the stick failed");
-                            ui = OfferUi::Failed(e.to_string());
-                        }
+            };
+            match result {
+                Ok(()) => return Some(true),
+                Err(wait) => {
+                    if !self.wait(wait) {
+                        return None;
                     }
                 }
-                None => {}
             }
         }
-        let screen = ui.screen(offer, words, boltbox_node::unix_now());
-        if drawn.as_ref() != Some(&screen) {
-            if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
-                log_once(&mut last_error, format!("display: {e}"));
+    }
+
+    /// Shows `wait` until the backoff's next attempt; false on a shutdown.
+    fn wait(&mut self, wait: Wait) -> bool {
+        self.attempts =
+            if self.last_wait.as_ref() == Some(&wait) { self.attempts.saturating_add(1) } else { 1 };
+        self.last_wait = Some(wait.clone());
+        let pause = preflight::backoff(self.attempts);
+        let retry_at = Instant::now() + pause;
+        self.set_state(State::Waiting { wait, retry_at: Some(retry_at) });
+        loop {
+            match self.next(retry_at.saturating_duration_since(Instant::now())) {
+                Next::Stop => return false,
+                Next::Timeout => return true,
+                Next::Event(other) => log_stray(&other),
             }
-            drawn = Some(screen);
+        }
+    }
+
+    /// Starts the node on the open store: `Ok(true)` when it runs, `Ok(false)` to check again
+    /// after a failure (or a shutdown request, which stops it right after it started).
+    fn start_node(&mut self) -> Result<bool, End> {
+        let Some((store, seed)) = self.store.clone() else { return Ok(false) };
+        self.set_state(State::Starting);
+        let (config, handle, tx) = (self.config.node.clone(), self.runtime.handle().clone(), self.tx.clone());
+        std::thread::Builder::new()
+            .name("node-start".into())
+            .spawn(move || {
+                let started = BoltNode::start(&config, &seed, store, handle);
+                let _ = tx.send(Event::NodeStarted(Box::new(started)));
+            })
+            .map_err(|e| End::Restart(format!("cannot start the node's thread: {e}")))?;
+        let mut stop = false;
+        let started = loop {
+            // ldk-node's start cannot be interrupted; a shutdown waits for it, then stops it.
+            match self.next(Duration::from_secs(3600)) {
+                Next::Stop => stop = true,
+                Next::Event(Event::NodeStarted(started)) => break *started,
+                Next::Event(other) => log_stray(&other),
+                Next::Timeout => {}
+            }
+        };
+        match started {
+            Ok(node) => {
+                let node = Arc::new(node);
+                tracing::info!(node_id = node.node_id(), uris = ?node.uris(), "node running");
+                self.shared.set_node(Some(Arc::clone(&node)));
+                self.node = Some(node);
+                self.attempts = 0;
+                self.last_wait = None;
+                self.set_state(State::Running);
+                if stop {
+                    return Err(End::Stop);
+                }
+                Ok(true)
+            }
+            Err(e) if e.needs_fresh_process() => Err(End::Restart(format!("the node did not start: {e}"))),
+            Err(e) => {
+                tracing::warn!("the node did not start: {e}");
+                if stop || !self.wait(start_wait(&e)) {
+                    return Err(End::Stop);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Watches the running node until a shutdown (`None`) or a restart of the node
+    /// (`Some(())`, after stopping it).
+    fn run_node(&mut self) -> Option<()> {
+        loop {
+            match self.next(LOOK_AGAIN) {
+                Next::Stop => return None,
+                Next::Event(other) => log_stray(&other),
+                Next::Timeout => {}
+            }
+            let Some(node) = &self.node else { return Some(()) };
+            if let Some(why) = node.needs_restart() {
+                tracing::warn!("{why}: stopping and starting the node");
+                self.set_state(State::Starting);
+                if let Err(e) = self.stop_node() {
+                    tracing::error!("{e}");
+                }
+                // Stopping the node closed its store: the data dir is opened (and checked) again.
+                self.shared.backups.set_target(None);
+                if let Some((store, _)) = self.store.take() {
+                    store.close();
+                }
+                return Some(());
+            }
+        }
+    }
+
+    /// Stops the running node within [`NODE_STOP_WAIT`]; the store stays open for a restart.
+    fn stop_node(&mut self) -> Result<(), String> {
+        let Some(node) = self.node.take() else { return Ok(()) };
+        self.shared.set_node(None);
+        let (tx, rx) = mpsc::channel();
+        let stopping = Arc::clone(&node);
+        let spawned = std::thread::Builder::new().name("node-stop".into()).spawn(move || {
+            let _ = tx.send(stopping.stop());
+        });
+        if let Err(e) = spawned {
+            return Err(format!("cannot stop the node: {e}"));
+        }
+        match rx.recv_timeout(NODE_STOP_WAIT) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the node did not stop cleanly: {e}")),
+            Err(_) => Err(format!("the node did not stop within {} s", NODE_STOP_WAIT.as_secs())),
+        }
+    }
+
+    /// The safe stop, from any stage.
+    fn shut_down(
+        mut self,
+        end: End,
+        display_thread: std::thread::JoinHandle<()>,
+        socket: &Path,
+    ) -> Result<(), RunError> {
+        let saving = self.node.is_some() || self.store.is_some();
+        self.shared.set_phase(Phase::ShuttingDown { saving });
+        self.notifier.notify("STATUS=shutting down");
+        if !self.shared.wait_shutting_down_shown(SHOWN_WAIT) {
+            tracing::warn!("the display did not show \"shutting down\" in time; stopping anyway");
+        }
+        self.notifier.notify("STOPPING=1\nSTATUS=stopping the node");
+        control::remove(socket);
+        if !self.shared.backups.wait_idle(BACKUP_WAIT) {
+            tracing::warn!(
+                "a backup is still running after {} s; stopping the node anyway (the backup fails)",
+                BACKUP_WAIT.as_secs()
+            );
+        }
+        let stopped = self.stop_node();
+        self.shared.backups.set_target(None);
+        let store_health = self.store.as_ref().map(|(store, _)| store.health());
+        if let Some((store, _)) = self.store.take() {
+            store.close();
+        }
+        self.runtime.shutdown_timeout(RUNTIME_GRACE);
+        let not_saved = match (stopped, store_health) {
+            (Err(e), _) => Some(e),
+            (Ok(()), Some(boltbox_node::StoreHealth::Failing { reason, .. })) => {
+                Some(format!("the store cannot write: {reason}"))
+            }
+            (Ok(()), _) => None,
+        };
+        let last = match (not_saved, end) {
+            // Never "safe to unplug" when it is not; a fresh start recovers what was saved.
+            (Some(reason), _) => Some((screens::not_saved(&reason), reason)),
+            (None, End::Restart(why)) => Some((screens::restarting(&why), why)),
+            (None, End::Stop) => None,
+        };
+        if let Some((screen, reason)) = last {
+            tracing::error!("{reason}");
+            self.shared.set_phase(Phase::Failed(Box::new(screen)));
+            let _ = display_thread.join();
+            return Err(RunError::Restart(reason));
+        }
+        self.notifier.notify("STATUS=syncing filesystems");
+        rustix::fs::sync();
+        self.shared.set_phase(if self.gesture { Phase::SafeToUnplug } else { Phase::Stopped });
+        display_thread.join().map_err(|_| RunError::DisplayThread)?;
+        tracing::info!("stopped safely");
+        if self.gesture {
+            self.notifier.notify("STATUS=safe to unplug");
+            power_off(&self.config.off_command())
+        } else {
+            self.notifier.notify("STATUS=stopped");
+            Ok(())
         }
     }
 }
 
-/// Where `boltbox <command>` reaches the running node (see [`control`]).
-struct ControlSocket {
-    runtime: tokio::runtime::Handle,
-    path: PathBuf,
-    device_alerts: control::DeviceAlerts,
-}
-
-impl ControlSocket {
-    /// Starts answering; without the socket the node still runs, only the CLI cannot reach it.
-    fn serve(&self, node: Arc<BoltNode>) {
-        if let Err(e) = control::serve(&self.runtime, &self.path, node, Arc::clone(&self.device_alerts)) {
-            tracing::warn!(error = %e, "cannot listen at {}: the boltbox CLI cannot reach this node", self.path.display());
-        }
-    }
-
-    /// Stops new commands reaching a node that is stopping.
-    fn remove(&self) {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(error = %e, "cannot remove {}", self.path.display()),
-        }
+/// What a failed node start waits for.
+fn start_wait(e: &boltbox_node::Error) -> Wait {
+    match e.chain_source_fault() {
+        Some(reason) => Wait { what: WaitFor::ChainSource, reason: reason.into() },
+        None => Wait { what: WaitFor::NodeStart, reason: e.to_string() },
     }
 }
 
-fn request_shutdown(requested: &mut bool, why: &str, shared: &Shared, notifier: &Notifier) {
-    if *requested {
-        tracing::info!("{why}: already shutting down");
-        return;
+fn log_stray(event: &Event) {
+    let name = match event {
+        Event::Owner(choice) => format!("owner choice {choice:?}"),
+        Event::Checked(_) => "a preflight result".into(),
+        Event::NodeStarted(_) => "a node start".into(),
+        Event::Signal(_) | Event::ShutdownGesture => "a shutdown".into(),
+    };
+    tracing::info!("{name} does not apply now; ignored");
+}
+
+/// A file's inode, length and modification time, when it exists.
+type FileStamp = Option<(u64, u64, i64)>;
+
+/// What the data dir and the sticks look like, cheaply: looked at again only when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint(Vec<(PathBuf, FileStamp)>);
+
+impl Fingerprint {
+    fn of(dir: &DataDir, sticks: &Path) -> Fingerprint {
+        use std::os::unix::fs::MetadataExt;
+        let mut paths = vec![
+            dir.path().to_path_buf(),
+            dir.store_path(),
+            dir.path().join(boltbox_node::seed::SEED_FILE),
+            sticks.to_path_buf(),
+        ];
+        if let Ok(entries) = std::fs::read_dir(sticks) {
+            for stick in entries.filter_map(Result::ok) {
+                let backups = stick.path().join(crate::backup::STICK_DIR);
+                paths.push(backups.join(restore_offer::WORDS_FILE));
+                paths.push(backups);
+            }
+        }
+        Fingerprint(
+            paths
+                .into_iter()
+                .map(|p| {
+                    let meta = std::fs::symlink_metadata(&p)
+                        .ok()
+                        .map(|m| (m.ino(), m.len(), m.mtime_nsec() ^ m.mtime()));
+                    (p, meta)
+                })
+                .collect(),
+        )
     }
-    *requested = true;
-    tracing::info!("{why}: safe shutdown");
-    shared.set_phase(Phase::ShuttingDown);
-    notifier.notify("STATUS=shutting down");
 }
 
 /// Turns SIGTERM and SIGINT into [`Event::Signal`]; the handlers stay installed, so later
@@ -392,7 +948,7 @@ fn watch_signals(runtime: &tokio::runtime::Runtime, tx: Sender<Event>) -> Result
                 else => return,
             };
             if tx.send(Event::Signal(name)).is_err() {
-                return;
+                tracing::info!("{name}: already stopping");
             }
         }
     });
@@ -444,247 +1000,9 @@ fn power_off(command: &[String]) -> Result<(), RunError> {
     if status.success() { Ok(()) } else { Err(failed(status.to_string())) }
 }
 
-/// Where the appliance is in its life, as the display thread sees it.
-#[derive(Debug, Clone)]
-enum Phase {
-    /// Booting or running.
-    Running,
-    /// A safe shutdown is in progress.
-    ShuttingDown,
-    /// Everything is persisted: draw "safe to unplug" and end.
-    SafeToUnplug,
-    /// Starting or stopping failed: draw this (if any) and end.
-    Failed(Option<Box<Rendered>>),
-}
-
-/// What the main and the display thread share.
-struct Shared {
-    /// The node, once started.
-    node: OnceLock<Arc<BoltNode>>,
-    phase: Mutex<Phase>,
-    /// The status shown before the node has one.
-    starting: Status,
-    /// The display's and buttons' alerts, kept by the display thread.
-    device_alerts: control::DeviceAlerts,
-    /// Set by the display thread once a "shutting down" frame went to the display.
-    shutting_down_shown: Mutex<bool>,
-    shown: Condvar,
-}
-
-impl Shared {
-    fn phase(&self) -> Phase {
-        self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set_phase(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
-    }
-
-    fn device_alerts(&self) -> Vec<Alert> {
-        self.device_alerts.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set_device_alerts(&self, alerts: Vec<Alert>) {
-        *self.device_alerts.lock().unwrap_or_else(|p| p.into_inner()) = alerts;
-    }
-
-    fn set_shutting_down_shown(&self) {
-        *self.shutting_down_shown.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.shown.notify_all();
-    }
-
-    /// Waits up to `timeout` for the display thread to have shown "shutting down"; true if it has.
-    fn wait_shutting_down_shown(&self, timeout: Duration) -> bool {
-        let shown = self.shutting_down_shown.lock().unwrap_or_else(|p| p.into_inner());
-        let (shown, _) =
-            self.shown.wait_timeout_while(shown, timeout, |shown| !*shown).unwrap_or_else(|p| p.into_inner());
-        *shown
-    }
-}
-
-/// The display and button loop, on its own thread.
-struct DisplayLoop {
-    display: Box<dyn Display>,
-    buttons: Box<dyn Buttons>,
-    gestures: GestureMachine,
-    ui: Ui,
-    shared: Arc<Shared>,
-    events: Sender<Event>,
-    notifier: Arc<Notifier>,
-    data_dir: PathBuf,
-    workers: usize,
-    /// Backups to USB sticks, made on a thread of their own.
-    backups: Arc<BackupService>,
-}
-
-impl DisplayLoop {
-    fn run(mut self) {
-        let start = monotonic();
-        let mut next_frame = Instant::now();
-        let mut next_watchdog = Instant::now();
-        let mut next_system = Instant::now();
-        let mut system = SystemInfo::default();
-        let mut ip: Option<IpAddr> = None;
-        let mut contrast: Option<u8> = None;
-        let mut last_error: Option<String> = None;
-        let mut health = DisplayHealth::Present;
-        let mut buttons_health = ButtonsHealth::Working;
-        let mut drawn_phase: Option<Phase> = None;
-        let data_dir = self.data_dir.clone();
-        // Read at each frame that shows them and dropped after drawing (see `ui::SeedSource`).
-        let seed_words = move || {
-            Seed::load(&data_dir)
-                .ok()
-                .flatten()
-                .map(|seed| seed.words().iter().map(|w| w.to_string()).collect::<Vec<String>>())
-        };
-        loop {
-            let phase = self.shared.phase();
-            let gestures = next_gestures(&mut *self.buttons, &mut self.gestures, &mut last_error);
-            self.notifier.feed_watchdog(&mut next_watchdog);
-            let now = Instant::now();
-            let last = matches!(phase, Phase::SafeToUnplug | Phase::Failed(_));
-            // A new phase is drawn at once: the shutdown waits for "shutting down" to be shown.
-            let new_phase =
-                drawn_phase.as_ref().map(std::mem::discriminant) != Some(std::mem::discriminant(&phase));
-            if gestures.is_empty() && now < next_frame && !new_phase {
-                continue;
-            }
-            next_frame = now + FRAME_EVERY;
-            if now >= next_system {
-                system = read_system_info(&self.data_dir, self.workers);
-                self.backups.reload();
-                system.last_backup_age = self.backups.last_backup_age();
-                ip = primary_ip();
-                next_system = now + SYSTEM_EVERY;
-            }
-            let node = self.shared.node.get();
-            let shutdown = match phase {
-                Phase::Running => None,
-                Phase::ShuttingDown | Phase::Failed(_) => Some(ShutdownPhase::InProgress),
-                Phase::SafeToUnplug => Some(ShutdownPhase::SafeToUnplug),
-            };
-            let screen = match (&phase, node) {
-                (Phase::Failed(Some(screen)), _) => (**screen).clone(),
-                (Phase::Running, None) => screens::boot(env!("CARGO_PKG_VERSION")),
-                _ => {
-                    let mut status = node.map_or_else(|| self.shared.starting.clone(), |n| n.status());
-                    status.alerts.extend(self.shared.device_alerts());
-                    let backup = self.backups.progress();
-                    let ctx = Context {
-                        status: &status,
-                        system: &system,
-                        ip,
-                        backup_available: node.is_some(),
-                        backup: backup.as_ref(),
-                        shutdown,
-                        seed: &seed_words,
-                    };
-                    let now = monotonic().saturating_sub(start);
-                    let out = self.ui.tick(now, &gestures, &ctx);
-                    for action in out.actions {
-                        match action {
-                            Action::Shutdown => {
-                                // The receiver is gone only when `run` is over.
-                                let _ = self.events.send(Event::ShutdownGesture);
-                            }
-                            Action::Backup => self.backups.start(node.cloned()),
-                        }
-                    }
-                    if contrast != Some(out.contrast) {
-                        match self.display.set_contrast(out.contrast) {
-                            Ok(()) => contrast = Some(out.contrast),
-                            Err(e) => log_once(&mut last_error, format!("display contrast: {e}")),
-                        }
-                    }
-                    Rendered { frame: out.frame, caption: out.caption }
-                }
-            };
-            if let Err(e) = self.display.show(&screen.frame, &screen.caption) {
-                log_once(&mut last_error, format!("display: {e}"));
-            }
-            if matches!(phase, Phase::ShuttingDown) {
-                self.shared.set_shutting_down_shown();
-            }
-            drawn_phase = Some(phase);
-            let now_health = self.display.health();
-            if now_health != health {
-                match &now_health {
-                    DisplayHealth::Present => tracing::info!("display present"),
-                    DisplayHealth::Absent { reason, .. } => tracing::warn!(reason, "display absent"),
-                }
-                health = now_health;
-            }
-            let now_buttons = self.buttons.health();
-            if now_buttons != buttons_health {
-                match &now_buttons {
-                    ButtonsHealth::Working => tracing::info!("buttons working"),
-                    ButtonsHealth::Failing { reason } => tracing::warn!(reason, "buttons not working"),
-                }
-                buttons_health = now_buttons;
-            }
-            let mut alerts = device_alerts(&health, &buttons_health);
-            let has_channels = node.is_some_and(|n| !n.status().channels.is_empty());
-            alerts.extend(self.backups.alert(has_channels));
-            self.shared.set_device_alerts(alerts);
-            if last {
-                return;
-            }
-        }
-    }
-}
-
-/// Waits up to [`BUTTON_POLL`] for a button edge and returns the gestures it and the passing
-/// time make. A failing source is logged once per distinct error.
-fn next_gestures(
-    buttons: &mut dyn Buttons,
-    machine: &mut GestureMachine,
-    last_error: &mut Option<String>,
-) -> Vec<Gesture> {
-    let mut gestures = Vec::new();
-    match buttons.next_edge(BUTTON_POLL) {
-        Ok(Some(edge)) => gestures.extend(machine.edge(edge)),
-        Ok(None) => {}
-        Err(e) => {
-            log_once(last_error, format!("buttons: {e}"));
-            // Failing buttons return at once; wait as a working source would have.
-            std::thread::sleep(BUTTON_POLL);
-        }
-    }
-    gestures.extend(machine.tick(monotonic()));
-    gestures
-}
-
-/// The alerts for a display or buttons that do not work. An absent display cannot show its
-/// own alert; it is in the log, in `boltbox status`, and on the display once it is back.
-fn device_alerts(display: &DisplayHealth, buttons: &ButtonsHealth) -> Vec<Alert> {
-    let mut alerts = Vec::new();
-    if let DisplayHealth::Absent { reason, .. } = display {
-        alerts.push(Alert::Device {
-            headline: "display not working".into(),
-            detail: format!("the display does not answer (retrying): {reason}"),
-        });
-    }
-    if let ButtonsHealth::Failing { reason } = buttons {
-        alerts.push(Alert::Device {
-            headline: "buttons not working".into(),
-            detail: format!("the buttons cannot be read (retrying): {reason}"),
-        });
-    }
-    alerts
-}
-
-/// Logs an error unless it is the same as the last one (a failing device fails at every frame).
-fn log_once(last: &mut Option<String>, message: String) {
-    if last.as_deref() != Some(message.as_str()) {
-        tracing::warn!("{message}");
-        *last = Some(message);
-    }
-}
-
 /// systemd's notify protocol (sd_notify(3)): datagrams to `$NOTIFY_SOCKET`, when set.
 #[derive(Debug)]
-struct Notifier {
+pub(crate) struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
     /// `$WATCHDOG_USEC`, when the watchdog is on for this process.
     watchdog: Option<Duration>,
@@ -713,7 +1031,7 @@ impl Notifier {
     }
 
     /// Tells the watchdog we are alive when `next` is due, at half its interval.
-    fn feed_watchdog(&self, next: &mut Instant) {
+    pub(crate) fn feed_watchdog(&self, next: &mut Instant) {
         if let Some(interval) = self.watchdog {
             let now = Instant::now();
             if now >= *next {
@@ -723,7 +1041,7 @@ impl Notifier {
         }
     }
 
-    fn notify(&self, state: &str) {
+    pub(crate) fn notify(&self, state: &str) {
         if let Some((socket, addr)) = &self.target {
             if let Err(e) = socket.send_to_addr(state.as_bytes(), addr) {
                 tracing::warn!(error = %e, state, "cannot notify systemd");
@@ -755,24 +1073,29 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_display_or_buttons_is_an_alert() {
-        assert!(device_alerts(&DisplayHealth::Present, &ButtonsHealth::Working).is_empty());
-        let absent =
-            DisplayHealth::Absent { reason: "i2c NACK".into(), failures: 3, next_retry: Duration::ZERO };
-        let failing = ButtonsHealth::Failing { reason: "no /dev/gpiochip0".into() };
-        let alerts = device_alerts(&absent, &failing);
-        let headlines: Vec<String> = alerts.iter().map(Alert::headline).collect();
-        assert_eq!(headlines, ["display not working", "buttons not working"]);
-        assert!(alerts[0].to_string().contains("i2c NACK"), "{}", alerts[0]);
-        assert!(alerts[1].to_string().contains("/dev/gpiochip0"), "{}", alerts[1]);
-    }
-
-    #[test]
     fn power_off_runs_the_command_and_reports_failure() {
         assert!(power_off(&[]).is_ok());
         assert!(power_off(&["true".into()]).is_ok());
         let e = power_off(&["false".into()]).expect_err("false fails");
         assert!(matches!(e, RunError::PowerOff { .. }), "{e}");
         assert!(power_off(&["/nonexistent/poweroff".into()]).is_err());
+    }
+
+    #[test]
+    fn only_a_bad_config_has_the_exit_code_that_stops_restarts() {
+        assert_eq!(RunError::Config(ConfigError::new("node.alias", "empty")).exit_code(), EXIT_CONFIG);
+        assert_eq!(RunError::Restart("not saved".into()).exit_code(), EXIT_RESTART);
+        assert_eq!(RunError::DisplayThread.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_failed_start_waits_for_what_it_names() {
+        let e =
+            boltbox_node::Error::Node { operation: "start", source: ldk_node::NodeError::ConnectionFailed };
+        assert_eq!(start_wait(&e).what, WaitFor::ChainSource);
+        let e = boltbox_node::Error::Build("read failed".into());
+        let wait = start_wait(&e);
+        assert_eq!(wait.what, WaitFor::NodeStart);
+        assert!(wait.reason.contains("read failed"));
     }
 }

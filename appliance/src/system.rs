@@ -57,6 +57,19 @@ fn disk_usage(dir: &Path) -> Option<Usage> {
     Some(Usage { used: total.saturating_sub(free), total })
 }
 
+/// Where the image's boltbox-setup records that it could not grow the data partition.
+pub const GROW_FAILED: &str = "/run/boltbox/data-grow-failed";
+
+/// The alert for a data partition that did not grow on first boot, if `record` says so.
+pub fn grow_alert(record: &Path) -> Option<boltbox_node::Alert> {
+    let reason = boltbox_node::files::read_untrusted(record, 4096).ok()?;
+    let reason = String::from_utf8_lossy(&reason).trim().to_string();
+    Some(boltbox_node::Alert::Device {
+        headline: "data not grown".into(),
+        detail: format!("the data partition did not grow to fill the card ({reason}): it may fill up early"),
+    })
+}
+
 /// The address other machines reach this one at: the source address the kernel picks for the
 /// default route (a UDP "connect" sends nothing), or none without a route or when that is a
 /// loopback address. That is the first non-loopback interface's address on a one-network
@@ -81,6 +94,17 @@ mod tests {
         let meminfo = "MemTotal:        3884096 kB\nMemFree:  100 kB\nMemAvailable:    2884096 kB\n";
         assert_eq!(parse_memory(meminfo), Some(Usage { used: 1_000_000 * 1024, total: 3_884_096 * 1024 }));
         assert_eq!(parse_memory("MemTotal: 5 kB\n"), None);
+    }
+
+    #[test]
+    fn a_data_partition_that_did_not_grow_is_an_alert() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = dir.path().join("data-grow-failed");
+        assert_eq!(grow_alert(&record), None);
+        std::fs::write(&record, "resize2fs failed\n").expect("write");
+        let alert = grow_alert(&record).expect("an alert");
+        assert_eq!(alert.headline(), "data not grown");
+        assert!(alert.to_string().contains("resize2fs failed"), "{alert}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! Gestures (see the table in [`Ui::tick`]):
 //! - A short: next status page (home, channels, earnings, network, system, alerts, home...).
-//! - B short: the page's own action: next channel on channels, big QR on and off on network.
+//! - B short: the page's own action: next channel on channels; on network the big QR, then the
+//!   chain source and what it learns, then back.
 //! - A long: "press A again to shut down"; A short confirms ([`Action::Shutdown`]), B short or
 //!   `confirm_timeout` cancels. Reachable from every screen but the shutdown itself.
 //! - B long (on a status page): "press B again to back up"; B short confirms
@@ -15,6 +16,13 @@
 //!   next page, A leave). The words come from the caller's [`SeedSource`] at each frame that
 //!   shows them and are dropped right after drawing; the UI keeps only the page number. The
 //!   seed pages go back home after `seed_timeout` without a press.
+//!
+//! - While the node is not simply running, the home page shows what the service is doing
+//!   ([`Service`]): what it waits for, or a store that needs the owner. There B short restores a
+//!   backup from a stick and B long starts on an empty store (or a new node), each behind a
+//!   confirmation naming what it costs.
+//! - Until the owner has seen the seed words once (or skipped them), the home page reminds them:
+//!   B short asks to skip; reaching the last seed page counts as seen.
 //!
 //! Idle: `dim_after` without a gesture lowers the contrast; `blank_after` replaces the picture
 //! with a [`screens::screensaver`] whose position moves every `shift_every`. A press while dim
@@ -33,7 +41,9 @@ use std::time::Duration;
 use boltbox_board::{Button, Frame, Gesture};
 use boltbox_node::Status;
 
-use crate::screens::{self, BackupProgress, Rendered, ShutdownPhase, SystemInfo};
+use crate::screens::{
+    self, BackupFacts, BackupProgress, Rendered, ShutdownPhase, StoreChoice, SystemInfo, Waiting,
+};
 
 /// Timings and contrast levels of the UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +126,12 @@ pub enum View {
     SeedWarning,
     /// Page `n` (0-based) of the seed words.
     Seed(usize),
+    /// "Restore the backup?": B restores ([`Action::Restore`]).
+    RestoreConfirm,
+    /// "Start on an empty store?" (or "new node?"): B starts ([`Action::StartEmpty`]).
+    EmptyConfirm,
+    /// "Skip the seed words?": B skips ([`Action::SeedSkipped`]).
+    SeedSkipConfirm,
 }
 
 /// What the UI asks the caller to do.
@@ -125,6 +141,42 @@ pub enum Action {
     Shutdown,
     /// The user confirmed a backup.
     Backup,
+    /// The user confirmed restoring the offered backup.
+    Restore,
+    /// The user confirmed starting on an empty store (or a new node instead of the backup).
+    StartEmpty,
+    /// The user went back from a failed restore.
+    Dismiss,
+    /// The last page of the seed words was shown.
+    SeedSeen,
+    /// The user chose not to be reminded of the seed words.
+    SeedSkipped,
+}
+
+/// A backup offered on a first start with an empty data dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// The backup.
+    pub backup: BackupFacts,
+    /// Whether the seed words are on the stick (without them B only repeats what to do).
+    pub words: bool,
+}
+
+/// What the service is doing, for the home page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service<'a> {
+    /// The node runs: the home page shows its status.
+    Running,
+    /// ldk-node is starting.
+    Starting,
+    /// Waiting for something outside the process.
+    Waiting(&'a Waiting),
+    /// The data dir needs the owner.
+    Store(&'a StoreChoice),
+    /// A first start with a backup on a stick.
+    Offer(&'a Offer),
+    /// A restore runs (`None`) or failed (why).
+    Restoring(Option<&'a str>),
 }
 
 /// How awake the display is.
@@ -169,6 +221,10 @@ pub struct Context<'a> {
     pub shutdown: Option<ShutdownPhase>,
     /// The seed words, asked for only while a seed page is shown.
     pub seed: &'a dyn SeedSource,
+    /// What the service is doing.
+    pub service: Service<'a>,
+    /// Whether the home page reminds the owner to write the seed words down.
+    pub seed_reminder: bool,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -179,6 +235,8 @@ impl std::fmt::Debug for Context<'_> {
             .field("backup_available", &self.backup_available)
             .field("backup", &self.backup)
             .field("shutdown", &self.shutdown)
+            .field("service", &self.service)
+            .field("seed_reminder", &self.seed_reminder)
             .finish_non_exhaustive()
     }
 }
@@ -207,8 +265,9 @@ pub struct Ui {
     page: Page,
     /// The channel shown on the channels page.
     channel: usize,
-    /// The network page shows the big QR code.
-    big_qr: bool,
+    /// What the network page shows: 0 the address and a QR code, 1 the big QR code, 2 the
+    /// chain source.
+    network_view: u8,
     /// The latest time seen.
     now: Duration,
     /// When the last gesture (or a new alert) happened.
@@ -236,7 +295,7 @@ impl Ui {
             view: View::Page(Page::Home),
             page: Page::Home,
             channel: 0,
-            big_qr: false,
+            network_view: 0,
             now: Duration::ZERO,
             last_activity: Duration::ZERO,
             view_since: Duration::ZERO,
@@ -280,7 +339,7 @@ impl Ui {
                 self.channel = 0;
             }
             if page != Page::Network {
-                self.big_qr = false;
+                self.network_view = 0;
             }
             self.page = page;
         }
@@ -320,7 +379,10 @@ impl Ui {
         self.watch_alerts(ctx.status);
         let idle = self.idle();
         let contrast = if idle == Idle::Awake { self.config.bright } else { self.config.dim };
-        let Rendered { frame, caption } = self.render(idle, ctx);
+        let (Rendered { frame, caption }, seed_seen) = self.render(idle, ctx);
+        if seed_seen {
+            actions.push(Action::SeedSeen);
+        }
         Output { frame, caption, contrast, idle, actions }
     }
 
@@ -357,11 +419,31 @@ impl Ui {
             (View::ShutdownConfirm, Short(B)) => self.back(),
             (View::ShutdownConfirm, _) => {}
             (_, Long(A)) => self.set_view(View::ShutdownConfirm),
+            (View::Page(Page::Home), Short(A)) if matches!(ctx.service, Service::Restoring(Some(_))) => {
+                actions.push(Action::Dismiss);
+            }
             (View::Page(page), Short(A)) => self.set_view(View::Page(page.next())),
+            (View::Page(Page::Home), Short(B) | Long(B)) if !matches!(ctx.service, Service::Running) => {
+                self.service_gesture(gesture, ctx);
+            }
+            (View::Page(Page::Home), Short(B)) if ctx.seed_reminder => self.set_view(View::SeedSkipConfirm),
+            (View::RestoreConfirm, Short(B)) => {
+                self.back();
+                actions.push(Action::Restore);
+            }
+            (View::EmptyConfirm, Short(B)) => {
+                self.back();
+                actions.push(Action::StartEmpty);
+            }
+            (View::SeedSkipConfirm, Short(B)) => {
+                self.back();
+                actions.push(Action::SeedSkipped);
+            }
+            (View::RestoreConfirm | View::EmptyConfirm | View::SeedSkipConfirm, Short(A)) => self.back(),
             (View::Page(Page::Channels), Short(B)) => {
                 self.channel = (self.channel + 1) % ctx.status.channels.len().max(1);
             }
-            (View::Page(Page::Network), Short(B)) => self.big_qr = !self.big_qr,
+            (View::Page(Page::Network), Short(B)) => self.network_view = (self.network_view + 1) % 3,
             (View::Page(_), Short(B)) => {}
             (View::Page(_), Long(B)) if ctx.backup_available => self.set_view(View::BackupConfirm),
             (View::Page(_), Long(B)) => self.set_view(View::BackupUnavailable),
@@ -380,12 +462,34 @@ impl Ui {
         }
     }
 
+    /// B on the home page while the node does not run: a restore or an empty start, where the
+    /// service offers one.
+    fn service_gesture(&mut self, gesture: Gesture, ctx: &Context<'_>) {
+        let (restore, empty) = match ctx.service {
+            Service::Store(choice) => (choice.backup.is_some(), choice.start_empty),
+            Service::Offer(offer) => (offer.words, true),
+            _ => (false, false),
+        };
+        match gesture {
+            Gesture::Short(Button::B) if restore => self.set_view(View::RestoreConfirm),
+            Gesture::Long(Button::B) if empty => self.set_view(View::EmptyConfirm),
+            // Backups need a store: while one is open (waiting for the chain, say), B long backs up.
+            Gesture::Long(Button::B) if ctx.backup_available => self.set_view(View::BackupConfirm),
+            Gesture::Long(Button::B) => self.set_view(View::BackupUnavailable),
+            _ => {}
+        }
+    }
+
     fn timeouts(&mut self) {
         let shown = self.now.saturating_sub(self.view_since);
         let limit = match self.view {
-            View::ShutdownConfirm | View::BackupConfirm | View::BackupUnavailable | View::SeedWarning => {
-                self.config.confirm_timeout
-            }
+            View::ShutdownConfirm
+            | View::BackupConfirm
+            | View::BackupUnavailable
+            | View::SeedWarning
+            | View::RestoreConfirm
+            | View::EmptyConfirm
+            | View::SeedSkipConfirm => self.config.confirm_timeout,
             View::Seed(_) => self.config.seed_timeout,
             View::Page(_) | View::Backup | View::ShuttingDown => return,
         };
@@ -408,19 +512,34 @@ impl Ui {
         self.known_alerts = Some(current);
     }
 
-    fn render(&mut self, idle: Idle, ctx: &Context<'_>) -> Rendered {
+    /// The frame, and whether it is the last page of the seed words.
+    fn render(&mut self, idle: Idle, ctx: &Context<'_>) -> (Rendered, bool) {
         if idle == Idle::Blank {
-            let blank_since = self.last_activity + self.config.blank_after;
+            let blank_since = self.last_activity.saturating_add(self.config.blank_after);
             let every = self.config.shift_every.as_millis().max(1);
             let step = self.now.saturating_sub(blank_since).as_millis() / every;
-            return screens::screensaver(ctx.status, u64::try_from(step).unwrap_or(u64::MAX));
+            return (screens::screensaver(ctx.status, u64::try_from(step).unwrap_or(u64::MAX)), false);
         }
         let status = ctx.status;
-        match self.view {
-            View::Page(Page::Home) => screens::home(status),
+        let screen = match self.view {
+            View::Page(Page::Home) => match ctx.service {
+                Service::Running if ctx.seed_reminder => screens::seed_reminder(),
+                Service::Running => screens::home(status),
+                Service::Starting => screens::starting(&status.alias),
+                Service::Waiting(waiting) => screens::waiting(waiting),
+                Service::Store(choice) => screens::store_choice(choice),
+                Service::Offer(offer) => screens::restore_offer(
+                    &offer.backup.node_id8,
+                    offer.backup.age,
+                    offer.backup.commit,
+                    offer.words,
+                ),
+                Service::Restoring(failed) => screens::restore_progress(failed),
+            },
             View::Page(Page::Channels) => screens::channels(status, self.channel),
             View::Page(Page::Earnings) => screens::earnings(status),
-            View::Page(Page::Network) if self.big_qr => screens::network_qr(status),
+            View::Page(Page::Network) if self.network_view == 1 => screens::network_qr(status),
+            View::Page(Page::Network) if self.network_view == 2 => screens::chain_source(status),
             View::Page(Page::Network) => screens::network(status, ctx.ip),
             View::Page(Page::System) => screens::system(status, ctx.system),
             View::Page(Page::Alerts) => screens::alerts(status),
@@ -434,13 +553,18 @@ impl Ui {
             View::SeedWarning => screens::seed_warning(),
             View::Seed(page) => match ctx.seed.seed_words() {
                 Some(words) if !words.is_empty() => {
-                    let page = page % screens::seed_pages(words.len());
+                    let pages = screens::seed_pages(words.len());
+                    let page = page % pages;
                     self.view = View::Seed(page);
-                    screens::seed_page(&words, page)
+                    return (screens::seed_page(&words, page), page + 1 == pages);
                 }
                 _ => screens::seed_unavailable(),
             },
-        }
+            View::RestoreConfirm => screens::restore_confirm(),
+            View::EmptyConfirm => screens::empty_confirm(matches!(ctx.service, Service::Offer(_))),
+            View::SeedSkipConfirm => screens::seed_skip_confirm(),
+        };
+        (screen, false)
     }
 }
 
@@ -466,7 +590,18 @@ mod tests {
         backup: Option<BackupProgress>,
         shutdown: Option<ShutdownPhase>,
         seed_calls: Cell<usize>,
+        service: TestService,
+        seed_reminder: bool,
         t: f64,
+    }
+
+    /// What the rig's service does (owned, so that the rig can lend it to each tick).
+    enum TestService {
+        Running,
+        Waiting(Waiting),
+        Store(StoreChoice),
+        Offer(Offer),
+        RestoreFailed(String),
     }
 
     impl Rig {
@@ -479,6 +614,8 @@ mod tests {
                 backup: None,
                 shutdown: None,
                 seed_calls: Cell::new(0),
+                service: TestService::Running,
+                seed_reminder: false,
                 t: 0.0,
             }
         }
@@ -490,6 +627,13 @@ mod tests {
                 calls.set(calls.get() + 1);
                 Some(samples::SAMPLE_SEED.iter().map(|w| w.to_string()).collect::<Vec<_>>())
             };
+            let service = match &self.service {
+                TestService::Running => Service::Running,
+                TestService::Waiting(w) => Service::Waiting(w),
+                TestService::Store(s) => Service::Store(s),
+                TestService::Offer(o) => Service::Offer(o),
+                TestService::RestoreFailed(e) => Service::Restoring(Some(e)),
+            };
             let ctx = Context {
                 status: &self.status,
                 system: &self.system,
@@ -498,6 +642,8 @@ mod tests {
                 backup: self.backup.as_ref(),
                 shutdown: self.shutdown,
                 seed: &seed,
+                service,
+                seed_reminder: self.seed_reminder,
             };
             self.ui.tick(secs(t), gestures, &ctx)
         }
@@ -587,6 +733,7 @@ mod tests {
         }
         assert_eq!(name(&rig.tick(0.1)), "network");
         assert_eq!(name(&rig.short(B)), "network qr");
+        assert_eq!(name(&rig.short(B)), "chain source");
         assert_eq!(name(&rig.short(B)), "network");
         rig.short(B);
         assert_eq!(name(&rig.short(A)), "system", "A leaves the big QR for the next page");
@@ -807,6 +954,8 @@ mod tests {
             backup: None,
             shutdown: None,
             seed: &none,
+            service: Service::Running,
+            seed_reminder: false,
         };
         let out = rig.ui.tick(secs(t), &[], &ctx);
         assert!(out.caption.contains("not available"), "{}", out.caption);
@@ -916,6 +1065,108 @@ mod tests {
         rig.at(100.0, &[]);
         let out = rig.at(5.0, &[]);
         assert_eq!(out.idle, Idle::Dimmed, "still 100 s quiet");
+    }
+
+    fn choice(backup: bool, start_empty: bool) -> StoreChoice {
+        StoreChoice {
+            headline: "node store missing".into(),
+            reason: "the seed is here but the store is not".into(),
+            backup: backup.then(|| BackupFacts { node_id8: "02abcdef".into(), age: secs(60.0), commit: 7 }),
+            start_empty,
+        }
+    }
+
+    #[test]
+    fn while_waiting_home_says_why_and_the_other_pages_and_the_shutdown_still_work() {
+        let mut rig = Rig::new();
+        rig.service = TestService::Waiting(Waiting {
+            what: "chain source".into(),
+            reason: "Electrum server refused the connection".into(),
+            retry_in: Some(secs(4.0)),
+        });
+        let out = rig.tick(0.1);
+        assert_eq!(name(&out), "waiting");
+        assert!(out.caption.contains("refused"), "{}", out.caption);
+        assert_eq!(name(&rig.short(A)), "channels");
+        for _ in 0..5 {
+            rig.short(A);
+        }
+        assert_eq!(name(&rig.long(A)), "shutdown confirm");
+        assert_eq!(rig.short(A).actions, vec![Action::Shutdown]);
+    }
+
+    #[test]
+    fn a_store_problem_restores_or_starts_empty_only_behind_a_confirmation() {
+        let mut rig = Rig::new();
+        rig.service = TestService::Store(choice(true, true));
+        assert_eq!(name(&rig.tick(0.1)), "store");
+        let out = rig.short(B);
+        assert_eq!(name(&out), "restore confirm");
+        assert!(out.actions.is_empty());
+        assert_eq!(name(&rig.short(A)), "store", "A backs out");
+        rig.short(B);
+        assert_eq!(rig.short(B).actions, vec![Action::Restore]);
+
+        let out = rig.long(B);
+        assert_eq!(name(&out), "empty confirm");
+        assert!(out.caption.contains("EMPTY"), "{}", out.caption);
+        assert!(out.actions.is_empty());
+        assert_eq!(name(&rig.tick(10.0)), "store", "the confirmation times out");
+        rig.long(B);
+        assert_eq!(rig.short(B).actions, vec![Action::StartEmpty]);
+    }
+
+    #[test]
+    fn a_store_problem_without_a_backup_or_that_may_not_be_replaced_offers_nothing() {
+        let mut rig = Rig::new();
+        rig.service = TestService::Store(choice(false, false));
+        for out in [rig.short(B), rig.long(B)] {
+            assert!(out.actions.is_empty());
+            assert!(matches!(name(&out), "store" | "backup unavailable"), "{}", name(&out));
+        }
+        rig.tick(10.0);
+        rig.service = TestService::Store(choice(false, true));
+        assert_eq!(name(&rig.short(B)), "store", "no backup: B does nothing");
+        assert_eq!(name(&rig.long(B)), "empty confirm");
+    }
+
+    #[test]
+    fn the_first_start_offer_restores_with_the_words_or_makes_a_new_node() {
+        let backup = BackupFacts { node_id8: "02abcdef".into(), age: secs(60.0), commit: 7 };
+        let mut rig = Rig::new();
+        rig.service = TestService::Offer(Offer { backup: backup.clone(), words: false });
+        let out = rig.tick(0.1);
+        assert_eq!(name(&out), "restore offer");
+        assert!(out.caption.contains("no restore.words"), "{}", out.caption);
+        assert_eq!(name(&rig.short(B)), "restore offer", "without the words B does nothing");
+        let out = rig.long(B);
+        assert!(out.caption.contains("new node"), "{}", out.caption);
+        assert_eq!(rig.short(B).actions, vec![Action::StartEmpty]);
+        rig.service = TestService::Offer(Offer { backup, words: true });
+        rig.short(B);
+        assert_eq!(rig.short(B).actions, vec![Action::Restore]);
+        rig.service = TestService::RestoreFailed("wrong seed".into());
+        let out = rig.tick(0.1);
+        assert!(out.caption.contains("wrong seed"), "{}", out.caption);
+        assert_eq!(rig.short(A).actions, vec![Action::Dismiss]);
+    }
+
+    #[test]
+    fn the_seed_reminder_is_seen_on_the_last_page_or_skipped() {
+        let mut rig = Rig::new();
+        rig.seed_reminder = true;
+        assert_eq!(name(&rig.tick(0.1)), "seed reminder");
+        rig.both();
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(rig.short(B).actions.contains(&Action::SeedSeen));
+        }
+        assert_eq!(seen, [false, false, false, false, false, true], "seen on the last page only");
+        rig.short(A);
+        assert_eq!(name(&rig.short(B)), "seed skip");
+        assert_eq!(rig.short(B).actions, vec![Action::SeedSkipped]);
+        rig.seed_reminder = false;
+        assert_eq!(name(&rig.tick(0.1)), "home");
     }
 
     #[test]

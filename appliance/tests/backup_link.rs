@@ -15,43 +15,14 @@ use boltbox_node::{Network, Seed};
 use boltbox_tests::BitcoinD;
 
 mod common;
-use common::{Appliance, BETWEEN_PRESSES, BOOT, SCREEN, SHORT_PRESS, SHUTDOWN, link_appliance, wait_screen};
+use common::{
+    Appliance, BETWEEN_PRESSES, BOOT, SCREEN, SHORT_PRESS, hold_b_and_confirm, link_appliance, observe_stop,
+    status_node_id, wait_screen, with_sticks,
+};
 
 const ALIAS: &str = "backuptest";
 /// Snapshot, write, fsync, read back and verify: a small regtest store takes well under this.
 const BACKUP: Duration = Duration::from_secs(60);
-
-/// Holds B until the confirmation shows, releases, and confirms with a short press of B.
-fn hold_b_and_confirm(link: &mut LinkClient) {
-    link.send_edge(Button::B, true).expect("B down");
-    wait_screen(link, "backup confirm", "press B again", SCREEN);
-    link.send_edge(Button::B, false).expect("B up");
-    // A release shows nothing to wait for; the finger takes a moment to press again.
-    std::thread::sleep(BETWEEN_PRESSES);
-    link.press(Button::B, SHORT_PRESS).expect("confirm");
-}
-
-/// Adds `[backup] sticks = <dir>/usb` to the appliance's config; returns the sticks dir.
-fn with_sticks(dir: &std::path::Path, config: &std::path::Path) -> std::path::PathBuf {
-    let sticks = dir.join("usb");
-    std::fs::create_dir_all(&sticks).expect("sticks dir");
-    let mut text = std::fs::read_to_string(config).expect("config");
-    text.push_str(&format!("\n[backup]\nsticks = \"{}\"\nkeep = 2\n", sticks.display()));
-    std::fs::write(config, text).expect("config");
-    sticks
-}
-
-/// The node id, from `boltbox status` through the control socket.
-fn status_node_id(config: &std::path::Path) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_boltbox"))
-        .args(["status", "--config"])
-        .arg(config)
-        .output()
-        .expect("boltbox status");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    status["node_id"].as_str().expect("node id").to_string()
-}
 
 #[test]
 fn an_empty_data_dir_and_a_backup_on_the_stick_offer_the_restore_on_the_oled() {
@@ -71,8 +42,7 @@ fn an_empty_data_dir_and_a_backup_on_the_stick_offer_the_restore_on_the_oled() {
     wait_screen(&mut link, "backup", "backup OK", BACKUP);
     let words = Seed::load(&node.data_dir).expect("seed").expect("seed").words().join(" ");
     run.sigterm();
-    wait_screen(&mut link, "shutdown", "safe to", SHUTDOWN);
-    assert!(run.wait_exit(SHUTDOWN));
+    observe_stop(&mut link, &mut run);
 
     // The card is new: an empty data dir. The OLED offers the backup, but needs the words.
     std::fs::remove_dir_all(&node.data_dir).expect("destroy the data dir");
@@ -80,6 +50,7 @@ fn an_empty_data_dir_and_a_backup_on_the_stick_offer_the_restore_on_the_oled() {
     let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
     let offer = wait_screen(&mut link, "restore offer", &id[..8], BOOT);
     assert!(offer.caption.contains("no restore.words"), "{}", offer.caption);
+    assert!(offer.caption.contains("hold B: new node"), "{}", offer.caption);
     assert!(offer.caption.contains("commit"), "the stale guard's facts: {}", offer.caption);
     link.press(Button::B, SHORT_PRESS).expect("B");
     let words_file = sticks.join("sda1/boltbox-backups/restore.words");
@@ -96,8 +67,7 @@ fn an_empty_data_dir_and_a_backup_on_the_stick_offer_the_restore_on_the_oled() {
     assert!(!words_file.exists(), "the seed words are deleted from the stick");
     assert!(node.data_dir.join("seed.words").is_file());
     run.sigterm();
-    wait_screen(&mut link, "shutdown", "safe to", SHUTDOWN);
-    assert!(run.wait_exit(SHUTDOWN), "boltbox run exits 0");
+    observe_stop(&mut link, &mut run);
 }
 
 #[test]
@@ -182,6 +152,5 @@ fn b_long_and_confirm_writes_a_verified_backup_to_the_first_stick() {
     assert!(online.header.commit_counter >= contents.header.commit_counter);
 
     run.sigterm();
-    wait_screen(&mut link, "shutdown", "safe to", SHUTDOWN);
-    assert!(run.wait_exit(SHUTDOWN), "boltbox run exits 0");
+    observe_stop(&mut link, &mut run);
 }

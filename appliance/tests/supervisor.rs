@@ -1,8 +1,9 @@
 //! `boltbox run` end to end on the link board against a regtest bitcoind: boot to the home
 //! screen, page with A, a peer opens a channel, long-press A and confirm → "shutting down" then
-//! "safe to unplug" and exit 0 with the node's state persisted; a second run comes back with the
-//! same node id (read from the network screen's URI caption) and the channel, and SIGTERM takes
-//! the same safe-shutdown path, telling a pretend systemd READY, WATCHDOG and STOPPING; meanwhile
+//! "safe to unplug", the power-off command, and exit 0 with the node's state persisted; a second
+//! run comes back with the same node id (read from the network screen's URI caption) and the
+//! channel, and SIGTERM stops it safely without powering off ("stopped"), telling a pretend
+//! systemd READY, WATCHDOG and STOPPING; meanwhile
 //! the `boltbox` CLI reads its status and refuses bad input through the control socket. Every wait is on a caption, an event or a polled condition with
 //! a deadline; the only timed things are how long a finger holds a button for a short press and
 //! lifts it between two presses.
@@ -17,7 +18,10 @@ use boltbox_node::NodeEvent;
 use boltbox_tests::{BitcoinD, Deadline, TestNode};
 
 mod common;
-use common::{Appliance, BETWEEN_PRESSES, BOOT, SCREEN, SHORT_PRESS, SHUTDOWN, link_appliance, wait_screen};
+use common::{
+    Appliance, BETWEEN_PRESSES, BOOT, SCREEN, SHORT_PRESS, SHUTDOWN, cli, link_appliance, observe_stop,
+    wait_screen,
+};
 
 const ALIAS: &str = "linktest";
 
@@ -51,7 +55,8 @@ fn node_id(network: &LinkFrame) -> String {
     uri.split('@').next().unwrap_or(uri).to_string()
 }
 
-/// Waits for "shutting down", then "safe to unplug", then for the process to exit 0.
+/// Waits for "shutting down", then "safe to unplug" (the gesture's last frame), then for the
+/// process to exit 0.
 fn observe_safe_shutdown(link: &mut LinkClient, run: &mut Appliance) {
     wait_screen(link, "shutdown", "shutting", SHUTDOWN);
     let last = wait_screen(link, "shutdown", "safe to", SHUTDOWN);
@@ -65,6 +70,11 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     bitcoind.mine(101).expect("mine");
     let dir = tempfile::tempdir().expect("tempdir");
     let (node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
+    // Powering off leaves a mark: only the shutdown gesture may.
+    let powered_off = dir.path().join("powered-off");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let off = format!("off_command = [\"touch\", \"{}\"]", powered_off.display());
+    std::fs::write(&config, text.replace("off_command = []", &off)).expect("config");
 
     // First run: boot, page, learn the node id.
     let mut run = Appliance::start(&config, dir.path().join("run1.log"), None);
@@ -99,6 +109,8 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     std::thread::sleep(BETWEEN_PRESSES);
     link.press(Button::A, SHORT_PRESS).expect("confirm");
     observe_safe_shutdown(&mut link, &mut run);
+    assert!(powered_off.exists(), "the gesture powers the board off");
+    std::fs::remove_file(&powered_off).expect("rm");
     let data_dir = &node.data_dir;
     assert!(data_dir.join("node.redb").is_file(), "the store is in {}", data_dir.display());
     assert!(data_dir.join("seed.words").is_file(), "the seed is in {}", data_dir.display());
@@ -130,24 +142,14 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     assert!(why.contains("invoice"), "the error names the invoice: {why}");
 
     run.sigterm();
-    observe_safe_shutdown(&mut link, &mut run);
+    observe_stop(&mut link, &mut run);
+    assert!(!powered_off.exists(), "SIGTERM (systemctl stop, restart) never powers the board off");
     wait_notify(&notify, "STOPPING=1", SCREEN);
     assert!(!data_dir.join("control.sock").exists(), "the control socket goes with the service");
     let unreachable = cli(&config, &["status"]);
-    assert!(!unreachable.status.success(), "no service, no status");
+    assert_eq!(unreachable.status.code(), Some(69), "no service, no status: EX_UNAVAILABLE");
     let why = String::from_utf8_lossy(&unreachable.stderr);
     assert!(why.contains("cannot reach boltbox"), "{why}");
-}
-
-/// Runs `boltbox <args> --config <config>`.
-fn cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_boltbox"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the boltbox CLI")
 }
 
 /// Runs the CLI, asserts that it succeeded, and returns its standard output.
@@ -172,14 +174,11 @@ fn a_missing_display_and_missing_buttons_are_alerts_while_the_node_runs() {
             dir.path().display()
         ),
     );
+    common::skip_seed_reminder(&node.data_dir);
     let mut run = Appliance::start(&config, dir.path().join("run.log"), None);
-    let status =
-        boltbox_tests::wait_until(Deadline::in_secs(BOOT.as_secs()), "device alerts in the status", || {
-            let output = cli(&config, &["status"]);
-            let status: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-            let alerts = status["alerts"].as_array()?;
-            (alerts.len() >= 2).then_some(status)
-        });
+    let status = common::wait_status(&config, "device alerts in the status", BOOT, |status| {
+        status["alerts"].as_array().is_some_and(|alerts| alerts.len() >= 2)
+    });
     let headlines: Vec<&str> =
         status["alerts"].as_array().into_iter().flatten().filter_map(|a| a["headline"].as_str()).collect();
     assert_eq!(headlines, ["display not working", "buttons not working"], "{status}");
@@ -189,22 +188,22 @@ fn a_missing_display_and_missing_buttons_are_alerts_while_the_node_runs() {
 }
 
 #[test]
-fn a_bad_config_names_the_field_and_exits_non_zero() {
+fn a_bad_config_exits_with_ex_config_and_every_other_error_names_its_cause() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("boltbox.toml");
-    let socket = dir.path().join("link.sock");
-    std::fs::write(
-        &config,
-        format!("[node]\nalias = \"\"\n\n[board]\nboard = \"link:{}\"\n", socket.display()),
-    )
-    .expect("write config");
+    std::fs::write(&config, "[node]\nalias = \"\"\n\n[board]\nboard = \"sim\"\n").expect("write config");
     let output = Command::new(env!("CARGO_BIN_EXE_boltbox"))
         .args(["run", "--config"])
         .arg(&config)
         .stdin(Stdio::null())
         .output()
         .expect("run boltbox");
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(78), "the unit's RestartPreventExitStatus=78");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("node.alias"), "{stderr}");
+    assert!(!stderr.contains("Caused by:"), "{stderr}");
+    assert!(stderr.lines().all(|l| !l.trim_end().ends_with(':')), "no cause left empty: {stderr}");
+    let missing = cli(&dir.path().join("nowhere.toml"), &["status"]);
+    assert_eq!(missing.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nowhere.toml"));
 }

@@ -3,11 +3,14 @@
 //! link board on a virtio serial port:
 //!
 //! 1. The `.img.xz` is checked against its `.sha256`, unpacked, and enlarged by 1 GiB (a
-//!    bigger card). Its boot partition's `boltbox.toml` is replaced (mtools) by one with an
-//!    alias, regtest against a bitcoind on the host (the guest reaches the host's loopback as
-//!    10.0.2.2) and the link board.
-//! 2. First boot, with a USB stick (one FAT32 partition, on QEMU's xHCI): the home screen
-//!    shows the alias (the boot-to-ready time is measured up to it); A pages through every
+//!    bigger card). Its boot partition's own `boltbox.toml` is edited (mtools) as an owner
+//!    would: an alias, regtest, the link board, and its default `[node.chain]` (Electrum)
+//!    untouched but for the URL, which points at an Electrum server (electrs) on the host
+//!    indexing the host's regtest bitcoind (the guest reaches the host's loopback as 10.0.2.2):
+//!    the default chain source's code path is the one booted.
+//! 2. First boot, with a USB stick (one FAT32 partition, on QEMU's xHCI): the seed reminder
+//!    greets the owner (the boot-to-ready time is measured up to it) and B, B skips it; the
+//!    home screen shows the alias; A pages through every
 //!    screen; the network screen gives the node id; holding B and confirming writes a backup to
 //!    the stick, and the OLED says "backup OK — remove the stick" once the image's root helper
 //!    unmounted it; holding A and confirming shuts down: "shutting down", then "safe to
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use boltbox_board::{Button, LinkClient, LinkFrame};
 use boltbox_node::Seed;
 use boltbox_node::backup::{Workers, open_backup};
-use boltbox_tests::BitcoinD;
+use boltbox_tests::{BitcoinD, Electrs};
 
 use crate::disk::{self, Partition};
 use crate::process::{output, run, stream};
@@ -129,22 +132,34 @@ fn boot_files(disk: &Path, boot: &Partition, dir: &Path) -> Result<(PathBuf, Pat
     Ok((kernel, initrd, cmdline))
 }
 
-/// The test's boltbox.toml: regtest against the host's bitcoind, the link board on the virtio
-/// port, the image's own power-off request and USB sticks, no idle dimming (a press on a dim
-/// screen only wakes it).
-fn test_config(bitcoind: &BitcoinD) -> String {
-    format!(
-        "[node]\nnetwork = \"regtest\"\nalias = \"{ALIAS}\"\nlisten = [\"0.0.0.0:9735\"]\n\n\
-         [node.chain]\nsource = \"bitcoind\"\nrpc_host = \"10.0.2.2\"\nrpc_port = {}\n\
-         rpc_user = \"{}\"\nrpc_password = \"{}\"\n\n\
-         [board]\nboard = \"link:/dev/virtio-ports/{LINK_PORT}\"\n\n\
-         [ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n\n\
-         [power]\noff_command = [\"/usr/bin/touch\", \"/run/boltbox/poweroff\"]\n\n\
-         [system]\nhostname = \"boltbox-qemu\"\n",
-        bitcoind.rpc_port(),
-        bitcoind.rpc_user(),
-        bitcoind.rpc_password()
-    )
+/// The test's boltbox.toml: the image's own, edited line by line as an owner would: an alias,
+/// regtest, the default Electrum chain source pointed at the host's Electrum server on `port`,
+/// the link board on the virtio port, no idle dimming (a press on a dim screen only wakes it).
+/// Everything else (the power-off request, USB sticks, `[system]`) stays as shipped. Each edit
+/// must find its line, so that a change of the template is noticed here.
+fn test_config(template: &str, electrum_port: u16) -> Result<String, ImageError> {
+    let edits = [
+        ("network = ", "network = \"regtest\"".to_string()),
+        ("alias = ", format!("alias = \"{ALIAS}\"")),
+        (
+            &format!("url = \"{}\"", boltbox_node::config::MAINNET_ELECTRUM),
+            format!("url = \"tcp://10.0.2.2:{electrum_port}\""),
+        ),
+        ("board = ", format!("board = \"link:/dev/virtio-ports/{LINK_PORT}\"")),
+    ];
+    let mut lines: Vec<String> = template.lines().map(String::from).collect();
+    for (starts, with) in &edits {
+        let line = lines.iter_mut().find(|l| l.starts_with(starts.as_str())).ok_or_else(|| {
+            ImageError::Invalid(format!("the image's boltbox.toml has no line starting {starts:?}"))
+        })?;
+        *line = with.clone();
+    }
+    if !template.contains("source = \"electrum\"") {
+        return Err(ImageError::Invalid("the image's boltbox.toml does not default to Electrum".into()));
+    }
+    let mut text = lines.join("\n");
+    text.push_str("\n\n[ui]\ndim_after_secs = 3600\nblank_after_secs = 3600\n");
+    Ok(text)
 }
 
 /// KVM where it can run an aarch64 guest (an aarch64 host with /dev/kvm); TCG otherwise.
@@ -315,9 +330,28 @@ fn boot_once(
 ) -> Result<(Duration, String), ImageError> {
     let mut guest = Guest::start(disk, stick, boot, dir, run_name)?;
     let mut link = guest.link(&dir.join(format!("{run_name}.link.sock")))?;
-    wait_screen(&mut guest, &mut link, "home", ALIAS, BOOT)?;
-    let ready = guest.started.elapsed();
-    println!("boot-test: {run_name}: home screen with alias {ALIAS:?} after {:.1} s", ready.as_secs_f64());
+    let ready = if backup {
+        // A new node: the owner is asked to write the seed words down first, and skips.
+        wait_screen(&mut guest, &mut link, "seed reminder", "write down", BOOT)?;
+        let ready = guest.started.elapsed();
+        println!(
+            "boot-test: {run_name}: the node runs, the seed reminder after {:.1} s",
+            ready.as_secs_f64()
+        );
+        link.press(Button::B, SHORT_PRESS).map_err(|e| guest.failed("pressing B", e))?;
+        wait_screen(&mut guest, &mut link, "seed skip", "B: skip", SCREEN)?;
+        std::thread::sleep(BETWEEN_PRESSES);
+        link.press(Button::B, SHORT_PRESS).map_err(|e| guest.failed("pressing B", e))?;
+        wait_screen(&mut guest, &mut link, "home", ALIAS, SCREEN)?;
+        ready
+    } else {
+        wait_screen(&mut guest, &mut link, "home", ALIAS, BOOT)?;
+        guest.started.elapsed()
+    };
+    println!(
+        "boot-test: {run_name}: home screen with alias {ALIAS:?} after {:.1} s",
+        guest.started.elapsed().as_secs_f64()
+    );
 
     let mut id = None;
     for page in PAGES {
@@ -474,8 +508,12 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
     let bitcoind =
         BitcoinD::start().map_err(|e| boot_error("starting the host's regtest bitcoind", e.to_string()))?;
     bitcoind.mine(101).map_err(|e| boot_error("mining on the host's bitcoind", e.to_string()))?;
+    let electrs = Electrs::start(&bitcoind)
+        .map_err(|e| boot_error("starting the host's Electrum server", e.to_string()))?;
     let config = dir.join("boltbox.toml");
-    std::fs::write(&config, test_config(&bitcoind)).map_err(io_error("writing the test's boltbox.toml"))?;
+    let shipped = read_boot_file(&disk, &boot, "boltbox.toml")?;
+    std::fs::write(&config, test_config(&shipped, electrs.port())?)
+        .map_err(io_error("writing the test's boltbox.toml"))?;
     run(disk::mtools("mcopy").args(["-o", "-i", &fat(&disk, &boot)]).arg(&config).arg("::boltbox.toml"))?;
 
     let accel = accel().1;

@@ -59,8 +59,14 @@ fn main() {
     .expect("config");
     let node_id = seed.node_id(Network::Regtest).expect("node id");
     let snapshot = snapshot();
-    let input =
-        BackupInput { seed: &seed, config: &config, node_id: &node_id, snapshot: &snapshot, created_at: 0 };
+    let input = BackupInput {
+        seed: &seed,
+        config: &config,
+        node_id: &node_id,
+        lineage_id: "00112233445566778899aabbccddeeff",
+        snapshot: &snapshot,
+        created_at: 0,
+    };
     let mb = STORE_BYTES as f64 / (1 << 20) as f64;
     println!(
         "backup sealing and opening, {mb:.0} MiB store in {VALUE_BYTES}-byte values, median of {ROUNDS}, MiB/s"

@@ -73,9 +73,13 @@ impl std::fmt::Display for Network {
 }
 
 /// Where the node learns about the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ChainSource {
+    /// The network's public default ([`ChainSource::public_default`]), chosen when the config
+    /// is loaded ([`NodeConfig::resolve_default_chain`]).
+    #[default]
+    Default,
     /// A bitcoind's JSON-RPC interface.
     Bitcoind {
         /// Host name or address.
@@ -106,16 +110,44 @@ fn default_rpc_host() -> String {
     "127.0.0.1".into()
 }
 
-impl Default for ChainSource {
-    fn default() -> Self {
-        ChainSource::Bitcoind {
-            rpc_host: default_rpc_host(),
-            rpc_port: None,
-            rpc_user: None,
-            rpc_password: None,
-            rpc_cookie: None,
+/// The public Electrum server of mainnet's default chain source (docs/CONFIG.md says why).
+pub const MAINNET_ELECTRUM: &str = "ssl://electrum.blockstream.info:50002";
+
+impl ChainSource {
+    /// A public server for `network`, so that a node runs with no server of the owner's:
+    /// Electrum on mainnet and testnet3, Esplora on signet and testnet4 (where no public
+    /// Electrum server is run as reliably); none on regtest.
+    pub fn public_default(network: Network) -> Option<ChainSource> {
+        let electrum = |url: &str| Some(ChainSource::Electrum { url: url.into() });
+        let esplora = |url: &str| Some(ChainSource::Esplora { url: url.into() });
+        match network {
+            Network::Bitcoin => electrum(MAINNET_ELECTRUM),
+            Network::Testnet => electrum("ssl://electrum.blockstream.info:60002"),
+            Network::Testnet4 => esplora("https://mempool.space/testnet4/api"),
+            Network::Signet => esplora("https://mempool.space/signet/api"),
+            Network::Regtest => None,
         }
     }
+
+    /// What it is and where, without secrets: "Electrum electrum.blockstream.info:50002".
+    pub fn describe(&self) -> String {
+        match self {
+            ChainSource::Default => "the network's public default".into(),
+            ChainSource::Bitcoind { rpc_host, rpc_port, .. } => match rpc_port {
+                Some(port) => format!("bitcoind {rpc_host}:{port}"),
+                None => format!("bitcoind {rpc_host}"),
+            },
+            ChainSource::Electrum { url } => format!("Electrum {}", host_of(url)),
+            ChainSource::Esplora { url } => format!("Esplora {}", host_of(url)),
+        }
+    }
+}
+
+/// `host[:port]` of a URL, without user info or path.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_string()
 }
 
 /// Channel policy: what LDK lets a node choose for its channels. Applied to every channel
@@ -263,9 +295,10 @@ fn parse_addresses(field: &str, values: &[String]) -> Result<Vec<SocketAddress>,
 fn check_url(field: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     match url.split_once("://") {
         Some((scheme, rest)) if schemes.contains(&scheme) && !rest.is_empty() => Ok(()),
+        // The URL may carry user:password@: it is shown without.
         _ => Err(ConfigError::new(
             field,
-            format!("{url:?} is not a URL starting with {}", schemes.join(":// or ")),
+            format!("{:?} is not a URL starting with {}", without_userinfo(url), schemes.join(":// or ")),
         )),
     }
 }
@@ -341,6 +374,15 @@ impl NodeConfig {
             }
             ChainSource::Esplora { url } => check_url("node.chain.url", url, &["https", "http"])?,
             ChainSource::Electrum { url } => check_url("node.chain.url", url, &["ssl", "tcp"])?,
+            ChainSource::Default => {
+                return Err(ConfigError::new(
+                    "node.chain",
+                    format!(
+                        "{} has no public chain source: set source and url (or bitcoind's RPC)",
+                        self.network
+                    ),
+                ));
+            }
         }
         let c = &self.channel;
         if c.cltv_expiry_delta < MIN_CLTV_EXPIRY_DELTA {
@@ -374,6 +416,17 @@ impl NodeConfig {
         Ok(ValidConfig { raw: self.clone(), listen, announce, gossip, trusted_peers })
     }
 
+    /// Puts the network's public chain source in place of [`ChainSource::Default`] (a config
+    /// without `[node.chain]`, or with `source = "default"`); regtest has none, which
+    /// [`NodeConfig::validate`] then names.
+    pub fn resolve_default_chain(&mut self) {
+        if self.chain == ChainSource::Default {
+            if let Some(public) = ChainSource::public_default(self.network) {
+                self.chain = public;
+            }
+        }
+    }
+
     /// This config with its secrets removed, as a backup keeps it: bitcoind's RPC user and
     /// password, and any `user:password@` in a URL. The cookie file's path is kept (it names a
     /// file on the device, not a secret).
@@ -385,6 +438,7 @@ impl NodeConfig {
                 *rpc_password = None;
             }
             ChainSource::Esplora { url } | ChainSource::Electrum { url } => *url = without_userinfo(url),
+            ChainSource::Default => {}
         }
         if let Some(url) = config.gossip.strip_prefix("rgs:") {
             config.gossip = format!("rgs:{}", without_userinfo(url));
@@ -410,9 +464,16 @@ impl NodeConfig {
 /// `scheme://user:password@host/path` without `user:password@`.
 fn without_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+    // Splitting at ASCII characters keeps every piece on a character boundary.
+    let (authority, path) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, Some(path)),
+        None => (rest, None),
+    };
+    match authority.rsplit_once('@') {
+        Some((_, host)) => match path {
+            Some(path) => format!("{scheme}://{host}/{path}"),
+            None => format!("{scheme}://{host}"),
+        },
         None => url.to_string(),
     }
 }
@@ -427,6 +488,31 @@ mod tests {
     }
 
     const BITCOIND: &str = "[chain]\nsource = \"bitcoind\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n";
+
+    #[test]
+    fn a_config_without_a_chain_source_gets_the_networks_public_one() {
+        let mut config: NodeConfig = toml::from_str("").expect("empty");
+        assert_eq!(config.chain, ChainSource::Default);
+        config.resolve_default_chain();
+        assert_eq!(config.chain, ChainSource::Electrum { url: MAINNET_ELECTRUM.into() });
+        config.validate().expect("mainnet runs with no edits");
+        for (network, wanted) in [
+            ("signet", "Esplora mempool.space"),
+            ("testnet4", "Esplora mempool.space"),
+            ("testnet", "Electrum electrum.blockstream.info:60002"),
+        ] {
+            let mut c: NodeConfig = toml::from_str(&format!("network = \"{network}\"\n")).expect("toml");
+            c.resolve_default_chain();
+            c.validate().expect(network);
+            assert_eq!(c.chain.describe(), wanted, "{network}");
+        }
+        let mut regtest: NodeConfig = toml::from_str("network = \"regtest\"\n").expect("toml");
+        regtest.resolve_default_chain();
+        let e = regtest.validate().expect_err("no public regtest");
+        assert_eq!(e.field, "node.chain");
+        let explicit: NodeConfig = toml::from_str("[chain]\nsource = \"default\"\n").expect("toml");
+        assert_eq!(explicit.chain, ChainSource::Default);
+    }
 
     #[test]
     fn defaults_need_only_chain_credentials() {

@@ -41,6 +41,30 @@ pub enum Error {
 }
 
 impl Error {
+    /// ldk-node had begun running parts of the node (its chain sync) when this start failed
+    /// (it could not listen): those parts cannot be stopped from outside, so the next start must
+    /// be made in a new process.
+    pub fn needs_fresh_process(&self) -> bool {
+        matches!(self, Error::Node { operation: "start", source: ldk_node::NodeError::InvalidSocketAddress })
+    }
+
+    /// What the chain source did, when this failed start is its fault: it closed the
+    /// connection, or gave no fee estimates (ldk-node needs one to start).
+    pub fn chain_source_fault(&self) -> Option<&'static str> {
+        match self {
+            Error::Node { operation: "start", source: ldk_node::NodeError::ConnectionFailed } => {
+                Some("the chain source closed the connection while the node started")
+            }
+            Error::Node {
+                operation: "start",
+                source:
+                    ldk_node::NodeError::FeerateEstimationUpdateFailed
+                    | ldk_node::NodeError::FeerateEstimationUpdateTimeout,
+            } => Some("the chain source gave no fee estimates while the node started"),
+            _ => None,
+        }
+    }
+
     pub(crate) fn node(operation: &'static str) -> impl FnOnce(ldk_node::NodeError) -> Error {
         move |source| Error::Node { operation, source }
     }

@@ -44,10 +44,11 @@ impl Ledger {
     /// Records one forward's fee at unix time `now` and writes the ledger durably.
     pub fn record_forward(&mut self, fee_msat: u64, now: u64, store: &Store) -> std::io::Result<()> {
         self.total_fee_msat = self.total_fee_msat.saturating_add(fee_msat);
-        self.forwards += 1;
+        self.forwards = self.forwards.saturating_add(1);
         let today = now / SECS_PER_DAY;
-        *self.daily_fee_msat.entry(today).or_default() += fee_msat;
-        self.daily_fee_msat.retain(|day, _| *day + DAYS_KEPT > today);
+        let day = self.daily_fee_msat.entry(today).or_default();
+        *day = day.saturating_add(fee_msat);
+        self.daily_fee_msat.retain(|day, _| day.saturating_add(DAYS_KEPT) > today);
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         Ok(KVStoreSync::write(store, NAMESPACE, "", KEY, bytes)?)
     }
@@ -61,8 +62,7 @@ impl Ledger {
             week_msat: self
                 .daily_fee_msat
                 .range(today.saturating_sub(DAYS_KEPT - 1)..=today)
-                .map(|(_, v)| v)
-                .sum(),
+                .fold(0u64, |sum, (_, v)| sum.saturating_add(*v)),
             forwards: self.forwards,
         }
     }

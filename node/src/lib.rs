@@ -4,20 +4,23 @@
 pub mod backup;
 pub mod bench;
 pub mod config;
+pub mod datadir;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod ledger;
 pub mod node;
-mod probe;
+pub mod probe;
 pub mod seed;
 pub mod status;
 pub mod store;
 
 pub use backup::BackupError;
 pub use config::{ChainSource, ChannelPolicy, ConfigError, Network, NodeConfig, PeerAddress};
+pub use datadir::{DataDir, Inspection, StoreProblem};
 pub use error::Error;
 pub use events::NodeEvent;
 pub use node::{BoltNode, PaymentSummary, PeerSummary, Storage, unix_now};
 pub use seed::{Seed, SeedError};
 pub use status::{Alert, ChannelSummary, Status};
-pub use store::{CommitLimits, Store, StoreError};
+pub use store::{CommitLimits, Store, StoreError, StoreHealth, StoreIdentity};

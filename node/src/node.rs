@@ -28,8 +28,7 @@ use crate::seed::Seed;
 use crate::status::{self, AlertInputs, Balances, ChannelSummary, PaymentCounts, Status, SyncStatus};
 use crate::store::Store;
 
-/// The store's file name in the data dir.
-pub const STORE_FILE: &str = "node.redb";
+pub use crate::datadir::STORE_FILE;
 /// How often the status is refreshed without an event.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the chain source is probed.
@@ -76,7 +75,9 @@ pub struct PeerSummary {
 /// Chain source state seen by the probe task.
 #[derive(Debug, Default)]
 struct ChainState {
+    /// Shown once two probes in a row failed: one slow answer is not an outage.
     error: Option<String>,
+    failures: u32,
     tip: Option<u32>,
 }
 
@@ -90,6 +91,8 @@ struct Inner {
     counts: Mutex<PaymentCounts>,
     chain: Mutex<ChainState>,
     probe: Option<ChainProbe>,
+    /// The bitcoind password the node's chain client was built with (from the cookie, maybe).
+    chain_password: Option<String>,
     refresh: Notify,
     started_at: u64,
 }
@@ -119,41 +122,32 @@ pub struct BoltNode {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Reads bitcoind credentials from the config (user/password, or the cookie file).
-fn bitcoind_credentials(config: &NodeConfig) -> Result<Option<(String, String)>, Error> {
-    match &config.chain {
-        ChainSource::Bitcoind { rpc_user: Some(u), rpc_password: Some(p), .. } => {
-            Ok(Some((u.clone(), p.clone())))
-        }
-        ChainSource::Bitcoind { rpc_cookie: Some(path), .. } => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::invalid("node.chain.rpc_cookie", format!("{}: {e}", path.display())))?;
-            let (u, p) = text.trim().split_once(':').ok_or_else(|| {
-                Error::invalid("node.chain.rpc_cookie", format!("{} is not user:password", path.display()))
-            })?;
-            Ok(Some((u.to_string(), p.to_string())))
-        }
-        _ => Ok(None),
-    }
-}
-
 impl BoltNode {
-    /// Builds and starts the node described by `config`, with `seed`, on `runtime`. Blocks
+    /// Builds and starts the node described by `config`, with `seed`, on `store` (the data
+    /// dir's, as [`crate::datadir::DataDir::inspect`] found it fit to run), on `runtime`. Blocks
     /// until ldk-node has started; call it from a plain thread, not from inside the runtime.
-    pub fn start(config: &NodeConfig, seed: &Seed, runtime: tokio::runtime::Handle) -> Result<Self, Error> {
-        Self::start_with_storage(config, seed, runtime, Storage::Boltbox)
+    ///
+    /// On failure the node is dropped and nothing of it keeps running, except in one case that
+    /// [`Error::needs_fresh_process`] names: the caller should then start over in a new process.
+    pub fn start(
+        config: &NodeConfig,
+        seed: &Seed,
+        store: Store,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, Error> {
+        Self::start_with_storage(config, seed, store, runtime, Storage::Boltbox)
     }
 
-    /// [`BoltNode::start`] with a choice of where ldk-node keeps its state.
+    /// [`BoltNode::start`] with a choice of where ldk-node keeps its state (`store` then keeps
+    /// only boltbox's own records).
     pub fn start_with_storage(
         config: &NodeConfig,
         seed: &Seed,
+        store: Store,
         runtime: tokio::runtime::Handle,
         storage: Storage,
     ) -> Result<Self, Error> {
         let valid = config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)?;
-        let store = Store::open(&config.data_dir.join(STORE_FILE))?;
 
         let policy = &config.channel;
         let ldk_config = LdkConfig {
@@ -182,7 +176,8 @@ impl BoltNode {
                 .set_announcement_addresses(valid.announce.clone())
                 .map_err(|e| Error::invalid("node.announce", e))?;
         }
-        let credentials = bitcoind_credentials(config)?;
+        let credentials = crate::probe::bitcoind_credentials(config)
+            .map_err(|e| Error::invalid("node.chain.rpc_cookie", e))?;
         match (&config.chain, &credentials) {
             (ChainSource::Bitcoind { rpc_host, .. }, Some((user, password))) => {
                 builder.set_chain_source_bitcoind_rpc(
@@ -201,6 +196,12 @@ impl BoltNode {
             (ChainSource::Bitcoind { .. }, None) => {
                 return Err(Error::invalid("node.chain", "bitcoind credentials are missing"));
             }
+            (ChainSource::Default, _) => {
+                return Err(Error::invalid(
+                    "node.chain",
+                    "the public default was not chosen for the network",
+                ));
+            }
         }
         match &valid.gossip {
             Gossip::P2p => {
@@ -218,7 +219,7 @@ impl BoltNode {
         .map_err(|e| Error::Build(format!("{e} ({e:?})")))?;
         node.start().map_err(Error::node("start"))?;
 
-        let probe = ChainProbe::new(config, credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str())));
+        let probe = ChainProbe::new(config).map_err(|e| tracing::warn!("no chain probe: {e}")).ok();
         let ledger = Ledger::load(&store)?;
         let counts = count_payments(&node);
         let (events, _) = broadcast::channel(256);
@@ -232,6 +233,7 @@ impl BoltNode {
             counts: Mutex::new(counts),
             chain: Mutex::new(ChainState::default()),
             probe,
+            chain_password: credentials.map(|(_, password)| password),
             refresh: Notify::new(),
             started_at: unix_now(),
         });
@@ -274,6 +276,14 @@ impl BoltNode {
         self.inner.status.write().unwrap_or_else(|p| p.into_inner()).running = false;
         tracing::info!("node stopped; store flushed and closed at commit {counter}");
         stopped
+    }
+
+    /// Why this node must be stopped and started again, if it must: bitcoind was restarted
+    /// with a new cookie, which the node's chain client (built with the old one) cannot use.
+    pub fn needs_restart(&self) -> Option<String> {
+        let probe = self.inner.probe.as_ref()?;
+        let password = self.inner.chain_password.as_deref()?;
+        probe.credentials_rotated(password).then(|| "bitcoind was restarted with a new cookie".to_string())
     }
 
     /// The current status snapshot (one lock, one clone: cheap at display rate).
@@ -555,6 +565,12 @@ impl Drop for BoltNode {
     }
 }
 
+/// Bytes available to an unprivileged user on the filesystem holding `dir`.
+fn disk_free(dir: &std::path::Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    stat.f_bavail.checked_mul(stat.f_frsize)
+}
+
 fn parse_node_id(text: &str) -> Result<PublicKey, Error> {
     PublicKey::from_str(text.trim()).map_err(|e| Error::invalid("node id", e))
 }
@@ -752,9 +768,15 @@ impl Inner {
             last_sync,
             started_at: self.started_at,
             trusted_peers_down: trusted_down,
-            onchain_for_reserve_sats: balances.total_anchor_channels_reserve_sats
-                + balances.spendable_onchain_balance_sats,
-            reserve_needed_sats: anchor_channels.max(channels.len() as u64) * reserve_per_channel,
+            onchain_for_reserve_sats: balances
+                .total_anchor_channels_reserve_sats
+                .saturating_add(balances.spendable_onchain_balance_sats),
+            reserve_needed_sats: anchor_channels
+                .max(channels.len() as u64)
+                .saturating_mul(reserve_per_channel),
+            store: Some(self.store.health()),
+            disk_free_bytes: disk_free(&self.config.raw.data_dir),
+            store_bytes: std::fs::metadata(self.config.raw.data_dir.join(STORE_FILE)).map_or(0, |m| m.len()),
         });
         let status = Status {
             network: self.config.raw.network,
@@ -762,6 +784,7 @@ impl Inner {
             alias: node.node_alias().map(|a: NodeAlias| a.to_string()).unwrap_or_default(),
             listening: self.config.listen.iter().map(SocketAddress::to_string).collect(),
             running: ldk.is_running,
+            chain_source: self.config.raw.chain.describe(),
             sync: SyncStatus {
                 lightning_height: height,
                 wallet_height: height,
@@ -841,17 +864,21 @@ async fn probe_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         {
             let mut chain = inner.chain.lock().unwrap_or_else(|p| p.into_inner());
             match result {
-                Ok(tip) => {
+                Ok(facts) => {
                     if chain.error.take().is_some() {
                         tracing::info!("chain source reachable again");
                     }
-                    chain.tip = tip.or(chain.tip);
+                    chain.failures = 0;
+                    chain.tip = facts.tip.or(chain.tip);
                 }
                 Err(reason) => {
-                    if chain.error.is_none() {
-                        tracing::warn!("chain source unreachable: {reason}");
+                    chain.failures = chain.failures.saturating_add(1);
+                    if chain.failures >= 2 {
+                        if chain.error.as_deref() != Some(reason.as_str()) {
+                            tracing::warn!("chain source: {reason}");
+                        }
+                        chain.error = Some(reason);
                     }
-                    chain.error = Some(reason);
                 }
             }
         }

@@ -3,9 +3,7 @@
 //! The words are never logged: [`Seed`]'s `Debug` is redacted, and the only way to the words
 //! is [`Seed::words`], for the appliance's on-OLED seed flow.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ldk_node::bip39::Mnemonic;
@@ -102,27 +100,20 @@ impl Seed {
         Ok(id.to_string())
     }
 
-    /// Reads the seed of `data_dir`, or creates and stores a new one. Returns the seed and
-    /// whether it was created now.
-    pub fn load_or_create(data_dir: &Path) -> Result<(Self, bool), SeedError> {
-        match Self::load(data_dir)? {
-            Some(seed) => Ok((seed, false)),
-            None => {
-                let seed = Self::generate();
-                seed.store(data_dir)?;
-                Ok((seed, true))
-            }
-        }
-    }
-
     /// Reads the seed of `data_dir`, if there is one. Refuses a file others can read.
     pub fn load(data_dir: &Path) -> Result<Option<Self>, SeedError> {
         let path = data_dir.join(SEED_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&path)(e)),
+        // 24 words of at most 8 letters: anything much longer is not a seed file.
+        let bytes = match crate::files::read_untrusted(&path, 4096) {
+            Ok(bytes) => bytes,
+            Err(crate::files::UntrustedError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(crate::files::UntrustedError::Io(e)) => return Err(io_err(&path)(e)),
+            Err(other) => return Err(SeedError::Invalid(other.to_string())),
         };
+        let text =
+            String::from_utf8(bytes).map_err(|_| SeedError::Invalid("the seed file is not text".into()))?;
         let mode = std::fs::metadata(&path).map_err(io_err(&path))?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SeedError::Permissions(path, mode));
@@ -137,22 +128,9 @@ impl Seed {
         if let Some(existing) = Self::load(data_dir)? {
             return if existing.mnemonic == self.mnemonic { Ok(()) } else { Err(SeedError::Exists(path)) };
         }
-        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-        let tmp = data_dir.join(format!("{SEED_FILE}.tmp"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        // A pre-existing temp file keeps its old mode through `open`: set it explicitly.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io_err(&tmp))?;
-        writeln!(file, "{}", self.words().join(" ")).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        File::open(data_dir).and_then(|d| d.sync_all()).map_err(io_err(data_dir))?;
-        Ok(())
+        crate::files::create_private_dir(data_dir).map_err(io_err(data_dir))?;
+        let text = format!("{}\n", self.words().join(" "));
+        crate::files::write_private_atomic(&path, text.as_bytes()).map_err(io_err(&path))
     }
 }
 
@@ -168,13 +146,13 @@ mod tests {
     #[test]
     fn a_new_seed_is_24_words_stored_0600_and_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (seed, created) = Seed::load_or_create(dir.path()).expect("create");
-        assert!(created);
+        assert!(Seed::load(dir.path()).expect("load").is_none());
+        let seed = Seed::generate();
+        seed.store(dir.path()).expect("store");
         assert_eq!(seed.words().len(), 24);
         let mode = std::fs::metadata(dir.path().join(SEED_FILE)).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (again, created) = Seed::load_or_create(dir.path()).expect("load");
-        assert!(!created);
+        let again = Seed::load(dir.path()).expect("load").expect("stored");
         assert_eq!(again.words(), seed.words());
     }
 

@@ -118,6 +118,21 @@ pub enum Alert {
         /// What the channels need.
         need_sats: u64,
     },
+    /// The store cannot write: the node's state changes wait, unacknowledged (see
+    /// [`crate::store::StoreHealth`]).
+    StoreFailing {
+        /// What the last commit said.
+        reason: String,
+        /// For how long, in seconds.
+        seconds: u64,
+    },
+    /// The data partition is nearly full: the store cannot grow much more.
+    DiskSpaceLow {
+        /// Bytes free.
+        free_bytes: u64,
+        /// Bytes the rule wants free.
+        wanted_bytes: u64,
+    },
     /// A problem of the device around the node (display, buttons, backups), raised by the
     /// appliance rather than the node.
     Device {
@@ -134,8 +149,10 @@ impl Alert {
         match self {
             Alert::ChainSourceUnreachable { .. } => "chain source down".into(),
             Alert::SyncStalled { .. } => "sync stalled".into(),
-            Alert::PeerDown { peer } => format!("peer {} down", &peer[..peer.len().min(8)]),
+            Alert::PeerDown { peer } => format!("peer {} down", peer.chars().take(8).collect::<String>()),
             Alert::LowOnchainReserve { .. } => "low on-chain reserve".into(),
+            Alert::StoreFailing { .. } => "cannot save state!".into(),
+            Alert::DiskSpaceLow { .. } => "disk almost full".into(),
             Alert::Device { headline, .. } => headline.clone(),
         }
     }
@@ -151,6 +168,17 @@ impl std::fmt::Display for Alert {
             Alert::LowOnchainReserve { have_sats, need_sats } => write!(
                 f,
                 "on-chain reserve for anchor channels is low: {have_sats} sat, channels need {need_sats} sat"
+            ),
+            Alert::StoreFailing { reason, seconds } => write!(
+                f,
+                "the node's store cannot write for {seconds} s ({reason}): state changes wait and nothing \
+                 unsaved is acknowledged; free space on the data partition or replace the card"
+            ),
+            Alert::DiskSpaceLow { free_bytes, wanted_bytes } => write!(
+                f,
+                "the data partition has {} MiB free, less than the {} MiB the store may need to grow: free space",
+                free_bytes >> 20,
+                wanted_bytes >> 20
             ),
             Alert::Device { detail, .. } => f.write_str(detail),
         }
@@ -170,6 +198,9 @@ pub struct Status {
     pub listening: Vec<String>,
     /// Whether the node is running.
     pub running: bool,
+    /// Where the node learns the chain, without secrets ("Electrum host:port").
+    #[serde(default)]
+    pub chain_source: String,
     /// Sync state.
     pub sync: SyncStatus,
     /// Connected peers.
@@ -199,6 +230,7 @@ impl Status {
             alias: alias.to_string(),
             listening: Vec::new(),
             running: false,
+            chain_source: String::new(),
             sync: SyncStatus::default(),
             peers_connected: 0,
             peers_configured: 0,
@@ -234,7 +266,17 @@ pub struct AlertInputs {
     pub onchain_for_reserve_sats: u64,
     /// Anchor channels times the per-channel reserve.
     pub reserve_needed_sats: u64,
+    /// The store's health.
+    pub store: Option<crate::store::StoreHealth>,
+    /// Bytes free on the data partition, when known.
+    pub disk_free_bytes: Option<u64>,
+    /// The store file's size.
+    pub store_bytes: u64,
 }
+
+/// The least free space on the data partition before "disk almost full". redb grows its file
+/// in steps of up to its current size, so the rule also wants at least the store's own size free.
+pub const DISK_FREE_FLOOR_BYTES: u64 = 64 << 20;
 
 /// A sync older than this raises "sync stalled". Syncs happen every few seconds (bitcoind) to
 /// 80 s (esplora/electrum wallet sync), so this is several missed rounds.
@@ -256,6 +298,13 @@ pub fn alerts(inputs: &AlertInputs) -> Vec<Alert> {
             have_sats: inputs.onchain_for_reserve_sats,
             need_sats: inputs.reserve_needed_sats,
         });
+    }
+    if let Some(crate::store::StoreHealth::Failing { reason, since, .. }) = &inputs.store {
+        out.push(Alert::StoreFailing { reason: reason.clone(), seconds: inputs.now.saturating_sub(*since) });
+    }
+    let wanted_bytes = DISK_FREE_FLOOR_BYTES.max(inputs.store_bytes);
+    if let Some(free_bytes) = inputs.disk_free_bytes.filter(|free| *free < wanted_bytes) {
+        out.push(Alert::DiskSpaceLow { free_bytes, wanted_bytes });
     }
     out
 }
@@ -300,6 +349,23 @@ mod tests {
         assert_eq!(alerts(&i), vec![Alert::LowOnchainReserve { have_sats: 20_000, need_sats: 50_000 }]);
         i.onchain_for_reserve_sats = 50_000;
         assert!(alerts(&i).is_empty());
+
+        let mut i = healthy();
+        i.store = Some(crate::store::StoreHealth::Failing {
+            reason: "No space left".into(),
+            since: 9_000,
+            attempts: 3,
+        });
+        assert_eq!(alerts(&i), vec![Alert::StoreFailing { reason: "No space left".into(), seconds: 1_000 }]);
+
+        let mut i = healthy();
+        i.disk_free_bytes = Some(DISK_FREE_FLOOR_BYTES);
+        assert!(alerts(&i).is_empty());
+        i.store_bytes = 100 << 20;
+        assert_eq!(
+            alerts(&i),
+            vec![Alert::DiskSpaceLow { free_bytes: DISK_FREE_FLOOR_BYTES, wanted_bytes: 100 << 20 }]
+        );
     }
 
     #[test]

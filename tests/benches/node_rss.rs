@@ -4,7 +4,7 @@
 //! pays it. Reported, never asserted (target: ≤ 80 MB, for boards with 512 MB).
 
 use boltbox_node::{BoltNode, NodeConfig, NodeEvent, Seed};
-use boltbox_tests::{BitcoinD, Deadline, TestNode, free_port, regtest_config, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, free_port, open_store, regtest_config, wait_until};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -17,10 +17,11 @@ const CHANNELS: usize = 10;
 fn child(config_path: &str) {
     let text = std::fs::read_to_string(config_path).expect("config");
     let config: NodeConfig = toml::from_str(&text).expect("config toml");
-    let (seed, _) = Seed::load_or_create(&config.data_dir).expect("seed");
+    let seed = Seed::generate();
+    let store = open_store(&config, &seed);
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let node = BoltNode::start(&config, &seed, rt.handle().clone()).expect("start");
+    let node = BoltNode::start(&config, &seed, store, rt.handle().clone()).expect("start");
     let port = config.listen[0].rsplit(':').next().expect("port");
     println!("READY {}@127.0.0.1:{port} {}", node.node_id(), node.new_address().expect("address"));
     for line in std::io::stdin().lock().lines() {

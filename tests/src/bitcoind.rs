@@ -80,13 +80,27 @@ pub struct BitcoinD {
     dir: tempfile::TempDir,
     bin: PathBuf,
     rpc_port: u16,
+    /// The P2P port on 127.0.0.1 (an Electrum server fetches blocks there).
+    p2p_port: u16,
     rpc_user: String,
     rpc_password: String,
+    /// RPC authentication by the cookie file bitcoind writes at each start, not by a password.
+    cookie: bool,
 }
 
 impl BitcoinD {
     /// Starts a fresh regtest bitcoind and creates its wallet.
     pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with(false)
+    }
+
+    /// Starts a fresh regtest bitcoind whose RPC takes only its cookie file (a new one at each
+    /// start, as a bitcoind on the owner's network does).
+    pub fn start_with_cookie() -> Result<Self, HarnessError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(cookie: bool) -> Result<Self, HarnessError> {
         let bin = bin_dir();
         if !bin.join("bitcoind").exists() {
             return Err(HarnessError::NotProvisioned(bin));
@@ -100,13 +114,16 @@ impl BitcoinD {
             dir,
             bin,
             rpc_port: 0,
+            p2p_port: 0,
             rpc_user: "boltbox".into(),
             rpc_password: random_hex(16)?,
+            cookie,
         };
         // A port picked free can be taken before bitcoind binds it: retry with new ports.
         let mut last_err = None;
         for _ in 0..3 {
             node.rpc_port = free_port()?;
+            node.p2p_port = free_port()?;
             node.write_conf()?;
             match node.spawn_and_wait() {
                 Ok(()) => {
@@ -120,12 +137,15 @@ impl BitcoinD {
     }
 
     fn write_conf(&self) -> Result<(), HarnessError> {
-        let conf = format!(
-            "regtest=1\nserver=1\n\n[regtest]\nlisten=0\ndnsseed=0\nrpcbind=127.0.0.1\n\
-             rpcallowip=127.0.0.1\nrpcport={}\nrpcuser={}\nrpcpassword={}\nfallbackfee=0.00001\n\
-             printtoconsole=0\n",
-            self.rpc_port, self.rpc_user, self.rpc_password
+        // P2P on loopback only: an Electrum server fetches blocks there; nothing else connects.
+        let mut conf = format!(
+            "regtest=1\nserver=1\n\n[regtest]\nlisten=1\nbind=127.0.0.1\nport={}\ndnsseed=0\n\
+             rpcbind=127.0.0.1\nrpcallowip=127.0.0.1\nrpcport={}\nfallbackfee=0.00001\nprinttoconsole=0\n",
+            self.p2p_port, self.rpc_port
         );
+        if !self.cookie {
+            conf.push_str(&format!("rpcuser={}\nrpcpassword={}\n", self.rpc_user, self.rpc_password));
+        }
         std::fs::write(self.dir.path().join("bitcoin.conf"), conf).map_err(io_err("writing bitcoin.conf"))
     }
 
@@ -182,7 +202,12 @@ impl BitcoinD {
         self.rpc_port
     }
 
-    /// The RPC user name.
+    /// The P2P port on 127.0.0.1.
+    pub fn p2p_port(&self) -> u16 {
+        self.p2p_port
+    }
+
+    /// The RPC user name (with a password; see [`BitcoinD::cookie_file`] for the cookie).
     pub fn rpc_user(&self) -> &str {
         &self.rpc_user
     }
@@ -190,6 +215,21 @@ impl BitcoinD {
     /// The RPC password.
     pub fn rpc_password(&self) -> &str {
         &self.rpc_password
+    }
+
+    /// The cookie file bitcoind writes at each start (when started with a cookie).
+    pub fn cookie_file(&self) -> PathBuf {
+        self.dir.path().join("regtest").join(".cookie")
+    }
+
+    /// `user:password` for RPC clients (an Electrum server): the password's, or the cookie's.
+    pub fn rpc_auth(&self) -> Result<String, HarnessError> {
+        if self.cookie {
+            let text = std::fs::read_to_string(self.cookie_file()).map_err(io_err("reading the cookie"))?;
+            Ok(text.trim().to_string())
+        } else {
+            Ok(format!("{}:{}", self.rpc_user, self.rpc_password))
+        }
     }
 
     /// Runs `bitcoin-cli` against this node and returns its trimmed output.

@@ -3,14 +3,21 @@
 //! The binaries come from the project's provisioned Bitcoin Knots (`scripts/bitcoind.sh`,
 //! run by `make test`). Each [`BitcoinD`] runs in its own temp dir on free loopback ports and
 //! is stopped, and its dir removed, when it is dropped, also when a test panics.
-//! [`TestNode`] runs a boltbox node against it.
+//! [`TestNode`] runs a boltbox node against it; [`Electrs`] serves it over the Electrum
+//! protocol, and [`FaultProxy`] makes a server misbehave.
 
 mod bitcoind;
+mod electrs;
 mod node;
+mod proxy;
+mod tmpfs;
 mod wait;
 
 pub use bitcoind::{BitcoinD, HarnessError, free_port};
-pub use node::{TestNode, appliance_config, mine_and_sync, regtest_config};
+pub use electrs::Electrs;
+pub use node::{TestNode, appliance_config, mine_and_sync, open_store, regtest_config};
+pub use proxy::{Fault, FaultProxy};
+pub use tmpfs::Tmpfs;
 pub use wait::{Deadline, wait_until};
 
 /// Sends the node's logs (tracing, and ldk-node's `log` records) to the test's output,

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use boltbox_node::config::ChainSource;
-use boltbox_node::{BoltNode, Network, NodeConfig, NodeEvent, PeerAddress, Seed, Status, Storage};
+use boltbox_node::{
+    BoltNode, DataDir, Inspection, Network, NodeConfig, NodeEvent, PeerAddress, Seed, Status, Storage, Store,
+};
 use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::bitcoind::{BitcoinD, free_port};
@@ -84,6 +86,19 @@ impl TestNode {
         TestNode::start_with_storage(bitcoind, alias, trusted_peers, Storage::Boltbox, &parent)
     }
 
+    /// A node that learns the chain from an Electrum server at `url` instead of bitcoind.
+    pub fn start_on_electrum(bitcoind: &BitcoinD, alias: &str, url: &str) -> TestNode {
+        let chain = ChainSource::Electrum { url: url.to_string() };
+        TestNode::start_with(
+            bitcoind,
+            alias,
+            Vec::new(),
+            Storage::Boltbox,
+            &std::env::temp_dir(),
+            Some(chain),
+        )
+    }
+
     /// [`TestNode::start`] with a choice of store, keeping the node's data in a fresh temp dir
     /// under `parent` (benchmarks put it on the disk they measure).
     pub fn start_with_storage(
@@ -93,18 +108,32 @@ impl TestNode {
         storage: Storage,
         parent: &std::path::Path,
     ) -> TestNode {
+        TestNode::start_with(bitcoind, alias, trusted_peers, storage, parent, None)
+    }
+
+    fn start_with(
+        bitcoind: &BitcoinD,
+        alias: &str,
+        trusted_peers: Vec<String>,
+        storage: Storage,
+        parent: &std::path::Path,
+        chain: Option<ChainSource>,
+    ) -> TestNode {
         crate::init_logging();
         let dir = tempfile::Builder::new()
             .prefix(&format!("boltbox-{alias}-"))
             .tempdir_in(parent)
             .expect("tempdir");
         let port = free_port().expect("port");
-        let config = regtest_config(bitcoind, alias, dir.path(), port, trusted_peers);
-        let (seed, created) = Seed::load_or_create(&config.data_dir).expect("seed");
-        assert!(created);
+        let mut config = regtest_config(bitcoind, alias, dir.path(), port, trusted_peers);
+        if let Some(chain) = chain {
+            config.chain = chain;
+        }
+        let seed = Seed::generate();
+        let store = open_store(&config, &seed);
         let rt = runtime(alias);
-        let node =
-            BoltNode::start_with_storage(&config, &seed, rt.handle().clone(), storage).expect("start node");
+        let node = BoltNode::start_with_storage(&config, &seed, store, rt.handle().clone(), storage)
+            .expect("start node");
         let events = node.subscribe();
         TestNode { node: Some(node), runtime: Some(rt), events, config, seed, port, storage, _dir: dir }
     }
@@ -145,8 +174,10 @@ impl TestNode {
         }
         between(&self.config);
         let rt = runtime(&self.config.alias);
-        let node = BoltNode::start_with_storage(&self.config, &self.seed, rt.handle().clone(), self.storage)
-            .expect("restart node");
+        let store = open_store(&self.config, &self.seed);
+        let node =
+            BoltNode::start_with_storage(&self.config, &self.seed, store, rt.handle().clone(), self.storage)
+                .expect("restart node");
         self.events = node.subscribe();
         self.node = Some(node);
         self.runtime = Some(rt);
@@ -199,6 +230,17 @@ impl Drop for TestNode {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
         }
+    }
+}
+
+/// The store of `config`'s data dir as `boltbox run` would find it: a new node with `seed` on an
+/// empty dir, the node's own store otherwise; a store problem fails the test.
+pub fn open_store(config: &NodeConfig, seed: &Seed) -> Store {
+    let dir = DataDir::new(&config.data_dir, config.network);
+    match dir.inspect().expect("inspect the data dir").1 {
+        Inspection::Fresh => dir.create_node(seed).expect("create the node"),
+        Inspection::Ready { store, .. } => store,
+        Inspection::Problem { problem, .. } => panic!("{}: {problem}", config.data_dir.display()),
     }
 }
 

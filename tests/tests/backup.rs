@@ -17,7 +17,7 @@ use boltbox_node::backup::{
 };
 use boltbox_node::config::ChainSource;
 use boltbox_node::{Network, NodeConfig, NodeEvent, Seed, Store};
-use boltbox_tests::{BitcoinD, Deadline, TestNode, mine_and_sync, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, Tmpfs, mine_and_sync, wait_until};
 use ldk_node::lightning::util::persist::KVStoreSync;
 
 const SAT: u64 = 1000;
@@ -208,38 +208,6 @@ fn a_node_backed_up_while_paying_is_restored_from_seed_and_file_and_pays_again()
     a.wait_status("A still fine", 90, |s| s.usable_channels() == 1);
 }
 
-/// A tmpfs mounted for one test; unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).expect("mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "cannot mount a tmpfs at {} ({status}): these failure tests need root, as CI has",
-            path.display()
-        );
-        Tmpfs(path.to_path_buf())
-    }
-
-    fn remount_read_only(&self) {
-        let status = Command::new("mount").args(["-o", "remount,ro"]).arg(&self.0).status().expect("mount");
-        assert!(status.success(), "remount read-only: {status}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Already unmounted when the test pulled the stick: nothing to say then.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).stderr(std::process::Stdio::null()).status();
-    }
-}
-
 /// A stopped node's store and seed, without a chain: what a stick backup reads.
 struct Offline {
     _dir: tempfile::TempDir,
@@ -346,7 +314,7 @@ fn a_stick_pulled_mid_write_fails_and_leaves_no_backup_name_behind() {
             // it the way a yanked stick's filesystem disappears from its mount point).
             if percent >= 20 && !pulled {
                 pulled = true;
-                let status = Command::new("umount").arg("-l").arg(&mount.0).status().expect("umount");
+                let status = Command::new("umount").arg("-l").arg(mount.path()).status().expect("umount");
                 assert!(status.success(), "umount: {status}");
             }
         })

@@ -63,6 +63,15 @@ pub fn shutdown(phase: ShutdownPhase) -> Rendered {
             c.text("down...", BIG, 26, Align::Center);
             c.text("saving node state", SMALL, 52, Align::Center);
         }
+        ShutdownPhase::NothingToSave => {
+            c.text("shutting", BIG, 6, Align::Center);
+            c.text("down...", BIG, 26, Align::Center);
+            c.text("no node running", SMALL, 52, Align::Center);
+        }
+        ShutdownPhase::Stopped => {
+            c.text("stopped", BIG, 16, Align::Center);
+            c.text("node state saved", SMALL, 52, Align::Center);
+        }
         ShutdownPhase::SafeToUnplug => {
             c.text("safe to", BIG, 6, Align::Center);
             c.text("unplug", BIG, 26, Align::Center);
@@ -72,7 +81,7 @@ pub fn shutdown(phase: ShutdownPhase) -> Rendered {
     c.done()
 }
 
-fn confirm(name: &str, title: &str, lines: [&str; 2], cancel: &str) -> Rendered {
+pub(crate) fn confirm(name: &str, title: &str, lines: [&str; 2], cancel: &str) -> Rendered {
     let mut c = Canvas::new(name);
     c.header(title, "");
     c.text(lines[0], MEDIUM, 15, Align::Center);
@@ -101,7 +110,7 @@ pub fn restore_offer(node_id8: &str, age: std::time::Duration, commit: u64, word
     c.text(&format!("commit {}", super::thousands(commit)), BODY, 34, Align::Center);
     let action = if words { "B: restore" } else { "no restore.words" };
     c.text(action, SMALL, 45, Align::Center);
-    c.text("hold A: new node", SMALL, 54, Align::Center);
+    c.text("hold B: new node", SMALL, 54, Align::Center);
     c.done()
 }
 

@@ -7,11 +7,13 @@
 //!
 //! - [`status`]: home, channels, earnings, network (with QR codes), system, alerts.
 //! - [`dialogs`]: seed warning and words, shutdown, confirmations, backup, boot and config error.
+//! - [`service`]: waiting, a store that needs the owner, the seed reminder, a node not saved.
 //! - [`samples`]: sample data that `boltbox screens` and the golden tests render.
 
 mod dialogs;
 mod draw;
 pub mod samples;
+mod service;
 mod status;
 
 use std::time::Duration;
@@ -24,7 +26,13 @@ pub use dialogs::{
     shutdown_confirm,
 };
 pub use draw::{bytes, clip, msat_as_sats, short_duration, thousands, wrap, wrap_lines};
-pub use status::{alerts, channels, earnings, home, network, network_qr, node_uri, screensaver, system};
+pub use service::{
+    BackupFacts, StoreChoice, Waiting, empty_confirm, not_saved, restarting, seed_reminder,
+    seed_skip_confirm, starting, store_choice, waiting,
+};
+pub use status::{
+    alerts, chain_source, channels, earnings, home, network, network_qr, node_uri, screensaver, system,
+};
 
 /// A drawn screen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +108,16 @@ pub enum BackupProgress {
     },
 }
 
-/// The two frames of a safe shutdown.
+/// The frames of a safe shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownPhase {
     /// The node is stopping and state is being flushed.
     InProgress,
+    /// Shutting down with no node or store open: nothing to save.
+    NothingToSave,
     /// Everything is persisted and synced: the board may lose power.
     SafeToUnplug,
+    /// Everything is persisted and synced; the service stopped, the board stays on (a restart,
+    /// an update, a `systemctl stop`).
+    Stopped,
 }

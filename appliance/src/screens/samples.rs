@@ -28,6 +28,7 @@ fn base(alias: &str) -> Status {
     s.node_id = NODE_ID.to_string();
     s.listening = vec!["0.0.0.0:9735".to_string()];
     s.running = true;
+    s.chain_source = "Electrum electrum.blockstream.info:50002".into();
     s.updated_at = 1_760_000_000;
     s
 }
@@ -166,6 +167,7 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("network".into(), network(&synced, Some(SAMPLE_IP))));
     out.push(("network-no-ip".into(), network(&fresh, None)));
     out.push(("network-qr".into(), network_qr(&synced)));
+    out.push(("chain-source".into(), chain_source(&synced)));
     out.push(("system".into(), system(&synced, &system_info())));
     out.push(("system-unknown".into(), system(&fresh, &SystemInfo::default())));
     out.push(("alerts".into(), alerts(&synced)));
@@ -179,6 +181,53 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("shutdown-confirm".into(), shutdown_confirm()));
     out.push(("shutdown".into(), shutdown(ShutdownPhase::InProgress)));
     out.push(("shutdown-safe".into(), shutdown(ShutdownPhase::SafeToUnplug)));
+    out.push(("shutdown-nothing".into(), shutdown(ShutdownPhase::NothingToSave)));
+    out.push(("shutdown-stopped".into(), shutdown(ShutdownPhase::Stopped)));
+    out.push((
+        "waiting-chain".into(),
+        waiting(&Waiting {
+            what: "chain source".into(),
+            reason: "Electrum server electrum.blockstream.info:50002 refused the connection".into(),
+            retry_in: Some(Duration::from_secs(16)),
+        }),
+    ));
+    out.push((
+        "waiting-network".into(),
+        waiting(&Waiting {
+            what: "network".into(),
+            reason: "no network: plug in the cable or set Wi-Fi in boltbox.toml".into(),
+            retry_in: Some(Duration::from_secs(4)),
+        }),
+    ));
+    out.push(("starting".into(), starting("satoshi's box")));
+    out.push((
+        "store-missing".into(),
+        store_choice(&StoreChoice {
+            headline: "node store missing".into(),
+            reason: "the seed is here but the node's store is missing".into(),
+            backup: Some(BackupFacts {
+                node_id8: "02d96ead".into(),
+                age: Duration::from_secs(7200),
+                commit: 1_874,
+            }),
+            start_empty: true,
+        }),
+    ));
+    out.push((
+        "store-other-node".into(),
+        store_choice(&StoreChoice {
+            headline: "store of other node".into(),
+            reason: "the store holds node 03aa..., the seed gives node 02d9...".into(),
+            backup: None,
+            start_empty: false,
+        }),
+    ));
+    out.push(("empty-confirm".into(), empty_confirm(false)));
+    out.push(("new-node-confirm".into(), empty_confirm(true)));
+    out.push(("seed-reminder".into(), seed_reminder()));
+    out.push(("seed-skip".into(), seed_skip_confirm()));
+    out.push(("not-saved".into(), not_saved("the store cannot write: No space left on device")));
+    out.push(("restarting".into(), restarting("the node did not start: it could not listen")));
     out.push(("backup-confirm".into(), backup_confirm()));
     let age = Duration::from_secs(3 * 3600 + 20 * 60);
     out.push(("restore-offer".into(), restore_offer("02d96ead", age, 1_874, true)));

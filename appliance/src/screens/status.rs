@@ -71,6 +71,20 @@ pub fn home(status: &Status) -> Rendered {
     c.done()
 }
 
+/// The chain source in use and what it learns (the network page's second B).
+pub fn chain_source(status: &Status) -> Rendered {
+    let mut c = Canvas::new("chain source");
+    header(&mut c, "chain source", &badge(status));
+    let (kind, place) = status.chain_source.split_once(' ').unwrap_or((status.chain_source.as_str(), ""));
+    c.text_in(if kind.is_empty() { "-" } else { kind }, BODY, 0, W, 12, Align::Left);
+    for (i, line) in super::wrap_lines(place, 21, 2).iter().enumerate() {
+        c.text_in(line, SMALL, 0, W, 25 + 10 * i as i32, Align::Left);
+    }
+    c.text_in("it sees your on-chain", SMALL, 0, W, 45, Align::Left);
+    c.text_in("addresses and txs", SMALL, 0, W, 54, Align::Left);
+    c.done()
+}
+
 /// One channel per page (`index` wraps around): peer id prefix and state, capacity, a bar of
 /// our share, and what we can send (left) and receive (right), in sats.
 pub fn channels(status: &Status, index: usize) -> Rendered {

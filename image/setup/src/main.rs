@@ -81,10 +81,17 @@ fn apply_system(config: &Path) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// Where a failed growth of the data partition is recorded for boltbox, which shows it as an
+/// alert (a card the image did not grow into is nearly full from the start).
+const GROW_FAILED: &str = "/run/boltbox/data-grow-failed";
+
 fn boot(config: &Path, data_label: &str) -> ExitCode {
     let mut ok = true;
     if let Err(e) = grow_data(data_label) {
         eprintln!("boltbox-setup: growing the data partition failed: {e}");
+        if let Err(w) = std::fs::write(GROW_FAILED, format!("{e}\n")) {
+            eprintln!("boltbox-setup: cannot record it in {GROW_FAILED}: {w}");
+        }
         ok = false;
     }
     if let Err(e) = apply_system(config) {

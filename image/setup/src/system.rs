@@ -49,8 +49,8 @@ pub struct WiredConfig {
     pub dns: Vec<String>,
 }
 
-/// `[system.wifi]`: one network, addressed by DHCP.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// `[system.wifi]`: one network, addressed by DHCP. Its `Debug` leaves the password out.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WifiConfig {
     /// The network's name.
@@ -59,6 +59,16 @@ pub struct WifiConfig {
     pub password: Option<String>,
     /// The two-letter regulatory country, e.g. `DE`.
     pub country: Option<String>,
+}
+
+impl std::fmt::Debug for WifiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WifiConfig")
+            .field("ssid", &self.ssid)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("country", &self.country)
+            .finish()
+    }
 }
 
 /// The whole file as this program sees it: only `[system]`; the appliance checks the rest.
@@ -102,8 +112,16 @@ pub fn load(path: &Path) -> Result<System, SetupError> {
 /// Parses and validates `[system]` from the text of a `boltbox.toml`.
 pub fn parse(text: &str) -> Result<System, SetupError> {
     let file: File = toml::from_str(text).map_err(|e| {
-        // The TOML error says which key; the appliance reports the file's other sections.
-        SetupError::config("system", e.message().trim())
+        // The TOML error says which key; the appliance reports the file's other sections. The
+        // value it quotes may be the Wi-Fi password: quoted values are not repeated.
+        let message: String = e
+            .message()
+            .trim()
+            .split('`')
+            .enumerate()
+            .map(|(i, part)| if i % 2 == 1 { "`***`" } else { part })
+            .collect();
+        SetupError::config("system", message)
     })?;
     validate(file.system)
 }
@@ -400,6 +418,10 @@ mod tests {
         assert_eq!(field("[system.network]\ndns = [\"one\"]\n"), "system.network.dns");
         assert_eq!(field("[system.wifi]\nssid = \"\"\n"), "system.wifi.ssid");
         assert_eq!(field("[system.wifi]\nssid = \"x\"\npassword = \"short\"\n"), "system.wifi.password");
+        let e = parse("[system.wifi]\nssid = \"x\"\npassword = 87654321\n").expect_err("not a string");
+        assert!(!e.to_string().contains("87654321"), "the password is not repeated: {e}");
+        let wifi = WifiConfig { ssid: "x".into(), password: Some("hunter2hunter2".into()), country: None };
+        assert!(!format!("{wifi:?}").contains("hunter2"));
         assert_eq!(field("[system.wifi]\nssid = \"x\"\ncountry = \"de\"\n"), "system.wifi.country");
         assert_eq!(field("[system]\nhostnme = \"x\"\n"), "system");
     }

@@ -16,6 +16,9 @@ pub const USB_DIR: &str = "/run/boltbox/usb";
 pub const EJECT_REQUEST: &str = "/run/boltbox/eject";
 /// The directory made for boltbox on an ext4 stick (FAT has no owners, it gets the mount).
 pub const BACKUP_DIR: &str = "boltbox-backups";
+/// The image's own partitions' labels: a stick carrying one is never mounted (and udev never
+/// lets its by-label link win over the card's, see 61-boltbox-usb-labels.rules).
+pub const SYSTEM_LABELS: [&str; 3] = ["BOLTBOX", "boltbox-root", "boltbox-data"];
 
 /// A kernel block device name as udev gives it (`sda1`, `sdb`): letters, then letters and
 /// digits; nothing that could walk out of a directory.
@@ -35,9 +38,10 @@ fn checked(name: &str) -> Result<&str, SetupError> {
 }
 
 /// The mount options for a stick's filesystem, or an error for one boltbox does not take.
-/// Nothing on a stick runs; FAT and exFAT files belong to boltbox and only it reads them.
+/// Nothing on a stick runs, and no symlink on it is followed; FAT and exFAT files belong to
+/// boltbox and only it reads them.
 pub fn mount_options(fstype: &str, uid: u32, gid: u32) -> Result<String, SetupError> {
-    let common = "nodev,nosuid,noexec,noatime";
+    let common = "nodev,nosuid,noexec,noatime,nosymfollow";
     match fstype {
         "vfat" => Ok(format!("{common},uid={uid},gid={gid},fmask=0177,dmask=0077,utf8,flush")),
         "exfat" => Ok(format!("{common},uid={uid},gid={gid},fmask=0177,dmask=0077")),
@@ -63,20 +67,52 @@ fn mounted(dir: &Path) -> Result<bool, SetupError> {
     Ok(is_mounted(&info, dir))
 }
 
-fn fs_type(device: &Path) -> Result<String, SetupError> {
+/// One tag (`TYPE`, `LABEL`) of the filesystem on `device`, as blkid reads it.
+fn fs_tag(device: &Path, tag: &str) -> Result<String, SetupError> {
     let out = Command::new("blkid")
-        .args(["--output", "value", "--match-tag", "TYPE"])
+        .args(["--output", "value", "--match-tag", tag])
         .arg(device)
         .output()
         .map_err(io_error("running blkid"))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Makes `boltbox-backups` in the stick mounted at `mount` for `uid`/`gid`, working on file
+/// descriptors opened without following links: a stick that carries `boltbox-backups` as a
+/// symlink (to `/`, say) is refused, and nothing outside the stick changes owner or mode.
+pub fn prepare_backup_dir(mount: &Path, uid: u32, gid: u32) -> Result<(), SetupError> {
+    use rustix::fs::{CWD, Gid, Mode, OFlags, Uid, fchmod, fchown, mkdirat, openat};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let errno = |what: String| move |e: rustix::io::Errno| io_error(what)(std::io::Error::from(e));
+    let root =
+        openat(CWD, mount, flags, Mode::empty()).map_err(errno(format!("opening {}", mount.display())))?;
+    match mkdirat(&root, BACKUP_DIR, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(errno(format!("creating {BACKUP_DIR} on the stick"))(e)),
+    }
+    let dir = openat(&root, BACKUP_DIR, flags, Mode::empty()).map_err(|e| {
+        SetupError::config(
+            "usb",
+            format!("{BACKUP_DIR} on the stick is not a plain directory ({e}): the stick is refused"),
+        )
+    })?;
+    fchown(&dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(errno(format!("giving {BACKUP_DIR} to boltbox")))?;
+    fchmod(&dir, Mode::from_raw_mode(0o700)).map_err(errno(format!("setting the mode of {BACKUP_DIR}")))
+}
+
 /// Mounts stick `name` for user `uid`/`gid` (boltbox-usb@.service's start).
 pub fn mount(name: &str, uid: u32, gid: u32) -> Result<PathBuf, SetupError> {
     let name = checked(name)?;
     let device = Path::new("/dev").join(name);
-    let fstype = fs_type(&device)?;
+    let label = fs_tag(&device, "LABEL")?;
+    if SYSTEM_LABELS.contains(&label.as_str()) {
+        return Err(SetupError::config(
+            "usb",
+            format!("{name} is labelled {label:?}, like a boltbox partition: not mounted"),
+        ));
+    }
+    let fstype = fs_tag(&device, "TYPE")?;
     let options = mount_options(&fstype, uid, gid)?;
     let dir = mount_point(name);
     std::fs::create_dir_all(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
@@ -84,17 +120,11 @@ pub fn mount(name: &str, uid: u32, gid: u32) -> Result<PathBuf, SetupError> {
         run(Command::new("mount").args(["-t", &fstype, "-o", &options]).arg(&device).arg(&dir), None)?;
     }
     if fstype == "ext4" {
-        let backups = dir.join(BACKUP_DIR);
-        match std::fs::create_dir(&backups) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                return Err(io_error(format!("creating {}", backups.display()))(e));
-            }
-            _ => {}
+        if let Err(e) = prepare_backup_dir(&dir, uid, gid) {
+            // A refused stick is not left mounted for the service.
+            let _ = run(Command::new("umount").arg(&dir), None);
+            return Err(e);
         }
-        std::os::unix::fs::chown(&backups, Some(uid), Some(gid))
-            .map_err(io_error(format!("giving {} to boltbox", backups.display())))?;
-        std::fs::set_permissions(&backups, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .map_err(io_error(format!("setting the mode of {}", backups.display())))?;
     }
     Ok(dir)
 }
@@ -173,7 +203,7 @@ mod tests {
         assert!(vfat.contains("uid=900,gid=900") && vfat.contains("noexec") && vfat.contains("fmask=0177"));
         assert!(mount_options("exfat", 900, 900).expect("exfat").contains("uid=900"));
         let ext4 = mount_options("ext4", 900, 900).expect("ext4");
-        assert!(ext4.contains("nosuid") && !ext4.contains("uid="));
+        assert!(ext4.contains("nosuid") && ext4.contains("nosymfollow") && !ext4.contains("uid="));
         assert!(mount_options("ntfs", 900, 900).is_err());
         assert!(mount_options("", 900, 900).is_err());
     }
@@ -190,6 +220,33 @@ mod tests {
         std::os::unix::fs::symlink(&secret, &link).expect("symlink");
         assert!(read_request(&link).is_err(), "a symlink is not followed");
         assert!(read_request(dir.path()).is_err(), "a directory is no request");
+    }
+
+    #[test]
+    fn a_backup_dir_that_is_a_symlink_is_refused_and_its_target_untouched() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let stick = tmp.path().join("stick");
+        std::fs::create_dir(&stick).expect("mkdir");
+        let victim = tmp.path().join("victim");
+        std::fs::create_dir(&victim).expect("mkdir");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let before = std::fs::metadata(&victim).expect("meta");
+        std::os::unix::fs::symlink(&victim, stick.join(BACKUP_DIR)).expect("symlink");
+        // Our own ids: the test also runs unprivileged.
+        let (uid, gid) = (before.uid(), before.gid());
+        let e = prepare_backup_dir(&stick, uid, gid).expect_err("a symlink");
+        assert!(e.to_string().contains("refused"), "{e}");
+        let after = std::fs::metadata(&victim).expect("meta");
+        assert_eq!((after.mode(), after.uid(), after.gid()), (before.mode(), before.uid(), before.gid()));
+
+        let plain = tmp.path().join("plain");
+        std::fs::create_dir(&plain).expect("mkdir");
+        prepare_backup_dir(&plain, uid, gid).expect("a new directory");
+        let made = std::fs::metadata(plain.join(BACKUP_DIR)).expect("made");
+        assert_eq!(made.mode() & 0o777, 0o700);
+        prepare_backup_dir(&plain, uid, gid).expect("again: it exists");
+        assert!(SYSTEM_LABELS.contains(&"boltbox-data"));
     }
 
     #[test]

@@ -12,9 +12,8 @@
 //! On any failure the temporary file is removed (best effort: a pulled stick cannot be
 //! cleaned; the next backup removes leftovers), and earlier backups are untouched.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::BufWriter;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,7 +68,7 @@ fn utc_stamp(secs: u64) -> String {
 }
 
 fn prefix(network: Network, node_id: &str) -> String {
-    format!("boltbox-{network}-{}-", &node_id[..node_id.len().min(8)])
+    format!("boltbox-{network}-{}-", node_id.chars().take(8).collect::<String>())
 }
 
 /// `boltbox-<network>-<nodeid8>-<UTC time>.bbk` for a backup with `header`.
@@ -187,6 +186,7 @@ pub fn backup_to_dir(
     std::fs::create_dir_all(dir).map_err(BackupError::io(format!("creating {}", dir.display())))?;
     let network = source.config.network;
     remove_leftovers(dir, network, source.node_id);
+    let lineage_id = source.store.identity()?.lineage_id;
     let snapshot = source.store.snapshot()?;
     let created_at = unix_now();
     progress(5);
@@ -194,6 +194,7 @@ pub fn backup_to_dir(
         seed: source.seed,
         config: source.config,
         node_id: source.node_id,
+        lineage_id: &lineage_id,
         snapshot: &snapshot,
         created_at,
     };
@@ -229,11 +230,7 @@ fn write_and_verify(
     progress: &mut dyn FnMut(u8),
 ) -> Result<(BackupHeader, u64), BackupError> {
     let what = |verb: &str| format!("{verb} {}", tmp.display());
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
+    let file = crate::files::create_new(tmp, crate::files::PRIVATE_FILE)
         .map_err(BackupError::io(what("creating")))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let (header, bytes) = write_backup(input, &mut out, workers, &mut |p| progress(5 + p / 2))?;
@@ -246,7 +243,10 @@ fn write_and_verify(
         tracing::warn!("cannot drop the cached pages of {}: {e}", tmp.display());
     }
     drop(file);
-    let data = std::fs::read(tmp).map_err(BackupError::io(what("reading back")))?;
+    let data = crate::files::read_untrusted(tmp, bytes).map_err(|e| match e {
+        crate::files::UntrustedError::Io(source) => BackupError::Io { what: what("reading back"), source },
+        other => BackupError::Verify(format!("reading {} back: {other}", tmp.display())),
+    })?;
     if data.len() as u64 != bytes {
         return Err(BackupError::Verify(format!("{} bytes written, {} read back", bytes, data.len())));
     }

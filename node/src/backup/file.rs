@@ -30,18 +30,24 @@ use crate::store::{Entry, Snapshot};
 
 /// The first eight bytes of every backup file.
 pub const MAGIC: &[u8; 8] = b"BOLTBKUP";
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this code writes. Version 1 (no lineage id) is still read.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest version this code reads.
+const OLDEST_VERSION: u16 = 1;
+/// The largest backup file read (a store with a mainnet network graph is tens of MiB).
+pub const MAX_BACKUP_BYTES: u64 = 1 << 30;
 /// Plaintext bytes per chunk: small enough that sealing one takes well under a millisecond on
 /// a Pi (the runtime's workers stay responsive), large enough that the 16-byte tags cost 0.02%.
 pub const CHUNK_SIZE: u32 = 64 * 1024;
 const TAG_LEN: usize = 16;
 const SALT_LEN: usize = 32;
 const KEY_CHECK_LEN: usize = 16;
-/// magic + version + header length.
-const FIXED_LEN: usize = 8 + 2 + 4;
-/// A header is a few hundred bytes; anything longer is not one of ours.
-const MAX_HEADER_LEN: usize = 64 * 1024;
+/// Bytes before the header: magic, version, header length.
+pub const FIXED_LEN: usize = 8 + 2 + 4;
+/// The longest header read: a header is a few hundred bytes; anything longer is not one of ours.
+pub const MAX_HEADER_LEN: usize = 64 * 1024;
+/// The largest chunk a header may declare: bounds the memory of one chunk in flight.
+const MAX_CHUNK_SIZE: u32 = 16 << 20;
 /// Chunks sealed or opened at once: bounds the memory of results not yet consumed.
 const IN_FLIGHT: usize = 32;
 /// HKDF labels: one for the body key, one for the key check. Versioned with the format.
@@ -56,7 +62,12 @@ pub struct BackupHeader {
     pub network: Network,
     /// The node id (hex) the seed gives on that network.
     pub node_id: String,
-    /// The store's commit counter of the snapshot: a larger one is a newer state.
+    /// The store's lineage (32 hex digits; none in version 1 files): commit counters compare
+    /// only within one lineage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage_id: Option<String>,
+    /// The store's commit counter of the snapshot: a larger one is a newer state within the
+    /// lineage.
     pub commit_counter: u64,
     /// When the snapshot was taken (Unix time, seconds, UTC).
     pub created_at: u64,
@@ -79,17 +90,48 @@ pub struct BackupHeader {
 impl BackupHeader {
     /// Number of chunks: the plaintext cut into `chunk_size` pieces, at least one.
     pub fn chunks(&self) -> u64 {
-        self.plain_bytes.div_ceil(u64::from(self.chunk_size)).max(1)
+        self.plain_bytes.div_ceil(u64::from(self.chunk_size.max(1))).max(1)
     }
 
-    /// The encrypted body's length: the plaintext and one tag per chunk.
-    pub fn body_bytes(&self) -> u64 {
-        self.plain_bytes + self.chunks() * TAG_LEN as u64
+    /// The encrypted body's length: the plaintext and one tag per chunk; none if it does not
+    /// fit in 64 bits (a header no writer made).
+    pub fn body_bytes(&self) -> Option<u64> {
+        self.chunks().checked_mul(TAG_LEN as u64)?.checked_add(self.plain_bytes)
     }
 
-    /// The first eight hex digits of the node id, as in file names.
-    pub fn node_id8(&self) -> &str {
-        &self.node_id[..self.node_id.len().min(8)]
+    /// The first eight characters of the node id, as in file names.
+    pub fn node_id8(&self) -> String {
+        self.node_id.chars().take(8).collect()
+    }
+
+    /// Checks the values a reader relies on: the node id is a compressed public key in hex, the
+    /// lineage 32 hex digits, the version text short and printable, the sizes within bounds.
+    fn validate(&self, version: u16) -> Result<(), BackupError> {
+        let bad = |what: String| Err(BackupError::BadHeader(what));
+        let hex = |text: &str, len: usize| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(&self.node_id, 66) {
+            return bad("node_id is not a node id (66 hex digits)".into());
+        }
+        match (&self.lineage_id, version) {
+            (Some(lineage), _) if !hex(lineage, 32) => return bad("lineage_id is not 32 hex digits".into()),
+            (None, v) if v >= 2 => return bad("lineage_id is missing".into()),
+            _ => {}
+        }
+        if self.boltbox_version.len() > 32 || !self.boltbox_version.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad("boltbox_version is not a version".into());
+        }
+        if self.cipher != "chacha20poly1305" || self.kdf != "hkdf-sha256" {
+            return bad("unknown cipher or kdf".into());
+        }
+        if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
+            return bad(format!("chunk size {} is implausible", self.chunk_size));
+        }
+        unhex(&self.salt, SALT_LEN, "salt")?;
+        unhex(&self.key_check, KEY_CHECK_LEN, "key_check")?;
+        match self.body_bytes() {
+            Some(body) if body <= MAX_BACKUP_BYTES => Ok(()),
+            _ => bad(format!("{} plaintext bytes is more than a backup may have", self.plain_bytes)),
+        }
     }
 }
 
@@ -171,10 +213,17 @@ fn hex(bytes: &[u8]) -> String {
 
 fn unhex(text: &str, len: usize, field: &str) -> Result<Vec<u8>, BackupError> {
     let bad = || BackupError::BadHeader(format!("{field} is not {len} bytes of hex"));
-    if text.len() != 2 * len || !text.is_ascii() {
+    if text.len() != 2 * len {
         return Err(bad());
     }
-    (0..len).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())).collect()
+    let digit = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    text.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| match (digit(pair[0]), digit(pair[1])) {
+            (Some(high), Some(low)) => Ok(high << 4 | low),
+            _ => Err(bad()),
+        })
+        .collect()
 }
 
 /// The chunk boundaries of `plain_bytes` plaintext bytes.
@@ -193,6 +242,8 @@ pub struct BackupInput<'a> {
     pub config: &'a NodeConfig,
     /// The node id (hex).
     pub node_id: &'a str,
+    /// The store's lineage.
+    pub lineage_id: &'a str,
     /// One committed state of the store.
     pub snapshot: &'a Snapshot,
     /// When the snapshot was taken (Unix seconds).
@@ -214,6 +265,7 @@ pub fn write_backup(
     let header = BackupHeader {
         network: input.config.network,
         node_id: input.node_id.to_string(),
+        lineage_id: Some(input.lineage_id.to_string()),
         commit_counter: input.snapshot.commit_counter,
         created_at: input.created_at,
         boltbox_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -267,44 +319,41 @@ fn encode_prefix(header: &BackupHeader) -> Result<Vec<u8>, BackupError> {
 /// precedes the chunks. Checks the magic, the version, the header's own values, and that the
 /// file is exactly as long as the header says.
 pub fn read_header(file: &[u8]) -> Result<(BackupHeader, usize), BackupError> {
-    if file.len() < MAGIC.len() || &file[..MAGIC.len()] != MAGIC {
+    read_header_prefix(file, file.len() as u64)
+}
+
+/// [`read_header`] from the first bytes of a file of `file_len` bytes (at least the prefix:
+/// [`FIXED_LEN`] + [`MAX_HEADER_LEN`] bytes are always enough), so that a stick's backups can be
+/// listed without reading them whole.
+pub fn read_header_prefix(prefix: &[u8], file_len: u64) -> Result<(BackupHeader, usize), BackupError> {
+    if prefix.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
         return Err(BackupError::NotABackup);
     }
-    if file.len() < FIXED_LEN {
-        return Err(BackupError::Truncated { expected: FIXED_LEN as u64, found: file.len() as u64 });
-    }
-    let version = u16::from_be_bytes([file[8], file[9]]);
-    if version != FORMAT_VERSION {
+    let Some(fixed) = prefix.get(..FIXED_LEN) else {
+        return Err(BackupError::Truncated { expected: FIXED_LEN as u64, found: file_len });
+    };
+    let version = u16::from_be_bytes([fixed[8], fixed[9]]);
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(BackupError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
-    let header_len = u32::from_be_bytes([file[10], file[11], file[12], file[13]]) as usize;
+    let header_len = u32::from_be_bytes([fixed[10], fixed[11], fixed[12], fixed[13]]) as usize;
     if header_len > MAX_HEADER_LEN {
         return Err(BackupError::BadHeader(format!("header length {header_len} is implausible")));
     }
     let prefix_len = FIXED_LEN + header_len;
-    if file.len() < prefix_len {
-        return Err(BackupError::Truncated { expected: prefix_len as u64, found: file.len() as u64 });
+    let Some(json) = prefix.get(FIXED_LEN..prefix_len) else {
+        return Err(BackupError::Truncated { expected: prefix_len as u64, found: file_len });
+    };
+    let header: BackupHeader =
+        serde_json::from_slice(json).map_err(|e| BackupError::BadHeader(e.to_string()))?;
+    header.validate(version)?;
+    let expected =
+        header.body_bytes().and_then(|body| body.checked_add(prefix_len as u64)).unwrap_or(u64::MAX);
+    if file_len < expected {
+        return Err(BackupError::Truncated { expected, found: file_len });
     }
-    let header: BackupHeader = serde_json::from_slice(&file[FIXED_LEN..prefix_len])
-        .map_err(|e| BackupError::BadHeader(e.to_string()))?;
-    if header.cipher != "chacha20poly1305" || header.kdf != "hkdf-sha256" {
-        return Err(BackupError::BadHeader(format!(
-            "unknown cipher {} or kdf {}",
-            header.cipher, header.kdf
-        )));
-    }
-    if header.chunk_size == 0 {
-        return Err(BackupError::BadHeader("chunk size 0".into()));
-    }
-    unhex(&header.salt, SALT_LEN, "salt")?;
-    unhex(&header.key_check, KEY_CHECK_LEN, "key_check")?;
-    let expected = (prefix_len as u64).saturating_add(header.body_bytes());
-    let found = file.len() as u64;
-    if found < expected {
-        return Err(BackupError::Truncated { expected, found });
-    }
-    if found > expected {
-        return Err(BackupError::TrailingData { expected, found });
+    if file_len > expected {
+        return Err(BackupError::TrailingData { expected, found: file_len });
     }
     Ok((header, prefix_len))
 }
@@ -329,19 +378,21 @@ pub fn open_backup(
     let data = Arc::clone(&file);
     let open = Arc::new(move |i: u64| -> Option<Vec<u8>> {
         let (start, end) = chunk_range(i, chunk_size, plain_bytes);
-        // Each chunk before `i` carries one tag.
-        let at = prefix_len + start + i as usize * TAG_LEN;
-        let sealed = &data[at..at + (end - start) + TAG_LEN];
+        // Each chunk before `i` carries one tag. The file's length was checked against the
+        // header, so these ranges are inside it; `get` keeps a mistake an error, not a panic.
+        let at = prefix_len + start + usize::try_from(i).ok()? * TAG_LEN;
+        let sealed = data.get(at..at + (end - start) + TAG_LEN)?;
         let (body, tag) = sealed.split_at(end - start);
         let tag = Tag::try_from(tag).ok()?;
         let mut buf = body.to_vec();
-        let aad = &data[..prefix_len];
+        let aad = data.get(..prefix_len)?;
         cipher
             .decrypt_inout_detached(&nonce(i, i + 1 == chunks), aad, buf.as_mut_slice().into(), &tag)
             .ok()?;
         Some(buf)
     });
-    let mut plain = Vec::with_capacity(plain_bytes as usize);
+    // Bounded: the header's length was checked against the file, which was read into memory.
+    let mut plain = Vec::with_capacity(usize::try_from(plain_bytes).unwrap_or(0));
     workers.map_ordered(chunks, open, |i, opened| {
         let opened = opened.ok_or(BackupError::Tampered { chunk: i, chunks })?;
         plain.extend_from_slice(&opened);

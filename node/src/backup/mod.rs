@@ -13,8 +13,14 @@ pub mod restore;
 use std::path::PathBuf;
 
 pub use dir::{BackupSource, Written, backup_to_dir, backups_in, file_name};
-pub use file::{BackupContents, BackupHeader, BackupInput, Workers, open_backup, read_header, write_backup};
-pub use restore::{RestoreReport, restore_backup, store_counter};
+pub use file::{
+    BackupContents, BackupHeader, BackupInput, MAX_BACKUP_BYTES, Workers, open_backup, read_header,
+    read_header_prefix, write_backup,
+};
+pub use restore::{
+    DataDirStore, RecoveredRestore, RestoreReport, STAGING_DIR, check_stale, data_dir_store, recover_restore,
+    restore_backup,
+};
 
 use crate::config::Network;
 use crate::seed::SeedError;
@@ -106,6 +112,19 @@ pub enum BackupError {
         backup: u64,
         /// The data dir store's commit counter.
         data_dir: u64,
+    },
+    /// The data dir's store is of another lineage than the backup: their commit counters say
+    /// nothing about which state is newer.
+    #[error(
+        "refusing to restore: the data dir's store is of lineage {data_dir}, the backup of lineage \
+         {backup}; their commit counters cannot be compared (set the store aside by hand if you are \
+         sure the backup is newer)"
+    )]
+    OtherLineage {
+        /// The backup's lineage.
+        backup: String,
+        /// The data dir store's lineage.
+        data_dir: String,
     },
     /// The store cannot be opened, typically because the node is running on it.
     #[error("the store {path} is in use or unreadable ({reason}); stop boltbox first")]

@@ -6,9 +6,10 @@ use ldk_node::lightning::util::persist::KVStoreSync;
 
 use super::*;
 use crate::config::{ChainSource, NodeConfig};
-use crate::node::STORE_FILE;
+use crate::datadir::STORE_FILE;
 use crate::seed::Seed;
 use crate::store::{Snapshot, Store};
+use proptest::prelude::*;
 
 // The BIP39 test vector's 24-word mnemonic (all-zero entropy), and another valid one.
 const ABANDON: &str = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon \
@@ -72,10 +73,12 @@ impl Rig {
     /// A backup file's bytes, and the snapshot in it.
     fn backup_bytes(&self) -> (Vec<u8>, Snapshot) {
         let snapshot = self.store.snapshot().expect("snapshot");
+        let lineage_id = self.store.identity().expect("identity").lineage_id;
         let input = BackupInput {
             seed: &self.seed,
             config: &self.config,
             node_id: &self.node_id,
+            lineage_id: &lineage_id,
             snapshot: &snapshot,
             created_at: 1_700_000_000,
         };
@@ -227,9 +230,9 @@ fn a_wrong_seed_wrong_magic_or_newer_version_is_named() {
     assert!(matches!(rig.open(magic, &rig.seed), Err(BackupError::NotABackup)));
 
     let mut version = bytes.clone();
-    version[8..10].copy_from_slice(&2u16.to_be_bytes());
-    let err = rig.open(version, &rig.seed).expect_err("version 2");
-    assert!(matches!(err, BackupError::UnsupportedVersion { found: 2, supported: 1 }), "{err}");
+    version[8..10].copy_from_slice(&3u16.to_be_bytes());
+    let err = rig.open(version, &rig.seed).expect_err("version 3");
+    assert!(matches!(err, BackupError::UnsupportedVersion { found: 3, supported: 2 }), "{err}");
 }
 
 #[test]
@@ -250,6 +253,7 @@ fn backups_in_a_directory_are_verified_named_private_and_pruned() {
     let w = &written[3];
     let name = w.path.file_name().expect("name").to_string_lossy().into_owned();
     assert!(name.starts_with(&format!("boltbox-regtest-{}-", &rig.node_id[..8])), "{name}");
+    assert_eq!(w.header.lineage_id, Some(rig.store.identity().expect("identity").lineage_id));
     assert!(name.ends_with(".bbk"), "{name}");
     let mode = std::fs::metadata(&w.path).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -329,13 +333,23 @@ fn restore_writes_seed_and_store_and_refuses_a_data_dir_that_is_not_older() {
     let report = restore_backup(&data, Network::Regtest, &contents, &rig.seed).expect("restore");
     assert_eq!(report.entries, 21);
     assert_eq!(report.kept_older_store, None);
-    let store = Store::open(&data.join(STORE_FILE)).expect("open restored");
+    let store = Store::open_existing(&data.join(STORE_FILE)).expect("open restored");
     assert_eq!(store.snapshot().expect("snapshot"), snapshot, "every entry and the counter");
+    let identity = store.identity().expect("identity");
+    assert_eq!(
+        identity.lineage_id,
+        rig.store.identity().expect("identity").lineage_id,
+        "the lineage goes on"
+    );
+    assert_eq!(identity.node_id.as_deref(), Some(rig.node_id.as_str()));
     store.close();
     let seed = Seed::load(&data).expect("load").expect("seed written");
     assert_eq!(seed.to_seed_bytes(), rig.seed.to_seed_bytes());
-    let mode = std::fs::metadata(data.join(crate::seed::SEED_FILE)).expect("meta").permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for file in [crate::seed::SEED_FILE, STORE_FILE, restore::RESTORED_CONFIG_FILE] {
+        let mode = std::fs::metadata(data.join(file)).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    assert!(!data.join(STAGING_DIR).exists());
     let config = std::fs::read_to_string(&report.config_copy).expect("config copy");
     assert!(config.contains("network = \"regtest\"") && !config.contains("hunter2"), "{config}");
 
@@ -343,7 +357,7 @@ fn restore_writes_seed_and_store_and_refuses_a_data_dir_that_is_not_older() {
     let err = restore_backup(&data, Network::Regtest, &contents, &rig.seed).expect_err("not older");
     assert!(matches!(err, BackupError::NotOlder { .. }), "{err}");
     // A newer data dir: one more commit.
-    let store = Store::open(&data.join(STORE_FILE)).expect("open");
+    let store = Store::open_existing(&data.join(STORE_FILE)).expect("open");
     KVStoreSync::write(&store, "", "", "later", b"x".to_vec()).expect("write");
     store.close();
     let err = restore_backup(&data, Network::Regtest, &contents, &rig.seed).expect_err("newer");
@@ -354,20 +368,54 @@ fn restore_writes_seed_and_store_and_refuses_a_data_dir_that_is_not_older() {
 }
 
 #[test]
-fn restore_over_an_older_store_keeps_it_aside() {
+fn restore_over_an_older_state_of_the_lineage_keeps_it_aside() {
     let rig = Rig::new(3);
+    let (older, _) = rig.backup_bytes();
+    KVStoreSync::write(&rig.store, "", "", "later", b"1".to_vec()).expect("write");
+    let (newer, _) = rig.backup_bytes();
     let data = rig.dir.path().join("older");
-    // An older state of the same node: its store at commit 1.
-    Seed::from_words(ABANDON).expect("seed").store(&data).expect("seed");
-    let old = Store::open(&data.join(STORE_FILE)).expect("open");
-    KVStoreSync::write(&old, "", "", "old", b"1".to_vec()).expect("write");
-    old.close();
-    let (bytes, _) = rig.backup_bytes();
-    let contents = rig.open(bytes, &rig.seed).expect("open");
-    let report = restore_backup(&data, Network::Regtest, &contents, &rig.seed).expect("restore");
+    let older = rig.open(older, &rig.seed).expect("open");
+    restore_backup(&data, Network::Regtest, &older, &rig.seed).expect("restore the older");
+    let newer = rig.open(newer, &rig.seed).expect("open");
+    let report = restore_backup(&data, Network::Regtest, &newer, &rig.seed).expect("restore the newer");
     let aside = report.kept_older_store.expect("kept");
     assert!(aside.exists());
-    assert_eq!(store_counter(&data).expect("counter"), Some(contents.header.commit_counter));
+    match data_dir_store(&data).expect("store") {
+        DataDirStore::Sound { commit_counter, .. } => assert_eq!(commit_counter, newer.header.commit_counter),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn counters_of_another_lineage_are_never_compared() {
+    let rig = Rig::new(3);
+    let (bytes, _) = rig.backup_bytes();
+    let contents = rig.open(bytes, &rig.seed).expect("open");
+    // The same node started on an empty store again (a new lineage), with many commits since.
+    let data = rig.dir.path().join("restarted");
+    let dir = crate::datadir::DataDir::new(&data, Network::Regtest);
+    let store = dir.create_node(&rig.seed).expect("node");
+    for i in 0..50u8 {
+        KVStoreSync::write(&store, "", "", "k", vec![i]).expect("write");
+    }
+    store.close();
+    let err = restore_backup(&data, Network::Regtest, &contents, &rig.seed).expect_err("other lineage");
+    assert!(matches!(err, BackupError::OtherLineage { .. }), "{err}");
+    // Nor the other way round: an older backup's counter may well be higher.
+    assert!(err.to_string().contains("cannot be compared"), "{err}");
+}
+
+#[test]
+fn a_damaged_store_is_set_aside_by_the_restore() {
+    let rig = Rig::new(3);
+    let (bytes, _) = rig.backup_bytes();
+    let contents = rig.open(bytes, &rig.seed).expect("open");
+    let data = rig.dir.path().join("damaged");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join(STORE_FILE), vec![0xffu8; 8192]).expect("garbage store");
+    let report = restore_backup(&data, Network::Regtest, &contents, &rig.seed).expect("restore");
+    let aside = report.kept_older_store.expect("the damaged store is kept");
+    assert_eq!(std::fs::read(aside).expect("read"), vec![0xffu8; 8192]);
 }
 
 #[test]
@@ -391,8 +439,141 @@ fn restore_refuses_another_seed_another_network_and_a_running_store() {
     assert!(!data.exists(), "nothing written");
 
     // The rig's own store is open: its data dir is "in use".
-    let err = store_counter(rig.dir.path()).expect_err("in use");
+    let err = data_dir_store(rig.dir.path()).expect_err("in use");
     assert!(matches!(err, BackupError::StoreInUse { .. }), "{err}");
+}
+
+/// A restore cut short after each of its steps (as a power cut or SIGKILL would) leaves either
+/// the state before it or the restored one, once the next start has settled it.
+#[test]
+fn a_restore_interrupted_at_any_step_is_settled_to_before_or_after() {
+    use restore::Step;
+    let steps = [
+        Step::Staged,
+        Step::SeedStaged,
+        Step::StoreStaged,
+        Step::ConfigStaged,
+        Step::Committed,
+        Step::OldStoreAside,
+        Step::StoreInPlace,
+        Step::SeedInPlace,
+    ];
+    let rig = Rig::new(5);
+    let (older, _) = rig.backup_bytes();
+    KVStoreSync::write(&rig.store, "", "", "later", b"1".to_vec()).expect("write");
+    let (newer, _) = rig.backup_bytes();
+    let (older, newer) =
+        (rig.open(older, &rig.seed).expect("open"), rig.open(newer, &rig.seed).expect("open"));
+    for (empty_before, label) in [(true, "onto an empty data dir"), (false, "over an older state")] {
+        for (i, stop_at) in steps.iter().enumerate() {
+            let data = rig.dir.path().join(format!("cut-{label}-{i}"));
+            if !empty_before {
+                restore_backup(&data, Network::Regtest, &older, &rig.seed).expect("older state");
+            }
+            let before = data_dir_store(&data).expect("before");
+            let done =
+                restore::restore_backup_until(&data, Network::Regtest, &newer, &rig.seed, &mut |step| {
+                    step != *stop_at
+                })
+                .expect("no error, just cut short");
+            assert!(done.is_none(), "{label}: stopped at {stop_at:?}");
+            let settled = recover_restore(&data).expect("settle").expect("something to settle");
+            let after = data_dir_store(&data).expect("after");
+            let committed = i >= 4;
+            assert_eq!(settled == RecoveredRestore::Finished, committed, "{label}, {stop_at:?}: {settled:?}");
+            if committed {
+                match &after {
+                    DataDirStore::Sound { commit_counter, .. } => {
+                        assert_eq!(*commit_counter, newer.header.commit_counter, "{label}, {stop_at:?}")
+                    }
+                    other => panic!("{label}, {stop_at:?}: {other:?}"),
+                }
+                let seed = Seed::load(&data).expect("seed").expect("the seed is in place");
+                assert_eq!(seed.to_seed_bytes(), rig.seed.to_seed_bytes());
+            } else {
+                assert_eq!(after, before, "{label}, {stop_at:?}: the state before");
+                assert_eq!(Seed::load(&data).expect("seed").is_some(), !empty_before, "{label}, {stop_at:?}");
+            }
+            assert!(!data.join(STAGING_DIR).exists(), "{label}, {stop_at:?}");
+            assert_eq!(recover_restore(&data).expect("again"), None, "settled once");
+        }
+    }
+}
+
+#[test]
+fn backup_files_read_from_a_stick_are_bounded_and_validated() {
+    let rig = Rig::new(3);
+    let (bytes, _) = rig.backup_bytes();
+    let (header, prefix_len) = read_header(&bytes).expect("header");
+    let (again, len) = read_header_prefix(&bytes[..prefix_len], bytes.len() as u64).expect("prefix only");
+    assert_eq!((again, len), (header.clone(), prefix_len));
+
+    // A header whose node id is not ASCII hex (it was cut for the OLED by bytes once).
+    let mut forged = header.clone();
+    forged.node_id = "é".repeat(33);
+    let json = serde_json::to_vec(&forged).expect("json");
+    let mut file = Vec::new();
+    file.extend_from_slice(&bytes[..10]);
+    file.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    file.extend_from_slice(&json);
+    let err = read_header_prefix(&file, u64::MAX).expect_err("not a node id");
+    assert!(matches!(err, BackupError::BadHeader(_)), "{err}");
+    assert_eq!(forged.node_id8().chars().count(), 8, "cutting for the OLED never splits a character");
+
+    // Sizes that overflow or exceed the bound.
+    for plain_bytes in [u64::MAX, MAX_BACKUP_BYTES + 1] {
+        let mut huge = header.clone();
+        huge.plain_bytes = plain_bytes;
+        assert_eq!(huge.body_bytes().filter(|b| *b <= MAX_BACKUP_BYTES), None);
+        let json = serde_json::to_vec(&huge).expect("json");
+        let mut file = bytes[..10].to_vec();
+        file.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        file.extend_from_slice(&json);
+        assert!(matches!(read_header_prefix(&file, u64::MAX), Err(BackupError::BadHeader(_))));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes, and a real header with arbitrary changes, give an error, never a panic.
+    #[test]
+    fn reading_any_header_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        len in any::<u64>(),
+        magic in any::<bool>(),
+    ) {
+        let mut data = bytes;
+        if magic && data.len() >= 14 {
+            data[..8].copy_from_slice(file::MAGIC);
+            data[8..10].copy_from_slice(&2u16.to_be_bytes());
+        }
+        let _ = read_header_prefix(&data, len);
+        let _ = read_header(&data);
+    }
+
+    #[test]
+    fn any_json_header_is_validated_without_panicking(
+        node_id in ".{0,80}",
+        lineage in proptest::option::of(".{0,40}"),
+        version in ".{0,40}",
+        chunk_size in any::<u32>(),
+        plain_bytes in any::<u64>(),
+        salt in ".{0,70}",
+    ) {
+        let header = serde_json::json!({
+            "network": "regtest", "node_id": node_id, "lineage_id": lineage, "commit_counter": 1,
+            "created_at": 1, "boltbox_version": version, "cipher": "chacha20poly1305",
+            "kdf": "hkdf-sha256", "salt": salt, "key_check": "00", "chunk_size": chunk_size,
+            "plain_bytes": plain_bytes,
+        });
+        let json = serde_json::to_vec(&header).expect("json");
+        let mut data = file::MAGIC.to_vec();
+        data.extend_from_slice(&2u16.to_be_bytes());
+        data.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        data.extend_from_slice(&json);
+        let _ = read_header_prefix(&data, data.len() as u64);
+    }
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! The group committer: one thread that takes every queued operation, in call order, applies
 //! as many as the limits allow in one redb write transaction, commits it (one fsync), and then
-//! releases the callers of that batch.
+//! releases the callers of that batch. A commit that fails is retried on a reopened database
+//! until it succeeds or the store closes; its callers are released only by a success.
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableTable};
 
 use super::completion::{BatchDone, Completion};
-use super::{COMMIT_COUNTER, CommitLimits, KV, META, StoreError};
+use super::{COMMIT_COUNTER, CommitLimits, IDENTITY, KV, META, Opener, RETRY_MAX, StoreError, StoreHealth};
 
 /// One queued operation.
 #[derive(Debug)]
@@ -24,6 +25,11 @@ pub(crate) enum Op {
     Delete {
         key: Vec<u8>,
     },
+    /// Sets an identity field (see [`super::StoreIdentity`]).
+    Identity {
+        key: &'static str,
+        value: String,
+    },
     /// Changes nothing; completes when everything queued before it is durable.
     Barrier,
 }
@@ -33,6 +39,7 @@ impl Op {
         match self {
             Op::Put { key, value } => key.len() + value.len(),
             Op::Delete { key } => key.len(),
+            Op::Identity { value, .. } => value.len(),
             Op::Barrier => 0,
         }
     }
@@ -55,15 +62,24 @@ struct Queue {
 }
 
 /// State shared by the store handles and the committer thread.
-#[derive(Debug)]
 struct Shared {
-    /// `None` once the store is closed.
+    /// `None` once the store is closed, or while it is being reopened after a failed commit.
     db: RwLock<Option<Database>>,
+    closed: AtomicBool,
+    /// Opens the database again after a failed commit.
+    open: Opener,
+    health: Mutex<StoreHealth>,
     limits: CommitLimits,
     queue: Mutex<Queue>,
     wake: Condvar,
     commits: AtomicU64,
     ops: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("limits", &self.limits).finish_non_exhaustive()
+    }
 }
 
 /// The store's handle on the committer. Dropping it (with the last `Store`) lets the thread
@@ -90,10 +106,27 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the store is closed")
 }
 
+fn reopening() -> io::Error {
+    io::Error::other("the store is not open: it is being reopened after a failed commit")
+}
+
+/// A redb error as an I/O error that keeps the OS error's kind (a full disk stays
+/// `StorageFull`), so that the owner is told what happened.
+fn io_of(e: impl Into<redb::Error>) -> io::Error {
+    match e.into() {
+        redb::Error::Io(e) => e,
+        redb::Error::PreviousIo => io::Error::other("an earlier write of this store failed"),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
 impl Committer {
-    pub(crate) fn start(db: Database, limits: CommitLimits) -> Result<Arc<Self>, StoreError> {
+    pub(crate) fn start(db: Database, open: Opener, limits: CommitLimits) -> Result<Arc<Self>, StoreError> {
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
+            closed: AtomicBool::new(false),
+            open,
+            health: Mutex::new(StoreHealth::Healthy),
             limits,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -112,7 +145,7 @@ impl Committer {
     pub(crate) fn db(&self) -> io::Result<DbGuard<'_>> {
         let guard = self.shared.db.read().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            return Err(closed());
+            return Err(if self.shared.closed.load(Ordering::SeqCst) { closed() } else { reopening() });
         }
         Ok(DbGuard(guard))
     }
@@ -120,12 +153,17 @@ impl Committer {
     /// Commits everything queued, stops the thread and closes the database. Operations on
     /// any remaining handle fail from now on.
     pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).shutting_down = true;
         self.shared.wake.notify_all();
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = thread.join();
         }
         self.shared.db.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    pub(crate) fn health(&self) -> StoreHealth {
+        self.shared.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn stats(&self) -> (u64, u64) {
@@ -210,43 +248,143 @@ impl Shared {
             }
         };
         let started = Instant::now();
-        let outcome = self.commit(&ops);
+        if !self.commit_until_stored(&ops) {
+            // Closed while commits were failing: these writers were never told their writes are
+            // durable, and never will be; the process is going away.
+            return false;
+        }
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.last_batch_ops = ops.len();
             q.last_commit = started.elapsed();
         }
-        if outcome.is_ok() {
-            self.commits.fetch_add(1, Ordering::Relaxed);
-            self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        } else if let Err(e) = &outcome {
-            tracing::error!("store commit of {} operations failed: {e}", ops.len());
-        }
-        done.finish(outcome.as_ref().map(|_| ()));
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        done.finish(Ok(()));
         true
+    }
+
+    /// Commits `ops`, reopening the database and retrying with a growing pause while commits
+    /// fail. Returns false if the store was closed before they could be stored.
+    fn commit_until_stored(&self, ops: &[Op]) -> bool {
+        let mut pause = Duration::from_millis(100);
+        let mut attempts: u64 = 0;
+        loop {
+            let open = self.db.read().unwrap_or_else(|p| p.into_inner()).is_some();
+            let error = if open {
+                match self.commit(ops) {
+                    Ok(()) => break,
+                    Err(e) => e,
+                }
+            } else {
+                // The last reopen failed: open first; its error is the one that tells.
+                match self.reopen() {
+                    Ok(()) => continue,
+                    Err(e) => io::Error::from(e),
+                }
+            };
+            attempts = attempts.saturating_add(1);
+            self.set_failing(&error, attempts, ops.len());
+            if open {
+                // redb refuses every transaction on a handle that saw an I/O error: reopen,
+                // which also proves the file is still a sound store (the open checks it).
+                match self.reopen() {
+                    // A transient error (one failed flush) gets one immediate retry.
+                    Ok(()) if attempts == 1 => continue,
+                    Ok(()) => {}
+                    Err(e) => tracing::debug!("reopening the failing store: {e}"),
+                }
+            }
+            let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let (q, _) = self
+                .wake
+                .wait_timeout_while(q, pause, |q| !q.shutting_down)
+                .unwrap_or_else(|p| p.into_inner());
+            if q.shutting_down {
+                tracing::error!(
+                    "the store closes with {} operations it could not store (they were never acknowledged)",
+                    ops.len()
+                );
+                return false;
+            }
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if let StoreHealth::Failing { since, attempts, .. } = &*health {
+            tracing::warn!(
+                "the store can write again: {} operations stored after {attempts} attempts over {} s",
+                ops.len(),
+                crate::unix_now().saturating_sub(*since)
+            );
+        }
+        *health = StoreHealth::Healthy;
+        true
+    }
+
+    fn set_failing(&self, error: &io::Error, attempts: u64, ops: usize) {
+        let reason = error.to_string();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let since = match &*health {
+            StoreHealth::Failing { reason: last, since, .. } => {
+                if *last != reason {
+                    tracing::error!("the store still cannot write {ops} operations: {reason}");
+                }
+                *since
+            }
+            StoreHealth::Healthy => {
+                tracing::error!(
+                    "the store cannot write {ops} operations: {reason}; they wait, unacknowledged, while it retries"
+                );
+                crate::unix_now()
+            }
+        };
+        *health = StoreHealth::Failing { reason, since, attempts };
+    }
+
+    /// Closes the database and opens it again; until that succeeds readers get an error.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Redb("the store is closed".into()));
+        }
+        // The old handle must be gone before the file is opened again (it holds the lock).
+        *db = None;
+        *db = Some((self.open)()?);
+        Ok(())
     }
 
     fn commit(&self, ops: &[Op]) -> io::Result<()> {
         let db = self.db.read().unwrap_or_else(|p| p.into_inner());
-        let txn = db.as_ref().ok_or_else(closed)?.begin_write().map_err(io::Error::other)?;
+        let db = match db.as_ref() {
+            Some(db) => db,
+            None if self.closed.load(Ordering::SeqCst) => return Err(closed()),
+            None => return Err(reopening()),
+        };
+        let txn = db.begin_write().map_err(io_of)?;
         {
-            let mut kv = txn.open_table(KV).map_err(io::Error::other)?;
+            let mut kv = txn.open_table(KV).map_err(io_of)?;
             for op in ops {
                 match op {
                     Op::Put { key, value } => {
-                        kv.insert(key.as_slice(), value.as_slice()).map_err(io::Error::other)?;
+                        kv.insert(key.as_slice(), value.as_slice()).map_err(io_of)?;
                     }
                     Op::Delete { key } => {
-                        kv.remove(key.as_slice()).map_err(io::Error::other)?;
+                        kv.remove(key.as_slice()).map_err(io_of)?;
                     }
-                    Op::Barrier => {}
+                    Op::Identity { .. } | Op::Barrier => {}
                 }
             }
-            let mut meta = txn.open_table(META).map_err(io::Error::other)?;
-            let counter = meta.get(COMMIT_COUNTER).map_err(io::Error::other)?.map(|v| v.value()).unwrap_or(0);
-            meta.insert(COMMIT_COUNTER, counter + 1).map_err(io::Error::other)?;
+            let mut identity = txn.open_table(IDENTITY).map_err(io_of)?;
+            for op in ops {
+                if let Op::Identity { key, value } = op {
+                    identity.insert(*key, value.as_str()).map_err(io_of)?;
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(io_of)?;
+            let counter = meta.get(COMMIT_COUNTER).map_err(io_of)?.map(|v| v.value()).unwrap_or(0);
+            meta.insert(COMMIT_COUNTER, counter.saturating_add(1)).map_err(io_of)?;
         }
         // Durability::Immediate is redb's default: commit returns after the fsync.
-        txn.commit().map_err(io::Error::other)
+        txn.commit().map_err(io_of)
     }
 }

@@ -7,7 +7,11 @@
 //!   the moment `write`/`remove` is called, before any future is returned;
 //! - a write is durable when it returns (sync) or its future resolves (async): the caller is
 //!   released only after the batch holding its write has been committed with an fsync;
-//! - a failed commit fails every write in its batch; nothing is acknowledged that was not stored;
+//! - nothing is acknowledged that was not stored: a failed commit (a full disk, an I/O error) is
+//!   retried on a reopened file until it succeeds, its writers waiting meanwhile, and the store
+//!   reports itself failing ([`StoreHealth`]) so that the appliance can say so and stop the node
+//!   safely; LDK takes a failed monitor write as unrecoverable and panics, so failing the writes
+//!   instead would crash the node;
 //! - a lazy remove is queued like any operation but does not wait for its commit, so `list` may
 //!   show the key until the next commit (LDK allows exactly this).
 
@@ -34,17 +38,51 @@ pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Incremented by every commit; a backup carries it so that a stale one is recognised.
 pub(crate) const COMMIT_COUNTER: &str = "commit_counter";
+/// Which node's state the store holds, and the lineage of that state.
+pub(crate) const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
+const LINEAGE_ID: &str = "lineage_id";
+const NODE_ID: &str = "node_id";
+/// redb refuses larger values; refusing them at the door keeps one bad write from failing the
+/// whole batch it would share.
+const MAX_VALUE_BYTES: usize = 3 << 30;
 
-/// What can go wrong opening or running the store.
+/// What can go wrong opening or running the store. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database file could not be opened or created.
-    #[error("cannot open the store at {path}: {source}")]
-    Open {
-        /// The database file.
+    /// There is no store file where one is expected.
+    #[error("no store at {path}")]
+    Missing {
+        /// The store file.
         path: PathBuf,
-        /// What redb said.
-        source: Box<redb::DatabaseError>,
+    },
+    /// A store file is already there (creating a new store never replaces one).
+    #[error("a store already exists at {path}")]
+    Exists {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The file is not a usable store: not a redb database, altered outside redb, truncated, or
+    /// not a regular file. Nothing is repaired silently; the file is left as it is.
+    #[error("the store at {path} is damaged: {reason}")]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What the integrity check found.
+        reason: String,
+    },
+    /// Another process (a running boltbox) holds the store.
+    #[error("the store at {path} is in use by another process")]
+    InUse {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The file could not be read or written.
+    #[error("store {path}: {source}")]
+    Io {
+        /// The store file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
     },
     /// A redb operation failed.
     #[error("store: {0}")]
@@ -58,6 +96,34 @@ impl StoreError {
     pub(crate) fn redb(e: impl std::fmt::Display) -> Self {
         StoreError::Redb(e.to_string())
     }
+
+    /// The store's file is damaged (see [`StoreError::Damaged`]).
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, StoreError::Damaged { .. })
+    }
+
+    /// Classifies what redb said on opening `path`.
+    fn opening(path: &Path, e: redb::DatabaseError) -> StoreError {
+        let path = path.to_path_buf();
+        let damaged = |reason: String| StoreError::Damaged { path: path.clone(), reason };
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+                StoreError::InUse { path }
+            }
+            redb::DatabaseError::UpgradeRequired(version) => {
+                damaged(format!("it is in redb file format {version}, which this boltbox does not read"))
+            }
+            redb::DatabaseError::RepairAborted => damaged("redb could not repair it".into()),
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => damaged(reason),
+            redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                if source.kind() == io::ErrorKind::InvalidData =>
+            {
+                damaged(format!("it is not a redb database ({source})"))
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io { path, source },
+            other => StoreError::Redb(format!("opening {}: {other}", path.display())),
+        }
+    }
 }
 
 impl From<io::Error> for StoreError {
@@ -68,7 +134,10 @@ impl From<io::Error> for StoreError {
 
 impl From<StoreError> for io::Error {
     fn from(e: StoreError) -> Self {
-        io::Error::other(e.to_string())
+        match e {
+            StoreError::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        }
     }
 }
 
@@ -114,6 +183,77 @@ pub struct Snapshot {
     pub entries: Vec<Entry>,
 }
 
+/// Which node's state a store holds and where that state comes from.
+///
+/// A lineage is one history of commits: it begins when an empty store is created for a node
+/// and goes on through every commit, backup, restore and mirror of that history. Commit
+/// counters say which of two states is newer only within one lineage: a store started empty
+/// again for the same node is a new lineage whose counters start over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreIdentity {
+    /// 32 lower-case hex digits, random when the lineage began.
+    pub lineage_id: String,
+    /// The node id (hex) whose state this is; none for a store made before boltbox recorded it,
+    /// until the node first runs on it.
+    pub node_id: Option<String>,
+}
+
+/// Whether the store can write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Commits succeed.
+    Healthy,
+    /// Commits fail (a full disk, an I/O error). The writes of the failed batch and everything
+    /// queued after it wait, unacknowledged, while the committer reopens the file and retries
+    /// with a growing pause (at most [`RETRY_MAX`]): nothing is reported durable that is not,
+    /// and nothing is reported failed that LDK would then treat as lost.
+    Failing {
+        /// What the last attempt said.
+        reason: String,
+        /// When commits began failing (Unix seconds).
+        since: u64,
+        /// Attempts so far.
+        attempts: u64,
+    },
+}
+
+/// The longest pause between two attempts to commit on a failing store.
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A new random lineage id.
+fn new_lineage_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Redb(format!("no random lineage id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// How a store's database is (re)opened: from its file with the integrity check, or by a test's
+/// own backend. The committer reopens after a failed commit, since redb refuses every later
+/// transaction on a handle that saw an I/O error.
+pub(crate) type Opener = Box<dyn Fn() -> Result<redb::Database, StoreError> + Send + Sync>;
+
+/// Opens the existing redb file at `path`, checking the checksum of every page first (redb then
+/// reports an altered file as damaged instead of trusting it).
+fn open_checked(path: &Path) -> Result<redb::Database, StoreError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => StoreError::Missing { path: path.to_path_buf() },
+        _ => StoreError::Io { path: path.to_path_buf(), source },
+    })?;
+    if !meta.is_file() {
+        return Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            reason: "it is not a regular file".into(),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(StoreError::Damaged { path: path.to_path_buf(), reason: "the file is empty".into() });
+    }
+    redb::Database::builder()
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|e| StoreError::opening(path, e))
+}
+
 /// The redb-backed, group-committing store. Cheap to clone (shared handle).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -121,39 +261,140 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store file at `path` with default commit limits.
+    /// Opens the store file at `path`, creating an empty store (a new lineage) if there is none.
+    /// For tools, tests and benchmarks; the node's data dir is opened through
+    /// [`crate::datadir`], which never creates a store silently.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with(path, CommitLimits::default())
     }
 
-    /// Opens (or creates) the store file at `path`.
+    /// [`Store::open`] with commit limits.
     pub fn open_with(path: &Path, limits: CommitLimits) -> Result<Self, StoreError> {
-        let db = redb::Database::create(path)
-            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source: Box::new(source) })?;
-        Self::with_database(db, limits)
+        match Self::open_existing_with(path, limits) {
+            Err(StoreError::Missing { .. }) => Self::create_new_with(path, None, limits),
+            other => other,
+        }
     }
 
-    /// A store on a redb database opened by the caller (for example on a custom backend).
-    pub fn with_database(db: redb::Database, limits: CommitLimits) -> Result<Self, StoreError> {
-        // Create the tables up front so that readers never see "table does not exist".
+    /// Opens the existing store file at `path` with the integrity check; never creates one.
+    /// A file readable by others is made private (0600) first.
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        Self::open_existing_with(path, CommitLimits::default())
+    }
+
+    fn open_existing_with(path: &Path, limits: CommitLimits) -> Result<Self, StoreError> {
+        let db = open_checked(path)?;
+        match crate::files::make_private(path) {
+            Ok(true) => tracing::warn!("{} was readable by others; it is 0600 now", path.display()),
+            Ok(false) => {}
+            Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), source }),
+        }
+        let reopen_path = path.to_path_buf();
+        Self::start(db, Box::new(move || open_checked(&reopen_path)), limits, None)
+    }
+
+    /// Creates a new, empty store file at `path` (mode 0600, never over an existing file): a new
+    /// lineage, of `node_id` when given.
+    pub fn create_new(path: &Path, node_id: Option<&str>) -> Result<Self, StoreError> {
+        Self::create_new_with(path, node_id, CommitLimits::default())
+    }
+
+    fn create_new_with(path: &Path, node_id: Option<&str>, limits: CommitLimits) -> Result<Self, StoreError> {
+        match crate::files::create_new(path, crate::files::PRIVATE_FILE) {
+            Ok(file) => drop(file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Exists { path: path.to_path_buf() });
+            }
+            Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), source }),
+        }
+        let created = redb::Database::create(path).map_err(|e| StoreError::opening(path, e));
+        let db = match created {
+            Ok(db) => db,
+            Err(e) => {
+                // Leave no empty file behind that a later start would take for a damaged store.
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
+        let reopen_path = path.to_path_buf();
+        Self::start(db, Box::new(move || open_checked(&reopen_path)), limits, node_id)
+    }
+
+    /// A store on a database from `open`, which is called again to reopen it after a failed
+    /// commit (for tests on a backend of their own).
+    #[cfg(test)]
+    pub(crate) fn with_opener(open: Opener, limits: CommitLimits) -> Result<Self, StoreError> {
+        let db = open()?;
+        Self::start(db, open, limits, None)
+    }
+
+    fn start(
+        db: redb::Database,
+        open: Opener,
+        limits: CommitLimits,
+        node_id: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        // Create the tables up front so that readers never see "table does not exist", and give
+        // a store without an identity (new, or made by an older boltbox) its lineage.
         let txn = db.begin_write().map_err(StoreError::redb)?;
-        txn.open_table(KV).map_err(StoreError::redb)?;
-        txn.open_table(META).map_err(StoreError::redb)?;
+        {
+            txn.open_table(KV).map_err(StoreError::redb)?;
+            txn.open_table(META).map_err(StoreError::redb)?;
+            let mut identity = txn.open_table(IDENTITY).map_err(StoreError::redb)?;
+            if identity.get(LINEAGE_ID).map_err(StoreError::redb)?.is_none() {
+                let lineage = new_lineage_id()?;
+                identity.insert(LINEAGE_ID, lineage.as_str()).map_err(StoreError::redb)?;
+            }
+            if let Some(node_id) = node_id {
+                identity.insert(NODE_ID, node_id).map_err(StoreError::redb)?;
+            }
+        }
         txn.commit().map_err(StoreError::redb)?;
-        Ok(Store { committer: Committer::start(db, limits)? })
+        Ok(Store { committer: Committer::start(db, open, limits)? })
     }
 
     /// Commits everything queued and closes the database file, even if other handles (held
-    /// inside ldk-node, for instance) still exist: their operations fail from now on.
+    /// inside ldk-node, for instance) still exist: their operations fail from now on. On a
+    /// failing store ([`StoreHealth::Failing`]) the writes still waiting stay unacknowledged.
     pub fn close(&self) {
         self.committer.close();
     }
 
-    /// The number of commits this store has made over its whole life.
+    /// Whether commits succeed.
+    pub fn health(&self) -> StoreHealth {
+        self.committer.health()
+    }
+
+    /// The number of commits this store has made over its whole lineage.
     pub fn commit_counter(&self) -> Result<u64, StoreError> {
         let txn = self.committer.db()?.begin_read().map_err(StoreError::redb)?;
         let meta = txn.open_table(META).map_err(StoreError::redb)?;
         Ok(meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// The store's lineage and node.
+    pub fn identity(&self) -> Result<StoreIdentity, StoreError> {
+        let txn = self.committer.db()?.begin_read().map_err(StoreError::redb)?;
+        let identity = txn.open_table(IDENTITY).map_err(StoreError::redb)?;
+        let get = |key| -> Result<Option<String>, StoreError> {
+            Ok(identity.get(key).map_err(StoreError::redb)?.map(|v| v.value().to_string()))
+        };
+        let lineage_id =
+            get(LINEAGE_ID)?.ok_or_else(|| StoreError::Redb("the store has no lineage id".into()))?;
+        Ok(StoreIdentity { lineage_id, node_id: get(NODE_ID)? })
+    }
+
+    /// Records the node whose state this is (a store made before boltbox recorded it, once the
+    /// node has run on it). Durable when it returns.
+    pub fn set_node_id(&self, node_id: &str) -> io::Result<()> {
+        self.committer.submit(Op::Identity { key: NODE_ID, value: node_id.to_string() }).wait()
+    }
+
+    /// Whether the store holds no LDK data at all.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        let txn = self.committer.db()?.begin_read().map_err(StoreError::redb)?;
+        let kv = txn.open_table(KV).map_err(StoreError::redb)?;
+        Ok(kv.first().map_err(StoreError::redb)?.is_none())
     }
 
     /// Waits until every operation queued so far (lazy removes included) is durable.
@@ -175,6 +416,15 @@ impl Store {
         value: Vec<u8>,
     ) -> io::Result<Completion> {
         validate(primary, secondary, Some(key), "write")?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot write {primary:?}/{secondary:?}/{key:?}: {} bytes is more than a store value may have",
+                    value.len()
+                ),
+            ));
+        }
         Ok(self.committer.submit(Op::Put { key: keys::encode(primary, secondary, key), value }))
     }
 
@@ -225,26 +475,37 @@ impl Store {
         Ok(Snapshot { commit_counter: counter, entries })
     }
 
-    /// Creates the store file at `path` holding exactly `snapshot`: every entry, and its
-    /// commit counter, in one durable write transaction (restoring a backup). Refuses a file
-    /// that already holds a store with data or commits.
-    pub fn create_from_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let db = redb::Database::create(path)
-            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source: Box::new(source) })?;
+    /// Creates the store file at `path` (mode 0600, never over an existing file) holding exactly
+    /// `snapshot` in `identity`'s lineage: every entry and the commit counter in one durable
+    /// write transaction (restoring a backup continues the backed-up lineage).
+    pub fn create_from_snapshot(
+        path: &Path,
+        snapshot: &Snapshot,
+        identity: &StoreIdentity,
+    ) -> Result<(), StoreError> {
+        match crate::files::create_new(path, crate::files::PRIVATE_FILE) {
+            Ok(file) => drop(file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Exists { path: path.to_path_buf() });
+            }
+            Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), source }),
+        }
+        let db = redb::Database::create(path).map_err(|e| StoreError::opening(path, e))?;
         let txn = db.begin_write().map_err(StoreError::redb)?;
         {
             let mut kv = txn.open_table(KV).map_err(StoreError::redb)?;
             let mut meta = txn.open_table(META).map_err(StoreError::redb)?;
-            let counter = meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0);
-            if counter != 0 || kv.first().map_err(StoreError::redb)?.is_some() {
-                return Err(StoreError::Redb(format!("{} is not an empty store", path.display())));
-            }
+            let mut ids = txn.open_table(IDENTITY).map_err(StoreError::redb)?;
             for e in &snapshot.entries {
                 validate(&e.primary, &e.secondary, Some(&e.key), "restore")?;
                 let key = keys::encode(&e.primary, &e.secondary, &e.key);
                 kv.insert(key.as_slice(), e.value.as_slice()).map_err(StoreError::redb)?;
             }
             meta.insert(COMMIT_COUNTER, snapshot.commit_counter).map_err(StoreError::redb)?;
+            ids.insert(LINEAGE_ID, identity.lineage_id.as_str()).map_err(StoreError::redb)?;
+            if let Some(node_id) = &identity.node_id {
+                ids.insert(NODE_ID, node_id.as_str()).map_err(StoreError::redb)?;
+            }
         }
         // Durability::Immediate (redb's default): the data is on disk when this returns.
         txn.commit().map_err(StoreError::redb)
