@@ -400,7 +400,7 @@ fn script(
     for (socket, name) in sockets.iter().zip(names) {
         wait_status(socket, &format!("{name} running"), BOOT, stop, |s| s.running)?;
         let s = status(socket)?;
-        log.line(format!("{name} is up: node {}", &s.node_id[..16]));
+        log.line(format!("{name} is up: node {}", s.node_id.chars().take(16).collect::<String>()));
         ids.push(s.node_id);
         let address = call(socket, Request::NewAddress)?;
         let address = address.as_str().context("an address")?;

@@ -327,7 +327,10 @@ fn redact(message: &str) -> String {
 /// A TOML syntax or type error, naming the field at the error's position; the value of a secret
 /// field is not repeated.
 fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let message = e.message().trim();
+    let message = match e.message().trim() {
+        "" => "not valid TOML here",
+        message => message,
+    };
     let mut field = e.span().map(|span| field_at(text, span.start)).unwrap_or_default();
     // Some errors point at the table rather than the key (tagged tables such as `node.chain`);
     // an unknown key is named in the message, so name it in the field too.
@@ -485,5 +488,132 @@ mod tests {
     fn an_unreadable_file_is_named() {
         let e = AppConfig::load(Path::new("/nonexistent/boltbox.toml")).expect_err("missing");
         assert_eq!(e.field, "/nonexistent/boltbox.toml");
+    }
+
+    mod arbitrary_input {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::screens::{SystemInfo, samples};
+        use crate::ui::{Context, Service, Ui};
+
+        const SECTIONS: &[&str] = &[
+            "node",
+            "node.chain",
+            "node.channel",
+            "board",
+            "ui",
+            "runtime",
+            "power",
+            "backup",
+            "system",
+            "system.wifi",
+        ];
+        const KEYS: &[&str] = &[
+            "alias",
+            "network",
+            "listen",
+            "announce",
+            "gossip",
+            "trusted_peers",
+            "rpc_host",
+            "rpc_port",
+            "rpc_password",
+            "rpc_cookie",
+            "url",
+            "source",
+            "cltv_expiry_delta",
+            "forwarding_fee_proportional_millionths",
+            "forwarding_fee_base_msat",
+            "anchor_reserve_sats",
+            "board",
+            "i2c_address",
+            "button_a",
+            "gpio_chip",
+            "debounce_ms",
+            "long_press_ms",
+            "both_held_ms",
+            "dim_after_secs",
+            "blank_after_secs",
+            "shift_every_secs",
+            "confirm_timeout_secs",
+            "seed_timeout_secs",
+            "bright",
+            "dim",
+            "worker_threads",
+            "max_blocking_threads",
+            "thread_stack_bytes",
+            "engine_threads",
+            "off_command",
+            "keep",
+            "alert_after_days",
+            "sticks",
+            "eject_request",
+            "ssid",
+            "password",
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                "\"[^\"\\\\]{0,40}\"",
+                Just("true".to_string()),
+                Just("[]".to_string()),
+                Just("[\"\"]".to_string()),
+                any::<f64>().prop_map(|f| format!("{f:?}")),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            /// Any text is a config or an error naming a field, never a panic.
+            #[test]
+            fn any_text_is_a_config_or_an_error(text in ".{0,300}") {
+                if let Err(e) = AppConfig::parse(&text) {
+                    prop_assert!(!e.field.is_empty() && !e.reason.is_empty());
+                }
+            }
+
+            /// Any value of a known field is taken or refused, and a config that is taken is
+            /// usable: the gestures, the UI's timings (ticked far into the future), the runtime
+            /// plan and the commands derived from it do not panic.
+            #[test]
+            fn any_value_of_a_known_field_gives_a_usable_config_or_an_error(
+                section in proptest::sample::select(SECTIONS),
+                key in proptest::sample::select(KEYS),
+                value in value(),
+            ) {
+                let text = format!(
+                    "[node]\nnetwork = \"regtest\"\n[node.chain]\nsource = \"electrum\"\nurl = \"tcp://127.0.0.1:1\"\n\
+                     [{section}]\n{key} = {value}\n"
+                );
+                let Ok(config) = AppConfig::parse(&text) else { return Ok(()) };
+                let _ = config.ui.gestures();
+                let _ = config.off_command();
+                let _ = config.eject_request();
+                let facts = BoardFacts { cores: 4, memory_bytes: 1 << 30 };
+                let _ = RuntimePlan::derive(facts).and_then(|plan| plan.with_overrides(&config.runtime));
+                let mut ui = Ui::new(config.ui.ui());
+                let status = samples::synced();
+                let system = SystemInfo::default();
+                let none = || None;
+                let ctx = Context {
+                    status: &status,
+                    system: &system,
+                    ip: None,
+                    backup_available: false,
+                    backup: None,
+                    shutdown: None,
+                    seed: &none,
+                    service: Service::Running,
+                    seed_reminder: false,
+                };
+                for secs in [0, 1, 3600, u64::MAX / 4, u64::MAX] {
+                    ui.tick(Duration::from_secs(secs), &[], &ctx);
+                }
+            }
+        }
     }
 }

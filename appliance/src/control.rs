@@ -488,4 +488,91 @@ mod tests {
         let message = e.to_string();
         assert!(message.contains("control.sock") && message.contains("boltbox run"), "{message}");
     }
+
+    /// A service with no node, for requests that need none (and the refusals of those that do).
+    struct NoNode(std::sync::Arc<BackupService>);
+
+    impl Service for NoNode {
+        fn node(&self) -> Option<Arc<BoltNode>> {
+            None
+        }
+        fn service_status(&self) -> ServiceStatus {
+            ServiceStatus {
+                state: "waiting".into(),
+                waiting_for: Some("chain source".into()),
+                reason: None,
+                retry_in_secs: None,
+            }
+        }
+        fn starting_status(&self) -> Status {
+            Status::starting(boltbox_node::Network::Regtest, "test")
+        }
+        fn alerts(&self) -> Vec<Alert> {
+            Vec::new()
+        }
+        fn start_empty(&self) -> Result<(), String> {
+            Err("not allowed for this store".into())
+        }
+        fn backups(&self) -> &BackupService {
+            &self.0
+        }
+        fn writable_places(&self) -> String {
+            "nowhere".into()
+        }
+    }
+
+    fn no_node() -> NoNode {
+        let config = crate::config::AppConfig::parse(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"/nonexistent/boltbox\"\n[node.chain]\nsource = \"electrum\"\n\
+             url = \"tcp://127.0.0.1:1\"\n[board]\nboard = \"sim\"\n",
+        )
+        .expect("config");
+        NoNode(BackupService::new(&config))
+    }
+
+    #[test]
+    fn without_a_node_status_says_what_the_service_waits_for_and_commands_are_refused() {
+        let service = no_node();
+        let Response::Ok(status) = handle(&service, Request::Status) else { panic!("status answers") };
+        assert_eq!(status["service"]["state"], "waiting");
+        assert_eq!(status["running"], false);
+        let Response::Error(why) = handle(&service, Request::NewAddress) else { panic!("refused") };
+        assert!(why.contains("not running") && why.contains("waiting"), "{why}");
+        let backup = Request::Backup { to: "/nonexistent".into(), keep: 1, device: 0, inode: 0 };
+        let Response::Error(why) = handle(&service, backup) else { panic!("refused") };
+        assert!(why.contains("no node state"), "{why}");
+    }
+
+    mod arbitrary_input {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+            /// Any line is a request or a refusal, and any request is answered, never a panic.
+            #[test]
+            fn any_request_line_is_answered(
+                line in ".{0,200}",
+                cmd in proptest::sample::select(&["status", "new-address", "send-onchain", "connect", "open-channel",
+                    "close-channel", "invoice", "pay", "keysend", "channels", "payments", "peers", "sync", "backup",
+                    "start-empty"][..]),
+                text in ".{0,80}",
+                number in any::<u64>(),
+            ) {
+                let _ = serde_json::from_str::<Request>(&line);
+                let json = serde_json::json!({
+                    "cmd": cmd, "address": text, "amount_sats": number, "peer": text, "push_msat": number,
+                    "announce": true, "channel": text, "force": false, "amount_msat": number, "description": text,
+                    "expiry_secs": number % 100_000, "invoice": text, "node_id": text, "to": text, "keep": number,
+                    "device": number, "inode": number,
+                });
+                // Most combinations carry fields the command does not take: refused as such.
+                if let Ok(request) = serde_json::from_value::<Request>(json) {
+                    let _ = handle(&no_node(), request);
+                }
+            }
+        }
+    }
 }

@@ -39,7 +39,7 @@ fn parse_load(text: &str) -> Option<f32> {
 fn parse_memory(text: &str) -> Option<Usage> {
     let field = |name: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
+        let kib: u64 = line.strip_prefix(name)?.split_whitespace().next()?.parse().ok()?;
         kib.checked_mul(1024)
     };
     let total = field("MemTotal:")?;
@@ -117,5 +117,21 @@ mod tests {
         let memory = info.memory.expect("/proc/meminfo");
         assert!(memory.total > 0 && memory.used <= memory.total, "{memory:?}");
         assert!(info.load_1m.is_some());
+    }
+
+    mod arbitrary_input {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// What /proc and /sys hold is parsed or ignored, never a panic.
+            #[test]
+            fn any_proc_text_parses_or_is_ignored(text in "(MemTotal:|MemAvailable:|[0-9 .]|kB|\n|.){0,200}") {
+                let _ = parse_memory(&text);
+                let _ = parse_load(&text);
+                let _ = parse_temperature(&text);
+            }
+        }
     }
 }

@@ -48,7 +48,7 @@ fn an_empty_data_dir_and_a_backup_on_the_stick_offer_the_restore_on_the_oled() {
     std::fs::remove_dir_all(&node.data_dir).expect("destroy the data dir");
     let mut run = Appliance::start(&config, dir.path().join("run2.log"), None);
     let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
-    let offer = wait_screen(&mut link, "restore offer", &id[..8], BOOT);
+    let offer = wait_screen(&mut link, "restore offer", id.get(..8).unwrap_or_default(), BOOT);
     assert!(offer.caption.contains("no restore.words"), "{}", offer.caption);
     assert!(offer.caption.contains("hold B: new node"), "{}", offer.caption);
     assert!(offer.caption.contains("commit"), "the stale guard's facts: {}", offer.caption);

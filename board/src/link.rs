@@ -290,7 +290,7 @@ impl Outgoing {
     /// A new host: greet it and bring it up to date.
     fn attach(&mut self, writer: Box<dyn Write + Send>) -> io::Result<()> {
         self.writer = Some(writer);
-        self.send(&DeviceLine::Hello(HELLO["HELLO ".len()..].to_string()))?;
+        self.send(&DeviceLine::Hello(HELLO.strip_prefix("HELLO ").unwrap_or(HELLO).to_string()))?;
         if let Some(c) = self.contrast {
             self.send(&DeviceLine::Contrast(c))?;
         }
@@ -820,8 +820,8 @@ mod tests {
         let hex = "00".repeat(FRAME_BYTES);
         let cases = [
             ("FRAME x ".to_string() + &hex, "sequence"),
-            (format!("FRAME 1 {}", &hex[2..]), "hex digits"),
-            (format!("FRAME 1 zz{}", &hex[2..]), "not hex"),
+            (format!("FRAME 1 {}", "00".repeat(FRAME_BYTES - 1)), "hex digits"),
+            (format!("FRAME 1 zz{}", "00".repeat(FRAME_BYTES - 1)), "not hex"),
             (format!("FRAME 1 {hex} bad\\"), "dangling"),
             ("CONTRAST 256".to_string(), "contrast"),
             ("POWER MAYBE".to_string(), "ON or OFF"),
@@ -970,5 +970,38 @@ mod tests {
         assert_eq!(link_path("link:/run/board.sock"), Some(PathBuf::from("/run/board.sock")));
         assert_eq!(link_path("link:"), None);
         assert_eq!(link_path("sim"), None);
+    }
+
+    mod arbitrary_input {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// Whatever a host or a device sends is a line or an error, never a panic.
+            #[test]
+            fn any_line_parses_or_is_refused(line in ".{0,200}", frame_like in "FRAME [0-9]{0,3} [0-9a-fA-Fz]{0,40} .{0,40}") {
+                let _ = parse_host_line(&line);
+                let _ = DeviceLine::parse(&line);
+                let _ = DeviceLine::parse(&frame_like);
+                let _ = unescape(&line);
+            }
+
+            /// Any byte stream splits into bounded lines or errors.
+            #[test]
+            fn any_byte_stream_splits_into_bounded_lines(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..12)) {
+                let mut buffer = LineBuffer::default();
+                for chunk in chunks {
+                    buffer.pending.extend_from_slice(&chunk);
+                    while let Some(line) = buffer.take_line() {
+                        if let Ok(line) = line {
+                            prop_assert!(line.len() <= MAX_LINE);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

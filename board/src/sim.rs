@@ -452,7 +452,7 @@ mod tests {
         let lines = quadrants(&frame);
         assert_eq!(lines.len(), 32);
         assert!(lines.iter().all(|l| l.chars().count() == 64));
-        assert!(lines[0].starts_with("▚▀▟ "), "{:?}", &lines[0][..12]);
+        assert!(lines[0].starts_with("▚▀▟ "), "{:?}", lines[0].chars().take(4).collect::<String>());
         assert!(lines[31].ends_with('▗'));
     }
 

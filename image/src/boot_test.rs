@@ -138,18 +138,16 @@ fn boot_files(disk: &Path, boot: &Partition, dir: &Path) -> Result<(PathBuf, Pat
 /// Everything else (the power-off request, USB sticks, `[system]`) stays as shipped. Each edit
 /// must find its line, so that a change of the template is noticed here.
 fn test_config(template: &str, electrum_port: u16) -> Result<String, ImageError> {
+    let default_url = format!("url = \"{}\"", boltbox_node::config::MAINNET_ELECTRUM);
     let edits = [
         ("network = ", "network = \"regtest\"".to_string()),
         ("alias = ", format!("alias = \"{ALIAS}\"")),
-        (
-            &format!("url = \"{}\"", boltbox_node::config::MAINNET_ELECTRUM),
-            format!("url = \"tcp://10.0.2.2:{electrum_port}\""),
-        ),
+        (default_url.as_str(), format!("url = \"tcp://10.0.2.2:{electrum_port}\"")),
         ("board = ", format!("board = \"link:/dev/virtio-ports/{LINK_PORT}\"")),
     ];
     let mut lines: Vec<String> = template.lines().map(String::from).collect();
     for (starts, with) in &edits {
-        let line = lines.iter_mut().find(|l| l.starts_with(starts.as_str())).ok_or_else(|| {
+        let line = lines.iter_mut().find(|l| l.starts_with(starts)).ok_or_else(|| {
             ImageError::Invalid(format!("the image's boltbox.toml has no line starting {starts:?}"))
         })?;
         *line = with.clone();
@@ -585,5 +583,23 @@ impl Report {
             self.data_fs_after >> 20
         );
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_config_is_the_shipped_one_with_only_the_owners_edits() {
+        let shipped = include_str!("../boltbox.toml");
+        let text = test_config(shipped, 50123).expect("every edit finds its line");
+        assert!(text.contains("url = \"tcp://10.0.2.2:50123\""), "{text}");
+        assert!(text.contains("source = \"electrum\""), "the default source stays: {text}");
+        assert!(text.contains("network = \"regtest\"") && text.contains(ALIAS));
+        assert!(!text.contains(boltbox_node::config::MAINNET_ELECTRUM));
+        let changed = shipped.lines().zip(text.lines()).filter(|(a, b)| a != b).count();
+        assert_eq!(changed, 4, "network, alias, url and board, nothing else");
+        assert!(test_config("[node]\n", 1).is_err(), "a template without the lines is noticed");
     }
 }

@@ -368,6 +368,9 @@ mod tests {
         assert_eq!(describe_bitcoind(&warmup, "h", 1), "bitcoind is starting: Loading block index");
         let refused = io::Error::other("status_code: 401, contents: ");
         assert!(unauthorized(&refused));
-        assert!(describe_bitcoind(&refused, "h", 1).contains("401"));
+        assert!(describe_bitcoind(&refused, "h", 1).contains("refused the RPC user and password"));
+        // bitcoind's 401 has no body, which the RPC client reports as an empty answer.
+        let empty = io::Error::new(io::ErrorKind::InvalidData, "invalid response length: 0 bytes");
+        assert!(describe_bitcoind(&empty, "h", 1).contains("refused the RPC user and password"));
     }
 }

@@ -191,4 +191,23 @@ mod tests {
         let seed = Seed::from_words(ABANDON).expect("valid");
         assert_eq!(format!("{seed:?}"), "Seed(<redacted>)");
     }
+
+    mod arbitrary_input {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Any text (a restore.words file from a stick) is 24 valid words or an error that
+            /// does not repeat it.
+            #[test]
+            fn any_text_is_a_seed_or_an_error_without_the_words(text in "([a-z]{3,8}[ \n\t]){0,30}|.{0,100}") {
+                if let Err(e) = Seed::from_words(&text) {
+                    for word in text.split_whitespace().filter(|w| w.len() > 3) {
+                        prop_assert!(!e.to_string().contains(word), "{} repeats {}", e, word);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -290,8 +290,8 @@ pub fn wrap_lines(text: &str, width: usize, max_lines: usize) -> Vec<String> {
                 let cut: String = last.chars().take(keep).collect();
                 // Break at the last whole word when the cut falls inside one.
                 let whole_word = last.chars().nth(keep) == Some(' ');
-                *last = match cut.rfind(' ') {
-                    Some(space) if !whole_word => cut[..space].to_string(),
+                *last = match cut.rsplit_once(' ') {
+                    Some((words, _)) if !whole_word => words.to_string(),
                     _ => cut.trim_end().to_string(),
                 };
             }

@@ -477,4 +477,40 @@ mod tests {
         assert!(!changes.ssh && !changes.host_keys_missing);
         assert!(!root.path().join(AUTHORIZED_KEYS).exists());
     }
+
+    mod arbitrary_input {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            /// Any `[system]` value is applied or refused with its field, never a panic, and a
+            /// refused password is never repeated.
+            #[test]
+            fn any_system_value_is_taken_or_refused(
+                key in proptest::sample::select(&["hostname", "ssh_authorized_keys", "address", "gateway", "dns", "ssid", "password", "country"][..]),
+                table in proptest::sample::select(&["system", "system.network", "system.wifi"][..]),
+                value in prop_oneof![any::<i64>().prop_map(|n| n.to_string()), "\"[^\"\\\\]{0,70}\"", Just("[\"x\"]".to_string())],
+            ) {
+                let ssid = if table == "system.wifi" && key != "ssid" { "ssid = \"net\"\n" } else { "" };
+                let text = format!("[{table}]\n{ssid}{key} = {value}\n");
+                match parse(&text) {
+                    Ok(system) => {
+                        if let Some(wifi) = &system.wifi {
+                            let _ = wpa_supplicant_file(wifi);
+                        }
+                        let _ = wired_network_file(&system.wired);
+                        let _ = hosts_file("127.0.0.1 localhost\n", &system.hostname);
+                    }
+                    Err(e) if key == "password" => {
+                        let secret = value.trim_matches('"');
+                        prop_assert!(secret.len() < 4 || !e.to_string().contains(secret), "{}", e);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
 }

@@ -141,7 +141,7 @@ pub fn parse_mem_total(text: &str) -> Result<u64, RuntimeError> {
         .lines()
         .find(|line| line.starts_with("MemTotal:"))
         .ok_or_else(|| parse_error("MemTotal", text))?;
-    let mut fields = line["MemTotal:".len()..].split_whitespace();
+    let mut fields = line.strip_prefix("MemTotal:").unwrap_or(line).split_whitespace();
     let kib: u64 = fields.next().and_then(|n| n.parse().ok()).ok_or_else(|| parse_error("MemTotal", line))?;
     if fields.next() != Some("kB") {
         return Err(parse_error("MemTotal", line));
