@@ -6,8 +6,8 @@
 //! turns keys into button presses, and drives the nodes through their control sockets the way
 //! an operator would with the `boltbox` CLI: fund both, open a channel from alice to bob, then
 //! stream payments both ways and mine a block now and then. Ctrl-C (or `q`, or `--for-secs`)
-//! asks both boards for a safe shutdown (SIGTERM, the same path as the shutdown gesture) and
-//! waits for each to show "safe to unplug" and exit 0.
+//! asks both boards for a safe stop (SIGTERM, as systemd does) and waits for each to show
+//! "stopped / node state saved" (or "safe to unplug" after the shutdown gesture) and exit 0.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -522,7 +522,9 @@ fn main() -> anyhow::Result<()> {
     let mut all_safe = true;
     for board in &boards {
         let last = board.frame().map(|f| f.caption).unwrap_or_default();
-        let safe = board.exit.is_some_and(|s| s.success()) && last.contains("safe to");
+        // SIGTERM ends on "stopped / node state saved"; the shutdown gesture on "safe to unplug".
+        let saved = last.contains("node state saved") || last.contains("safe to unplug");
+        let safe = board.exit.is_some_and(|s| s.success()) && saved;
         all_safe &= safe;
         let exit = board.exit.map_or("still running".into(), |s| s.to_string());
         println!("{}: {exit}; last screen: {}", board.alias, last.lines().collect::<Vec<_>>().join(" · "));

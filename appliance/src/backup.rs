@@ -20,7 +20,7 @@ use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::backup::{
     self, BackupContents, BackupError, BackupHeader, DataDirStore, RestoreReport, Workers, Written,
 };
-use boltbox_node::datadir::STORE_FILE;
+use boltbox_node::datadir::{DataDirLock, LockError, STORE_FILE};
 use boltbox_node::{Alert, NodeConfig, Seed, SeedError, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -511,6 +511,13 @@ pub enum CommandError {
     /// The owner did not confirm the restore.
     #[error("restore not confirmed: nothing was changed")]
     NotConfirmed,
+    /// The service (or another boltbox command) works on the data dir: a restore or an
+    /// offline backup must not run beside it.
+    #[error(
+        "boltbox is running on {}: stop it first (systemctl stop boltbox), or restore from a USB stick with the buttons",
+        .0.display()
+    )]
+    ServiceRunning(PathBuf),
     /// The service has no node state to back up (its store is missing or damaged).
     #[error("the service has no node state to back up yet")]
     NoStore,
@@ -564,10 +571,21 @@ impl BackupSummary {
     }
 }
 
+/// Takes the data dir's lock for a command that works on it without the service (the data dir
+/// is created first when missing).
+fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, CommandError> {
+    boltbox_node::files::create_private_dir(data_dir).map_err(io("creating the data dir"))?;
+    DataDirLock::try_acquire(data_dir).map_err(|e| match e {
+        LockError::Held { data_dir } => CommandError::ServiceRunning(data_dir),
+        LockError::Io(source) => CommandError::Io { what: "locking the data dir".into(), source },
+    })
+}
+
 /// Backs up a stopped node by opening its store directly.
 pub fn backup_offline(config: &AppConfig, to: &Path, keep: usize) -> Result<BackupSummary, CommandError> {
     let node = &config.node;
     let seed = Seed::load(&node.data_dir)?.ok_or_else(|| CommandError::NoSeed(node.data_dir.clone()))?;
+    let _lock = lock_data_dir(&node.data_dir)?;
     let path = node.data_dir.join(STORE_FILE);
     let store = Store::open_existing(&path).map_err(|e| match e {
         StoreError::InUse { path } => {
@@ -697,9 +715,8 @@ pub fn restore(
         },
     )?;
     let (header, _) = backup::read_header(&file)?;
-    if node.data_dir.is_dir() {
-        backup::recover_restore(&node.data_dir).map_err(io("settling an interrupted restore"))?;
-    }
+    let _lock = lock_data_dir(&node.data_dir)?;
+    backup::recover_restore(&node.data_dir).map_err(io("settling an interrupted restore"))?;
     let current = backup::data_dir_store(&node.data_dir)?;
     let say = |out: &mut dyn Write, text: &str| out.write_all(text.as_bytes()).map_err(io("writing"));
     say(out, &describe(&header, &node.data_dir, &current))?;

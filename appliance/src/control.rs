@@ -376,7 +376,7 @@ fn handle(service: &dyn Service, request: Request) -> Response {
         Ok(match request {
             Request::Status => {
                 let mut node = match service.node() {
-                    Some(node) => node.refresh_status(),
+                    Some(node) => node.status(),
                     None => service.starting_status(),
                 };
                 node.alerts.extend(service.alerts());
@@ -386,16 +386,16 @@ fn handle(service: &dyn Service, request: Request) -> Response {
             Request::SendOnchain { address, amount_sats } => {
                 json!(running()?.send_onchain(&address, amount_sats).map_err(e)?)
             }
+            // The owner's input is checked first: a typo is said as such even while the node
+            // is not running.
             Request::Connect { peer } => {
-                running()?.connect(&parse_peer(&peer)?, true).map_err(e)?;
+                let peer = parse_peer(&peer)?;
+                running()?.connect(&peer, true).map_err(e)?;
                 serde_json::Value::Null
             }
             Request::OpenChannel { peer, amount_sats, push_msat, announce } => {
-                json!(
-                    running()?
-                        .open_channel(&parse_peer(&peer)?, amount_sats, push_msat, announce)
-                        .map_err(e)?
-                )
+                let peer = parse_peer(&peer)?;
+                json!(running()?.open_channel(&peer, amount_sats, push_msat, announce).map_err(e)?)
             }
             Request::CloseChannel { channel, force } => {
                 running()?.close_channel(&channel, force).map_err(e)?;
@@ -545,6 +545,7 @@ mod tests {
 
     mod arbitrary_input {
         use proptest::prelude::*;
+        use serde_json::json;
 
         use super::*;
 
@@ -553,24 +554,40 @@ mod tests {
 
             /// Any line is a request or a refusal, and any request is answered, never a panic.
             #[test]
-            fn any_request_line_is_answered(
-                line in ".{0,200}",
+            fn any_request_line_is_answered(line in ".{0,200}") {
+                if let Ok(request) = serde_json::from_str::<Request>(&line) {
+                    let _ = handle(&no_node(), request);
+                }
+            }
+
+            /// Every command with arbitrary values in its own fields is read and answered, and
+            /// a peer that does not parse is refused as such before anything else.
+            #[test]
+            fn every_command_with_any_values_is_answered(
                 cmd in proptest::sample::select(&["status", "new-address", "send-onchain", "connect", "open-channel",
                     "close-channel", "invoice", "pay", "keysend", "channels", "payments", "peers", "sync", "backup",
                     "start-empty"][..]),
                 text in ".{0,80}",
                 number in any::<u64>(),
             ) {
-                let _ = serde_json::from_str::<Request>(&line);
-                let json = serde_json::json!({
-                    "cmd": cmd, "address": text, "amount_sats": number, "peer": text, "push_msat": number,
-                    "announce": true, "channel": text, "force": false, "amount_msat": number, "description": text,
-                    "expiry_secs": number % 100_000, "invoice": text, "node_id": text, "to": text, "keep": number,
-                    "device": number, "inode": number,
-                });
-                // Most combinations carry fields the command does not take: refused as such.
-                if let Ok(request) = serde_json::from_value::<Request>(json) {
-                    let _ = handle(&no_node(), request);
+                let fields = match cmd {
+                    "send-onchain" => json!({"address": text, "amount_sats": number}),
+                    "connect" => json!({"peer": text}),
+                    "open-channel" => json!({"peer": text, "amount_sats": number, "push_msat": number, "announce": true}),
+                    "close-channel" => json!({"channel": text, "force": false}),
+                    "invoice" => json!({"amount_msat": number, "description": text, "expiry_secs": number % 100_000}),
+                    "pay" => json!({"invoice": text, "amount_msat": number}),
+                    "keysend" => json!({"node_id": text, "amount_msat": number}),
+                    "backup" => json!({"to": text, "keep": number, "device": number, "inode": number}),
+                    _ => json!({}),
+                };
+                let mut json = fields;
+                json["cmd"] = json!(cmd);
+                let request = serde_json::from_value::<Request>(json);
+                prop_assert!(request.is_ok(), "{cmd}: {request:?}");
+                let answer = request.map(|r| handle(&no_node(), r));
+                if matches!(cmd, "connect" | "open-channel") && text.parse::<PeerAddress>().is_err() {
+                    prop_assert!(matches!(&answer, Ok(Response::Error(why)) if why.starts_with("peer ")), "{answer:?}");
                 }
             }
         }

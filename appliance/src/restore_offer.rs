@@ -60,36 +60,49 @@ impl StickBackup {
     }
 }
 
-/// The newest backup (by creation time, then commit counter) of a node on `config`'s network on
-/// the first usable stick; of `node_id` only, when given.
+/// The backup with the newest state (by commit counter: [`backup::sort_by_state`]) of a node on
+/// `config`'s network on the first usable stick: of `node_id` when given, else of the node the
+/// stick's seed words give (when they are there and valid), else of any node.
 pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBackup> {
     let stick = find_stick(&config.backup.sticks, config.eject_request().is_some()).ok()?;
     let dir = stick.path.join(STICK_DIR);
+    let words = dir.join(WORDS_FILE);
+    let words_node = match node_id {
+        Some(_) => None,
+        None => seed_from_words(&words).ok().and_then(|seed| seed.node_id(config.node.network).ok()),
+    };
+    let node_id = node_id.or(words_node.as_deref());
     let (file, header) = newest_backup(&dir, config.node.network, node_id)?;
-    Some(StickBackup { stick: stick.name, file, header, words: dir.join(WORDS_FILE) })
+    Some(StickBackup { stick: stick.name, file, header, words })
 }
 
-/// The header of the backup file at `path`, from its first bytes, if it is a regular file holding
-/// a backup whose header checks out.
-fn header_of(path: &Path) -> Option<BackupHeader> {
-    let prefix_len = (backup::file::FIXED_LEN + backup::file::MAX_HEADER_LEN) as u64;
-    let (prefix, len) = boltbox_node::files::read_untrusted_prefix(path, prefix_len).ok()?;
-    backup::read_header_prefix(&prefix, len).ok().map(|(header, _)| header)
+/// The seed in a stick's words file.
+fn seed_from_words(path: &Path) -> Result<Seed, RestoreError> {
+    let words = read_untrusted(path, MAX_WORDS_BYTES).map_err(|_| RestoreError::NoWords)?;
+    let words = String::from_utf8(words).map_err(|_| RestoreError::BadWords)?;
+    Seed::from_words(&words).map_err(|_| RestoreError::BadWords)
 }
 
 fn newest_backup(dir: &Path, network: Network, node_id: Option<&str>) -> Option<(PathBuf, BackupHeader)> {
-    std::fs::read_dir(dir)
+    let mut found: Vec<(PathBuf, BackupHeader)> = std::fs::read_dir(dir)
         .ok()?
         .take(MAX_LISTED)
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == backup::dir::EXTENSION))
         .filter_map(|p| {
-            let header = header_of(&p)?;
+            let header = backup::read_header_of(&p).ok()?;
             let ours = header.network == network && node_id.is_none_or(|id| id == header.node_id);
             ours.then_some((p, header))
         })
-        .max_by_key(|(_, h)| (h.created_at, h.commit_counter))
+        .collect();
+    match node_id {
+        Some(_) => backup::sort_by_state(&mut found),
+        // Several nodes' backups and no words to tell which: commit counters of different
+        // nodes do not compare; the most recently made is shown (the words decide the restore).
+        None => found.sort_by_key(|(_, h)| h.created_at),
+    }
+    found.pop()
 }
 
 /// Restores the backup on offer onto the data dir: a backup of the seed's node when the data dir
@@ -107,9 +120,7 @@ pub fn restore(config: &AppConfig, workers: &Workers) -> Result<RestoreReport, R
         }
         None => {
             let offer = find_backup(config, None).ok_or(RestoreError::NoBackup)?;
-            let words = read_untrusted(&offer.words, MAX_WORDS_BYTES).map_err(|_| RestoreError::NoWords)?;
-            let words = String::from_utf8(words).map_err(|_| RestoreError::BadWords)?;
-            let seed = Seed::from_words(&words).map_err(|_| RestoreError::BadWords)?;
+            let seed = seed_from_words(&offer.words)?;
             (offer, seed, true)
         }
     };
@@ -193,5 +204,70 @@ mod tests {
         garbage.resize(100_000, 0xff);
         std::fs::write(backups.join("huge-header.bbk"), garbage).expect("garbage");
         assert_eq!(find_backup(&config, None), None, "none of these is a backup; none hangs or panics");
+    }
+
+    /// A store of `seed`'s node.
+    fn store_of(seed: &Seed, config: &AppConfig, dir: &Path) -> boltbox_node::store::Store {
+        let node_id = seed.node_id(config.node.network).expect("node id");
+        boltbox_node::store::Store::create_new(&dir.join(format!("{node_id}.redb")), Some(&node_id))
+            .expect("store")
+    }
+
+    /// A backup of `store` (of `seed`'s node) after `commits` more commits, dated `created_at`,
+    /// in `dir`.
+    fn backup_of(
+        store: &boltbox_node::store::Store,
+        seed: &Seed,
+        config: &AppConfig,
+        dir: &Path,
+        commits: u8,
+        created_at: u64,
+    ) -> BackupHeader {
+        use ldk_node::lightning::util::persist::KVStoreSync;
+        for n in 0..commits {
+            KVStoreSync::write(store, "", "", "tick", vec![n]).expect("write");
+        }
+        let node_id = seed.node_id(config.node.network).expect("node id");
+        let (snapshot, identity) = (store.snapshot().expect("snapshot"), store.identity().expect("identity"));
+        let input = backup::BackupInput {
+            seed,
+            config: &config.node,
+            node_id: &node_id,
+            lineage_id: &identity.lineage_id,
+            snapshot: &snapshot,
+            created_at,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+        let mut bytes = Vec::new();
+        let (header, _) =
+            backup::write_backup(&input, &mut bytes, &Workers(runtime.handle().clone()), &mut |_| {})
+                .expect("backup");
+        std::fs::create_dir_all(dir).expect("mkdir");
+        std::fs::write(dir.join(backup::file_name(&header)), bytes).expect("write");
+        header
+    }
+
+    #[test]
+    fn the_offer_is_the_newest_state_of_the_node_whose_words_are_on_the_stick() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sticks = dir.path().join("usb");
+        let config = config(&dir.path().join("data"), &sticks);
+        let backups = sticks.join("sda1").join(STICK_DIR);
+        let (ours, other) = (Seed::generate(), Seed::generate());
+        let (our_store, other_store) =
+            (store_of(&ours, &config, dir.path()), store_of(&other, &config, dir.path()));
+        let now = boltbox_node::unix_now();
+        backup_of(&our_store, &ours, &config, &backups, 2, now - 3600);
+        // The newest state, made after a reboot before time sync: dated years back.
+        let newest = backup_of(&our_store, &ours, &config, &backups, 3, 1_600_000_000);
+        // Another node's backup, made last of all.
+        let others = backup_of(&other_store, &other, &config, &backups, 9, now);
+
+        // Without words nothing tells which node: the most recently made is shown.
+        assert_eq!(find_backup(&config, None).map(|b| b.header), Some(others.clone()));
+        std::fs::write(backups.join(WORDS_FILE), ours.words().join(" ")).expect("words");
+        assert_eq!(find_backup(&config, None).map(|b| b.header), Some(newest.clone()), "the words' node");
+        assert_eq!(find_backup(&config, Some(&newest.node_id)).map(|b| b.header), Some(newest));
+        assert_eq!(find_backup(&config, Some(&others.node_id)).map(|b| b.header), Some(others));
     }
 }

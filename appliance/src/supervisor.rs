@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use boltbox_board::{Board, BoardConfig};
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::backup::RecoveredRestore;
+use boltbox_node::datadir::{DataDirLock, LockError};
 use boltbox_node::{Alert, BoltNode, DataDir, Inspection, Seed, Status, Store, StoreProblem};
 
 use crate::backup::{BackupService, BackupTarget};
@@ -60,6 +61,9 @@ const NODE_STOP_WAIT: Duration = Duration::from_secs(45);
 const RUNTIME_GRACE: Duration = Duration::from_secs(5);
 /// How often a waiting service looks at the data dir, the sticks and the running node again.
 const LOOK_AGAIN: Duration = Duration::from_secs(2);
+/// A store problem that the owner cannot act on (in use, unreadable) is looked at again this
+/// often even when the data dir looks unchanged.
+const LOOK_AGAIN_UNCHANGED: Duration = Duration::from_secs(10);
 
 /// Why `boltbox run` ended other than with a safe stop.
 #[derive(Debug, thiserror::Error)]
@@ -345,8 +349,11 @@ pub fn run(path: &Path) -> Result<(), RunError> {
     notifier.notify("STATUS=starting");
 
     let data_dir = config.node.data_dir.clone();
-    boltbox_node::files::create_private_dir(&data_dir)
-        .map_err(|source| RunError::Io { what: "creating the data dir", source })?;
+    // A data dir that cannot be made (a partition not mounted, read-only) is waited on like any
+    // store problem; so is the control socket in it.
+    if let Err(e) = boltbox_node::files::create_private_dir(&data_dir) {
+        tracing::warn!("{e}");
+    }
     let plan = runtime_plan(&board, &config)?;
     let runtime = plan.build()?;
     let (tx, rx) = mpsc::channel();
@@ -382,11 +389,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         .map_err(|source| RunError::Io { what: "starting the display thread", source })?;
     watch_signals(&runtime, tx.clone())?;
     let socket = control::socket_path(&data_dir);
-    if let Err(e) =
-        control::serve(runtime.handle(), &socket, Arc::clone(&shared) as Arc<dyn control::Service>)
-    {
-        tracing::warn!(error = %e, "cannot listen at {}: the boltbox CLI cannot reach this node", socket.display());
-    }
+    let serving = serve_control(runtime.handle(), &socket, &shared);
     // READY=1 means: the service is up (display, buttons, control socket); what the node is
     // doing is in STATUS= and on the display (docs/RUN.md).
     notifier.notify("READY=1\nSTATUS=checking");
@@ -403,6 +406,9 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         attempts: 0,
         last_wait: None,
         gesture: false,
+        record_node_id: false,
+        lock: None,
+        serving,
     };
     let outcome = life.live();
     life.shut_down(outcome, display_thread, &socket)
@@ -433,6 +439,23 @@ struct Life {
     last_wait: Option<Wait>,
     /// The shutdown came from the gesture (power off at the end).
     gesture: bool,
+    /// The store does not record its node yet: do so once the node runs.
+    record_node_id: bool,
+    /// The data dir's lock, held from when it was first got until the process ends.
+    lock: Option<DataDirLock>,
+    /// The control socket listens.
+    serving: bool,
+}
+
+/// Listens on the control socket at `socket`; false (logged) when it cannot.
+fn serve_control(runtime: &tokio::runtime::Handle, socket: &Path, shared: &Arc<Shared>) -> bool {
+    match control::serve(runtime, socket, Arc::clone(shared) as Arc<dyn control::Service>) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen at {}: the boltbox CLI cannot reach this node", socket.display());
+            false
+        }
+    }
 }
 
 /// What waiting for events gave.
@@ -495,8 +518,8 @@ impl Life {
                 Err(end) => return end,
             }
             match self.run_node() {
-                Some(()) => continue,
-                None => return End::Stop,
+                Ok(()) => continue,
+                Err(end) => return end,
             }
         }
     }
@@ -507,30 +530,40 @@ impl Life {
         let dir = DataDir::new(&self.config.node.data_dir, self.config.node.network);
         let mut last_seen: Option<Fingerprint> = None;
         let mut failed: Option<String> = None;
+        // A problem the owner cannot act on (the store in use, unreadable) is looked at again
+        // after a while even when nothing visible changed.
+        let mut look_at: Option<Instant> = None;
         loop {
             let seen = Fingerprint::of(&dir, &self.config.backup.sticks);
-            if last_seen.as_ref() != Some(&seen) {
+            if last_seen.as_ref() != Some(&seen) || look_at.is_some_and(|at| Instant::now() >= at) {
                 last_seen = Some(seen);
-                let (recovered, inspection) = match dir.inspect() {
+                look_at = None;
+                let (recovered, inspection) = match self.lock_data_dir().and_then(|()| dir.inspect()) {
                     Ok(found) => found,
                     Err(e) => {
-                        let problem = StoreProblem::Unreadable { reason: e.to_string() };
+                        let problem = match e.kind() {
+                            std::io::ErrorKind::WouldBlock => StoreProblem::InUse,
+                            _ => StoreProblem::Unreadable { reason: e.to_string() },
+                        };
                         (None, Inspection::Problem { problem, seed: None })
                     }
                 };
+                if let Inspection::Problem {
+                    problem: StoreProblem::InUse | StoreProblem::Unreadable { .. },
+                    ..
+                } = &inspection
+                {
+                    look_at = Some(Instant::now() + LOOK_AGAIN_UNCHANGED);
+                }
                 if let Some(recovered) = recovered {
                     self.notice(recovered);
                 }
                 match inspection {
                     Inspection::Ready { seed, store, identity } => {
                         tracing::info!(lineage = identity.lineage_id, "the node's store is sound");
-                        if identity.node_id.is_none() {
-                            if let Ok(id) = seed.node_id(self.config.node.network) {
-                                if let Err(e) = store.set_node_id(&id) {
-                                    tracing::warn!("cannot record the node in its store: {e}");
-                                }
-                            }
-                        }
+                        // A store from before boltbox recorded its node: recorded once the node
+                        // has run on it (ldk-node checks its state against the seed's keys).
+                        self.record_node_id = identity.node_id.is_none();
                         self.store_ready(store, *seed);
                         return Ok(true);
                     }
@@ -579,17 +612,55 @@ impl Life {
         }
     }
 
+    /// Makes the data dir if it is missing and takes its lock, once: `WouldBlock` while another
+    /// process holds it. The control socket, if it could not listen before, listens then.
+    fn lock_data_dir(&mut self) -> std::io::Result<()> {
+        if self.lock.is_none() {
+            let data_dir = &self.config.node.data_dir;
+            boltbox_node::files::create_private_dir(data_dir)?;
+            match DataDirLock::try_acquire(data_dir) {
+                Ok(lock) => {
+                    self.lock = Some(lock);
+                    if !self.serving {
+                        let socket = control::socket_path(data_dir);
+                        self.serving = serve_control(self.runtime.handle(), &socket, &self.shared);
+                    }
+                }
+                Err(LockError::Held { data_dir }) => {
+                    tracing::warn!("another boltbox process is working on {}; waiting", data_dir.display());
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Err(LockError::Io(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Carries out the owner's choice about the data dir.
     fn owner_chose(&mut self, dir: &DataDir, choice: Owner) -> Result<(), String> {
         match (self.shared.state(), choice) {
             (_, Owner::Dismiss) => Ok(()),
             (State::Store { problem, choice: c }, Owner::StartEmpty) if c.start_empty => {
+                // The data dir as it is now, not as it was at the last look: a store put back
+                // since then is not to be set aside.
+                match dir.inspect().map_err(|e| e.to_string())?.1 {
+                    Inspection::Problem { problem: now, .. }
+                        if std::mem::discriminant(&now) == std::mem::discriminant(&problem) => {}
+                    Inspection::Ready { store, .. } => {
+                        store.close();
+                        return Err("the data dir changed: its store is sound now".into());
+                    }
+                    _ => return Err("the data dir changed: look again".into()),
+                }
                 let seed = Seed::load(dir.path()).map_err(|e| e.to_string())?.ok_or("the seed is gone")?;
                 tracing::warn!("the owner chose to start on an empty store over: {problem}");
                 dir.start_empty(&seed).map_err(|e| e.to_string())?.close();
                 Ok(())
             }
             (State::Offer(_), Owner::StartEmpty) => {
+                if !matches!(dir.inspect().map_err(|e| e.to_string())?.1, Inspection::Fresh) {
+                    return Err("the data dir changed: look again".into());
+                }
                 tracing::info!("the owner chose a new node over the backup on the stick");
                 dir.create_node(&Seed::generate()).map_err(|e| e.to_string())?.close();
                 Ok(())
@@ -749,6 +820,13 @@ impl Life {
             Ok(node) => {
                 let node = Arc::new(node);
                 tracing::info!(node_id = node.node_id(), uris = ?node.uris(), "node running");
+                if std::mem::take(&mut self.record_node_id) {
+                    if let Some((store, _)) = &self.store {
+                        if let Err(e) = store.set_node_id(&node.node_id()) {
+                            tracing::warn!("cannot record the node in its store: {e}");
+                        }
+                    }
+                }
                 self.shared.set_node(Some(Arc::clone(&node)));
                 self.node = Some(node);
                 self.attempts = 0;
@@ -770,28 +848,30 @@ impl Life {
         }
     }
 
-    /// Watches the running node until a shutdown (`None`) or a restart of the node
-    /// (`Some(())`, after stopping it).
-    fn run_node(&mut self) -> Option<()> {
+    /// Watches the running node until a shutdown (`Err(End::Stop)`), a restart of the node
+    /// (`Ok(())`, after stopping it) or a restart of the process (the node did not stop).
+    fn run_node(&mut self) -> Result<(), End> {
         loop {
             match self.next(LOOK_AGAIN) {
-                Next::Stop => return None,
+                Next::Stop => return Err(End::Stop),
                 Next::Event(other) => log_stray(&other),
                 Next::Timeout => {}
             }
-            let Some(node) = &self.node else { return Some(()) };
+            let Some(node) = &self.node else { return Ok(()) };
             if let Some(why) = node.needs_restart() {
                 tracing::warn!("{why}: stopping and starting the node");
                 self.set_state(State::Starting);
                 if let Err(e) = self.stop_node() {
-                    tracing::error!("{e}");
+                    // Parts of ldk-node may still run and write: never close the store under
+                    // them; a fresh process starts from what was saved.
+                    return Err(End::Restart(e));
                 }
                 // Stopping the node closed its store: the data dir is opened (and checked) again.
                 self.shared.backups.set_target(None);
                 if let Some((store, _)) = self.store.take() {
                     store.close();
                 }
-                return Some(());
+                return Ok(());
             }
         }
     }
@@ -822,7 +902,8 @@ impl Life {
         display_thread: std::thread::JoinHandle<()>,
         socket: &Path,
     ) -> Result<(), RunError> {
-        let saving = self.node.is_some() || self.store.is_some();
+        // Only a running node has state to save; an open store alone is just closed.
+        let saving = self.node.is_some();
         self.shared.set_phase(Phase::ShuttingDown { saving });
         self.notifier.notify("STATUS=shutting down");
         if !self.shared.wait_shutting_down_shown(SHOWN_WAIT) {
@@ -838,10 +919,12 @@ impl Life {
         }
         let stopped = self.stop_node();
         self.shared.backups.set_target(None);
-        let store_health = self.store.as_ref().map(|(store, _)| store.health());
-        if let Some((store, _)) = self.store.take() {
+        // Closing commits what is still queued: its health afterwards says whether all of it
+        // reached the disk.
+        let store_health = self.store.take().map(|(store, _)| {
             store.close();
-        }
+            store.health()
+        });
         self.runtime.shutdown_timeout(RUNTIME_GRACE);
         let not_saved = match (stopped, store_health) {
             (Err(e), _) => Some(e),

@@ -16,8 +16,8 @@ use boltbox_tests::BitcoinD;
 
 mod common;
 use common::{
-    Appliance, BETWEEN_PRESSES, BOOT, SCREEN, SHORT_PRESS, hold_b_and_confirm, link_appliance, observe_stop,
-    status_node_id, wait_screen, with_sticks,
+    Appliance, BETWEEN_PRESSES, BOOT, BackedUp, SCREEN, SHORT_PRESS, hold_b_and_confirm, link_appliance,
+    node_backed_up_to_a_stick, observe_stop, status_node_id, wait_screen, with_sticks,
 };
 
 const ALIAS: &str = "backuptest";
@@ -29,20 +29,10 @@ fn an_empty_data_dir_and_a_backup_on_the_stick_offer_the_restore_on_the_oled() {
     let bitcoind = BitcoinD::start().expect("bitcoind");
     bitcoind.mine(101).expect("mine");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
-    let sticks = with_sticks(dir.path(), &config);
-    std::fs::create_dir(sticks.join("sda1")).expect("stick");
-
     // A node backs up to the stick and shuts down.
-    let mut run = Appliance::start(&config, dir.path().join("run1.log"), None);
-    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
-    wait_screen(&mut link, "home", ALIAS, BOOT);
-    let id = status_node_id(&config);
-    hold_b_and_confirm(&mut link);
-    wait_screen(&mut link, "backup", "backup OK", BACKUP);
+    let BackedUp { node, config, socket, sticks, id } =
+        node_backed_up_to_a_stick(&bitcoind, dir.path(), ALIAS);
     let words = Seed::load(&node.data_dir).expect("seed").expect("seed").words().join(" ");
-    run.sigterm();
-    observe_stop(&mut link, &mut run);
 
     // The card is new: an empty data dir. The OLED offers the backup, but needs the words.
     std::fs::remove_dir_all(&node.data_dir).expect("destroy the data dir");

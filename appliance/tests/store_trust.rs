@@ -3,7 +3,8 @@
 //! shell or a full disk leave it in. Each wait is on a caption or a status with a deadline.
 //!
 //! - a seed without its store: the OLED and `boltbox status` say so, nothing runs, nothing is
-//!   created; `boltbox start-empty` starts the node on an empty store, and says so in the log;
+//!   created, a `boltbox restore` beside the service is refused; `boltbox start-empty` starts
+//!   the node on an empty store, and says so in the log;
 //!   every state file is private although the service ran under umask 022;
 //! - a damaged store (bytes changed at 4096, at 0): a screen of its own, a safe stop on SIGTERM,
 //!   and B restores the node's newest backup from the stick, the damaged file set aside;
@@ -29,8 +30,9 @@ use boltbox_tests::{BitcoinD, Deadline, Tmpfs, wait_until};
 
 mod common;
 use common::{
-    Appliance, BETWEEN_PRESSES, BOOT, SCREEN, SHORT_PRESS, cli, hold_b_and_confirm, link_appliance,
-    observe_stop, skip_seed_reminder, status, status_node_id, wait_screen, wait_status, with_sticks,
+    Appliance, BETWEEN_PRESSES, BOOT, BackedUp, SCREEN, SHORT_PRESS, cli, link_appliance,
+    node_backed_up_to_a_stick, observe_stop, skip_seed_reminder, status, status_node_id, wait_screen,
+    wait_status,
 };
 
 const ALIAS: &str = "trusttest";
@@ -82,6 +84,9 @@ fn a_seed_without_its_store_waits_for_the_owner_and_starts_empty_only_when_told(
     for (path, meta) in walk(&node.data_dir) {
         assert_eq!(meta.mode() & 0o077, 0, "{} is readable by others", path.display());
     }
+    let backups = dir.path().join("backups");
+    assert_ok(&cli(&config, &["backup", "--to", backups.to_str().expect("path")]));
+    let backup = std::fs::read_dir(&backups).expect("ls").next().expect("a backup").expect("entry").path();
 
     // The store goes away; the seed stays.
     let store = node.data_dir.join("node.redb");
@@ -97,6 +102,15 @@ fn a_seed_without_its_store_waits_for_the_owner_and_starts_empty_only_when_told(
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not running"), "{refused:?}");
     assert!(!store.exists(), "nothing makes an empty store silently");
+    // A restore from the command line beside the waiting service is refused: it would race the
+    // service's own look at the data dir (which finishes, undoes and sets aside).
+    let words = node.data_dir.join("seed.words");
+    let args =
+        ["restore", "--backup", backup.to_str().expect("path"), "--seed-file", words.to_str().expect("path")];
+    let refused = cli(&config, &[&args[..], &["--yes"]].concat());
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("boltbox is running"), "{refused:?}");
+    assert!(!store.exists() && !node.data_dir.join("restore.staging").exists(), "nothing was touched");
 
     // The owner decides, from the command line.
     let said = assert_ok(&cli(&config, &["start-empty", "--yes"]));
@@ -113,18 +127,7 @@ fn a_seed_without_its_store_waits_for_the_owner_and_starts_empty_only_when_told(
 fn a_damaged_store_has_its_own_screen_and_b_restores_the_nodes_backup_from_the_stick() {
     let bitcoind = bitcoind();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
-    let sticks = with_sticks(dir.path(), &config);
-    std::fs::create_dir(sticks.join("sda1")).expect("stick");
-
-    let mut run = Appliance::start(&config, dir.path().join("run1.log"), None);
-    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
-    wait_screen(&mut link, "home", ALIAS, BOOT);
-    let id = status_node_id(&config);
-    hold_b_and_confirm(&mut link);
-    wait_screen(&mut link, "backup", "backup OK", Duration::from_secs(60));
-    run.sigterm();
-    observe_stop(&mut link, &mut run);
+    let BackedUp { node, config, socket, id, .. } = node_backed_up_to_a_stick(&bitcoind, dir.path(), ALIAS);
 
     let store = node.data_dir.join("node.redb");
     let good = std::fs::read(&store).expect("store");

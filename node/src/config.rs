@@ -145,9 +145,9 @@ impl ChainSource {
 
 /// `host[:port]` of a URL, without user info or path.
 fn host_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_string()
+    let clean = without_userinfo(url);
+    let rest = clean.split_once("://").map_or(clean.as_str(), |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_string()
 }
 
 /// Channel policy: what LDK lets a node choose for its channels. Applied to every channel
@@ -461,20 +461,29 @@ impl NodeConfig {
     }
 }
 
-/// `scheme://user:password@host/path` without `user:password@`.
-fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    // Splitting at ASCII characters keeps every piece on a character boundary.
+/// `scheme://user:password@host/path` without `user:password@`, for anything shown or copied.
+/// A password may hold a `/`, `?` or `#` that a parser would take for the end of the
+/// authority: when the authority (up to the first `/`) has no `@` but the rest has one,
+/// everything up to the last `@` goes, so that no part of a password can remain (a `@` in
+/// the path of a URL without user info is then lost too; these URLs have none).
+pub fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
     let (authority, path) = match rest.split_once('/') {
         Some((authority, path)) => (authority, Some(path)),
         None => (rest, None),
     };
-    match authority.rsplit_once('@') {
-        Some((_, host)) => match path {
-            Some(path) => format!("{scheme}://{host}/{path}"),
-            None => format!("{scheme}://{host}"),
-        },
-        None => url.to_string(),
+    // Splitting at ASCII characters keeps every piece on a character boundary.
+    let rest = match (authority.rsplit_once('@'), path) {
+        (Some((_, host)), Some(path)) => format!("{host}/{path}"),
+        (Some((_, host)), None) => host.to_string(),
+        (None, _) => rest.rsplit_once('@').map_or(rest, |(_, after)| after).to_string(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
     }
 }
 
@@ -594,5 +603,21 @@ mod tests {
         let clean = esplora.without_secrets();
         assert_eq!(clean.chain, ChainSource::Esplora { url: "https://esplora.example/api".into() });
         assert_eq!(clean.gossip, "rgs:https://rgs.example/x@y");
+    }
+
+    #[test]
+    fn no_part_of_a_password_survives_in_a_url_shown() {
+        for (url, shown) in [
+            ("ssl://me:pa/ss@electrum.example:50002", "ssl://electrum.example:50002"),
+            ("https://me:a?b#c/d@esplora.example/api", "https://esplora.example/api"),
+            ("me:secret@electrum.example:50001", "electrum.example:50001"),
+            ("tcp://electrum.example:50001", "tcp://electrum.example:50001"),
+        ] {
+            assert_eq!(without_userinfo(url), shown, "{url}");
+            let source = ChainSource::Electrum { url: url.into() };
+            assert!(!source.describe().contains("pa") && !source.describe().contains("secret"), "{url}");
+        }
+        let probe_host = crate::probe::host_port("ssl://me:12/ss@electrum.example:50002");
+        assert_eq!(probe_host, Some(("electrum.example".into(), 50002)));
     }
 }

@@ -24,6 +24,57 @@ use crate::store::{Store, StoreError, StoreIdentity};
 
 /// The store's file name in the data dir.
 pub const STORE_FILE: &str = "node.redb";
+/// The data dir's lock file ([`DataDirLock`]).
+pub const LOCK_FILE: &str = "boltbox.lock";
+
+/// One boltbox process at a time works on a data dir: the service for its whole life, and
+/// `boltbox restore` or an offline backup for theirs. Otherwise a restore run over SSH while
+/// the service waits on a missing store would race the service's own look at the data dir (it
+/// finishes or undoes interrupted restores, and sets damaged stores aside).
+///
+/// An exclusive `flock(2)` on [`LOCK_FILE`] (0600); the kernel releases it when the process
+/// ends, a crash included, so a stale lock cannot keep the node down.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock on `data_dir` (which must exist) without waiting. Errors:
+    /// [`LockError::Held`] when another process holds it, [`LockError::Io`] naming the path.
+    pub fn try_acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.join(LOCK_FILE);
+        let file = match crate::files::create_new(&path, crate::files::PRIVATE_FILE) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(crate::files::with_path("opening", &path))?,
+            Err(e) => return Err(LockError::Io(e)),
+        };
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(LockError::Held { data_dir: data_dir.to_path_buf() }),
+            Err(e) => Err(LockError::Io(crate::files::with_path("locking", &path)(e.into()))),
+        }
+    }
+}
+
+/// Why [`DataDirLock::try_acquire`] did not get the lock.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process works on the data dir: the service, or another boltbox command.
+    #[error("another boltbox process (the service?) is working on {}", data_dir.display())]
+    Held {
+        /// The data dir.
+        data_dir: PathBuf,
+    },
+    /// The lock file could not be made or locked (the message names the path).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// Why the data dir cannot run a node without the owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,7 +361,7 @@ pub fn set_aside(data_dir: &Path, why: &str) -> std::io::Result<Option<PathBuf>>
     Ok(Some(aside))
 }
 
-fn problem_of(e: StoreError) -> StoreProblem {
+pub(crate) fn problem_of(e: StoreError) -> StoreProblem {
     match e {
         StoreError::Damaged { reason, .. } => StoreProblem::Damaged { reason },
         StoreError::InUse { .. } => StoreProblem::InUse,

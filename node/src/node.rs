@@ -288,7 +288,13 @@ impl BoltNode {
 
     /// The current status snapshot (one lock, one clone: cheap at display rate).
     pub fn status(&self) -> Status {
-        self.inner.status.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let mut status = self.inner.status.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // The store's health is read here, apart from ldk-node: LDK persists channel monitors
+        // under its channel locks, so a commit stalled on a full disk also stalls a refresh
+        // that lists channels, and the snapshot would never say why.
+        status.alerts.retain(|a| !matches!(a, status::Alert::StoreFailing { .. }));
+        status.alerts.extend(status::store_alert(&self.inner.store.health(), unix_now()));
+        status
     }
 
     /// Recomputes the status now (it is also refreshed every second and after each event).

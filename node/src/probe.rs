@@ -67,7 +67,9 @@ impl std::fmt::Debug for ChainProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ChainProbe::Bitcoind(b) => write!(f, "ChainProbe::Bitcoind({}:{})", b.0.host, b.0.port),
-            ChainProbe::Electrum { url } => write!(f, "ChainProbe::Electrum({url})"),
+            ChainProbe::Electrum { url } => {
+                write!(f, "ChainProbe::Electrum({})", crate::config::without_userinfo(url))
+            }
             ChainProbe::Esplora(client) => write!(f, "ChainProbe::Esplora({})", client.url()),
         }
     }
@@ -75,9 +77,9 @@ impl std::fmt::Debug for ChainProbe {
 
 /// `host` and `port` of a URL such as `https://host:port/path` or `ssl://host:port`.
 pub fn host_port(url: &str) -> Option<(String, u16)> {
-    let (scheme, rest) = url.split_once("://")?;
+    let clean = crate::config::without_userinfo(url);
+    let (scheme, rest) = clean.split_once("://")?;
     let authority = rest.split('/').next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     let default_port = match scheme {
         "https" => 443,
         "http" => 80,
@@ -142,7 +144,9 @@ impl ChainProbe {
                 let client = esplora_client::Builder::new(url)
                     .timeout(PROBE_TIMEOUT.as_secs())
                     .build_async()
-                    .map_err(|e| format!("Esplora client for {url}: {e}"))?;
+                    .map_err(|e| {
+                        format!("Esplora client for {}: {e}", crate::config::without_userinfo(url))
+                    })?;
                 Ok(ChainProbe::Esplora(Box::new(client)))
             }
         }
@@ -286,7 +290,8 @@ fn probe_electrum(url: &str) -> Result<ChainFacts, String> {
     use electrum_client::raw_client::RawClient;
     // One plain connection, no retries: the client with retries keeps only the errors before the
     // last, and the probe is retried by the caller anyway.
-    let (host, port) = host_port(url).ok_or_else(|| format!("{url} has no host and port"))?;
+    let (host, port) = host_port(url)
+        .ok_or_else(|| format!("{} has no host and port", crate::config::without_userinfo(url)))?;
     let address = format!("{host}:{port}");
     let timeout = Some(PROBE_TIMEOUT);
     let describe = |e: electrum_client::Error| describe_electrum(&e, url);

@@ -282,6 +282,16 @@ pub const DISK_FREE_FLOOR_BYTES: u64 = 64 << 20;
 /// 80 s (esplora/electrum wallet sync), so this is several missed rounds.
 pub const SYNC_STALLED_AFTER_SECS: u64 = 300;
 
+/// The alert for a store whose commits fail, at Unix time `now`.
+pub fn store_alert(health: &crate::store::StoreHealth, now: u64) -> Option<Alert> {
+    match health {
+        crate::store::StoreHealth::Failing { reason, since, .. } => {
+            Some(Alert::StoreFailing { reason: reason.clone(), seconds: now.saturating_sub(*since) })
+        }
+        crate::store::StoreHealth::Healthy => None,
+    }
+}
+
 /// The alerts for a set of inputs (pure, so the rules are unit-tested).
 pub fn alerts(inputs: &AlertInputs) -> Vec<Alert> {
     let mut out = Vec::new();
@@ -299,8 +309,8 @@ pub fn alerts(inputs: &AlertInputs) -> Vec<Alert> {
             need_sats: inputs.reserve_needed_sats,
         });
     }
-    if let Some(crate::store::StoreHealth::Failing { reason, since, .. }) = &inputs.store {
-        out.push(Alert::StoreFailing { reason: reason.clone(), seconds: inputs.now.saturating_sub(*since) });
+    if let Some(health) = &inputs.store {
+        out.extend(store_alert(health, inputs.now));
     }
     let wanted_bytes = DISK_FREE_FLOOR_BYTES.max(inputs.store_bytes);
     if let Some(free_bytes) = inputs.disk_free_bytes.filter(|free| *free < wanted_bytes) {

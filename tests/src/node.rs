@@ -215,6 +215,19 @@ impl TestNode {
         })
     }
 
+    /// Opens an announced channel of `sats` to `to` and waits until its funding transaction is
+    /// in `bitcoind`'s mempool (ldk-node broadcasts it shortly after ChannelPending). Returns
+    /// the channel's id.
+    pub fn open_channel_to(&mut self, bitcoind: &BitcoinD, to: &TestNode, sats: u64) -> String {
+        let mempool_before = bitcoind.mempool().expect("mempool").len();
+        let id = self.node().open_channel(&to.peer_address(), sats, None, true).expect("open channel");
+        self.wait_event("ChannelPending", 30, |e| {
+            matches!(e, NodeEvent::ChannelPending { .. }).then_some(())
+        });
+        bitcoind.wait_for_mempool(mempool_before + 1, Deadline::in_secs(30));
+        id
+    }
+
     /// Sends `sats` from the harness wallet to a new address of this node (unconfirmed).
     pub fn fund(&self, bitcoind: &BitcoinD, sats: u64) {
         let address = self.node().new_address().expect("address");

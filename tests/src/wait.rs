@@ -19,15 +19,23 @@ impl Deadline {
 }
 
 /// Polls `condition` until it returns `Some`, and returns that value; panics with `what` when
-/// the deadline passes first. The poll interval grows from 10 ms to 250 ms so that fast
-/// conditions return fast and slow ones do not spin.
-pub fn wait_until<T>(deadline: Deadline, what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+/// the deadline passes first.
+pub fn wait_until<T>(deadline: Deadline, what: &str, condition: impl FnMut() -> Option<T>) -> T {
+    try_wait_until(deadline, condition).unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `condition` until it returns `Some`, and returns that value; `None` when the deadline
+/// passes first (for a test that must undo a fault before it fails). The poll interval grows
+/// from 10 ms to 250 ms so that fast conditions return fast and slow ones do not spin.
+pub fn try_wait_until<T>(deadline: Deadline, mut condition: impl FnMut() -> Option<T>) -> Option<T> {
     let mut interval = Duration::from_millis(10);
     loop {
         if let Some(value) = condition() {
-            return value;
+            return Some(value);
         }
-        assert!(!deadline.passed(), "timed out waiting for {what}");
+        if deadline.passed() {
+            return None;
+        }
         std::thread::sleep(interval);
         interval = (interval * 2).min(Duration::from_millis(250));
     }

@@ -38,14 +38,6 @@ fn open(path: &Path, seed: &Seed) -> Result<boltbox_node::backup::BackupContents
     contents
 }
 
-/// Opens an announced channel from `from` to `to` and waits until its funding is in the mempool.
-fn open_channel(bitcoind: &BitcoinD, from: &mut TestNode, to: &TestNode, sats: u64) {
-    let mempool_before = bitcoind.mempool().expect("mempool").len();
-    from.node().open_channel(&to.peer_address(), sats, None, true).expect("open channel");
-    from.wait_event("ChannelPending", 30, |e| matches!(e, NodeEvent::ChannelPending { .. }).then_some(()));
-    bitcoind.wait_for_mempool(mempool_before + 1, Deadline::in_secs(30));
-}
-
 /// `payer` pays `payee` an invoice of `sats` and both see it done.
 fn pay(payer: &mut TestNode, payee: &mut TestNode, sats: u64, what: &str) {
     let invoice = payee.node().create_invoice(Some(sats * SAT), what, 3600).expect("invoice");
@@ -86,7 +78,7 @@ fn a_node_backed_up_while_paying_is_restored_from_seed_and_file_and_pays_again()
     for node in [&a, &b] {
         node.wait_status("on-chain funds", 60, |s| s.balances.onchain_spendable_sats >= 100_000);
     }
-    open_channel(&bitcoind, &mut a, &b, 500_000);
+    a.open_channel_to(&bitcoind, &b, 500_000);
     mine_and_sync(&bitcoind, 6, &[&a, &b], 60);
     a.wait_status("A's channel usable", 60, |s| s.usable_channels() == 1);
     b.wait_status("B's channel usable", 60, |s| s.usable_channels() == 1);

@@ -8,16 +8,6 @@ use boltbox_tests::{BitcoinD, Deadline, TestNode, mine_and_sync, wait_until};
 
 const SAT: u64 = 1000;
 
-/// Opens an announced channel from `from` to `to` and waits until its funding is in the
-/// mempool (ldk-node broadcasts it shortly after ChannelPending).
-fn open_channel(bitcoind: &BitcoinD, from: &mut TestNode, to: &TestNode, sats: u64) -> String {
-    let mempool_before = bitcoind.mempool().expect("mempool").len();
-    let id = from.node().open_channel(&to.peer_address(), sats, None, true).expect("open channel");
-    from.wait_event("ChannelPending", 30, |e| matches!(e, NodeEvent::ChannelPending { .. }).then_some(()));
-    bitcoind.wait_for_mempool(mempool_before + 1, Deadline::in_secs(30));
-    id
-}
-
 #[test]
 fn three_nodes_route_pay_restart_and_close() {
     let bitcoind = BitcoinD::start().expect("bitcoind");
@@ -38,9 +28,9 @@ fn three_nodes_route_pay_restart_and_close() {
         node.wait_status("on-chain funds", 60, |s| s.balances.onchain_spendable_sats >= 100_000);
     }
 
-    let ab = open_channel(&bitcoind, &mut a, &b, 500_000);
+    let ab = a.open_channel_to(&bitcoind, &b, 500_000);
     mine_and_sync(&bitcoind, 6, &[&a, &b, &c], 60);
-    open_channel(&bitcoind, &mut b, &c, 500_000);
+    b.open_channel_to(&bitcoind, &c, 500_000);
     mine_and_sync(&bitcoind, 6, &[&a, &b, &c], 60);
     for node in [&mut a, &mut c] {
         node.wait_event("ChannelReady", 60, |e| matches!(e, NodeEvent::ChannelReady { .. }).then_some(()));

@@ -5,13 +5,18 @@
 //!   failing, and once space is freed the same writes are stored and later ones too (redb marks
 //!   a handle that saw an I/O error unusable for good; the store reopens it).
 //! - A restore that runs out of space leaves the data dir as it was before.
+//! - A node whose data partition fills while it pays: LDK persists channel monitors under its
+//!   channel locks, so payments (and anything that lists channels) wait; the node's status
+//!   still says why, and once space is freed the payments complete.
 
 use std::sync::Arc;
 
 use boltbox_node::backup::{self, DataDirStore, RecoveredRestore, Workers};
 use boltbox_node::config::ChainSource;
-use boltbox_node::{DataDir, Network, NodeConfig, Seed, Store, StoreHealth};
-use boltbox_tests::{Deadline, Tmpfs, wait_until};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use boltbox_node::{Alert, DataDir, Network, NodeConfig, Seed, Storage, Store, StoreHealth};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, Tmpfs, mine_and_sync, try_wait_until, wait_until};
 use ldk_node::lightning::util::persist::KVStoreSync;
 
 #[test]
@@ -105,4 +110,60 @@ fn a_restore_that_runs_out_of_space_leaves_the_data_dir_as_it_was() {
     std::fs::create_dir_all(roomy.join(backup::STAGING_DIR)).expect("a leftover staging dir");
     assert_eq!(backup::recover_restore(&roomy).expect("settle"), Some(RecoveredRestore::Undone));
     backup::restore_backup(&roomy, Network::Regtest, &contents, &seed).expect("restore");
+}
+
+#[test]
+fn a_node_whose_disk_fills_while_paying_says_so_and_pays_once_there_is_room() {
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "256M");
+    let mut a = TestNode::start_with_storage(&bitcoind, "full-alice", vec![], Storage::Boltbox, disk.path());
+    let b = TestNode::start(&bitcoind, "full-bob", vec![]);
+    a.fund(&bitcoind, 1_000_000);
+    b.fund(&bitcoind, 100_000);
+    mine_and_sync(&bitcoind, 6, &[&a, &b], 60);
+    a.wait_status("A funded", 60, |s| s.balances.onchain_spendable_sats >= 900_000);
+    b.wait_status("B funded", 60, |s| s.balances.onchain_spendable_sats >= 90_000);
+    a.open_channel_to(&bitcoind, &b, 400_000);
+    mine_and_sync(&bitcoind, 6, &[&a, &b], 60);
+    a.wait_status("A's channel usable", 60, |s| s.usable_channels() == 1);
+    b.wait_status("B's channel usable", 60, |s| s.usable_channels() == 1);
+
+    let filler = disk.fill("filler", 0);
+    let (stop, paid) = (AtomicBool::new(false), AtomicU64::new(0));
+    let failing = std::thread::scope(|scope| {
+        // Payments, one at a time, until the full disk stalls one (each commits several channel
+        // updates; redb reuses its freed pages for a while before it needs new room).
+        let payer = scope.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let invoice =
+                    b.node().create_invoice(Some(1_000_000), "on a full disk", 3600).expect("invoice");
+                a.node().pay_invoice(&invoice, None).expect("pay");
+                let n = paid.fetch_add(1, Ordering::SeqCst) + 1;
+                while !stop.load(Ordering::SeqCst) && b.node().refresh_status().payments.received < n {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        });
+        let failing = try_wait_until(Deadline::in_secs(180), || {
+            a.node().status().alerts.into_iter().find(|alert| matches!(alert, Alert::StoreFailing { .. }))
+        });
+        // Space is freed whatever was seen: the payer may be waiting on the store.
+        stop.store(true, Ordering::SeqCst);
+        std::fs::remove_file(&filler).expect("free the space");
+        payer.join().expect("the payer");
+        failing
+    });
+    let failing = failing.expect("A's status to say its store cannot write, within 180 s");
+    assert!(failing.to_string().to_lowercase().contains("space"), "the alert names the full disk: {failing}");
+
+    // Every payment started goes through once there is room.
+    let started = paid.load(Ordering::SeqCst);
+    assert!(started > 0);
+    a.wait_status("A sent them all, its store healthy again", 120, |s| {
+        s.payments.sent == started
+            && !s.alerts.iter().any(|alert| matches!(alert, Alert::StoreFailing { .. }))
+    });
+    b.wait_status("B received them all", 60, |s| s.payments.received == started);
 }

@@ -166,6 +166,37 @@ pub fn hold_b_and_confirm(link: &mut LinkClient) {
     link.press(boltbox_board::Button::B, SHORT_PRESS).expect("confirm");
 }
 
+/// A node on the link board that has written one backup to a USB stick (`sda1` under
+/// [`with_sticks`]) by the gesture, and has stopped.
+pub struct BackedUp {
+    /// The node's config.
+    pub node: NodeConfig,
+    /// The appliance's config file.
+    pub config: PathBuf,
+    /// The link board's socket.
+    pub socket: PathBuf,
+    /// Where the sticks are.
+    pub sticks: PathBuf,
+    /// The node id.
+    pub id: String,
+}
+
+/// Starts a node on the link board with a stick, backs it up by the gesture and stops it.
+pub fn node_backed_up_to_a_stick(bitcoind: &BitcoinD, dir: &Path, alias: &str) -> BackedUp {
+    let (node, config, socket) = link_appliance(bitcoind, dir, alias);
+    let sticks = with_sticks(dir, &config);
+    std::fs::create_dir(sticks.join("sda1")).expect("stick");
+    let mut run = Appliance::start(&config, dir.join("run1.log"), None);
+    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
+    wait_screen(&mut link, "home", alias, BOOT);
+    let id = status_node_id(&config);
+    hold_b_and_confirm(&mut link);
+    wait_screen(&mut link, "backup", "backup OK", SHUTDOWN);
+    run.sigterm();
+    observe_stop(&mut link, &mut run);
+    BackedUp { node, config, socket, sticks, id }
+}
+
 /// The node id, from `boltbox status`.
 pub fn status_node_id(config: &Path) -> String {
     let status = status(config).expect("boltbox status answers");

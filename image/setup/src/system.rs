@@ -3,8 +3,9 @@
 //! appliance's own), renders the system files, writes them under a root directory and turns the
 //! matching services on or off.
 
+use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -306,10 +307,27 @@ fn put(root: &Path, path: &str, text: &str, mode: u32) -> Result<(), SetupError>
         std::fs::create_dir_all(parent).map_err(io_error(format!("creating {}", parent.display())))?;
     }
     // Written aside and renamed: a power cut leaves the old file or the new, never half.
+    // Created with its mode (the umask can only take bits away), so that a passphrase is
+    // never readable by others, not even for a moment.
     let temp = full.with_extension("boltbox-new");
-    std::fs::write(&temp, text).map_err(io_error(format!("writing {}", temp.display())))?;
-    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
+    match std::fs::remove_file(&temp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_error(format!("removing {}", temp.display()))(e));
+        }
+        _ => {}
+    }
+    let mut file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(io_error(format!("creating {}", temp.display())))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_error(format!("setting the mode of {}", temp.display())))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(format!("writing {}", temp.display())))?;
     std::fs::rename(&temp, &full).map_err(io_error(format!("replacing {}", full.display())))
 }
 

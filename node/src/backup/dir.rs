@@ -7,7 +7,8 @@
 //!    compare header and every entry with what was written;
 //! 4. rename it to `boltbox-<network>-<nodeid8>-<UTC time>.bbk` (never over an existing file)
 //!    and fsync the directory;
-//! 5. only then delete this node's backups beyond the newest `keep`.
+//! 5. only then delete this node's backups beyond the newest `keep` (newest by commit counter:
+//!    a Pi's clock can be wrong before time sync).
 //!
 //! On any failure the temporary file is removed (best effort: a pulled stick cannot be
 //! cleaned; the next backup removes leftovers), and earlier backups are untouched.
@@ -19,7 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::BackupError;
-use super::file::{BackupHeader, BackupInput, Workers, open_backup, write_backup};
+use super::file::{
+    BackupHeader, BackupInput, Workers, open_backup, read_header_of, sort_by_state, write_backup,
+};
 use crate::config::{Network, NodeConfig};
 use crate::seed::Seed;
 use crate::store::Store;
@@ -76,11 +79,14 @@ pub fn file_name(header: &BackupHeader) -> String {
     format!("{}{}.{EXTENSION}", prefix(header.network, &header.node_id), utc_stamp(header.created_at))
 }
 
-/// This node's backups in `dir`, oldest first (by the time in their names).
+/// This node's backups in `dir`, from the oldest state to the newest ([`sort_by_state`]: by
+/// commit counter, not by the time in their names, which a clock before time sync gets wrong).
+/// Files named like this node's backups whose header does not check out, or that are of
+/// another node, are left out (and so never pruned).
 pub fn backups_in(dir: &Path, network: Network, node_id: &str) -> Result<Vec<PathBuf>, BackupError> {
     let ours = prefix(network, node_id);
     let suffix = format!(".{EXTENSION}");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut found: Vec<(PathBuf, BackupHeader)> = std::fs::read_dir(dir)
         .map_err(BackupError::io(format!("listing {}", dir.display())))?
         .filter_map(|entry| entry.ok())
         .filter(|entry| {
@@ -89,9 +95,15 @@ pub fn backups_in(dir: &Path, network: Network, node_id: &str) -> Result<Vec<Pat
             name.starts_with(&ours) && name.ends_with(&suffix)
         })
         .map(|entry| entry.path())
+        .filter_map(|path| {
+            let header = read_header_of(&path).ok()?;
+            (header.network == network && header.node_id == node_id).then_some((path, header))
+        })
         .collect();
-    found.sort_by_cached_key(|path| age_key(path));
-    Ok(found)
+    // Ties (the same state backed up twice) keep the order of their names.
+    found.sort_by_cached_key(|(path, _)| age_key(path));
+    sort_by_state(&mut found);
+    Ok(found.into_iter().map(|(path, _)| path).collect())
 }
 
 /// Orders backup names by time, then by the "-N" a same-second backup got: (name without

@@ -315,6 +315,38 @@ fn encode_prefix(header: &BackupHeader) -> Result<Vec<u8>, BackupError> {
     Ok(prefix)
 }
 
+/// The checked header of the backup file at `path`, read from its first bytes: a regular file
+/// only, never through a symlink, never more than the header's bound (files on a stick are
+/// untrusted).
+pub fn read_header_of(path: &std::path::Path) -> Result<BackupHeader, BackupError> {
+    let bound = (FIXED_LEN + MAX_HEADER_LEN) as u64;
+    let (prefix, len) = crate::files::read_untrusted_prefix(path, bound).map_err(|e| BackupError::Io {
+        what: format!("reading {}", path.display()),
+        source: match e {
+            crate::files::UntrustedError::Io(source) => source,
+            other => std::io::Error::other(other.to_string()),
+        },
+    })?;
+    read_header_prefix(&prefix, len).map(|(header, _)| header)
+}
+
+/// Sorts backups of one node from the oldest state to the newest. Within one store lineage a
+/// larger commit counter is the newer state, whatever the clock said when each was made: a Pi
+/// has no real-time clock, and a backup made before time sync carries a wrong date. Lineages
+/// (a new one begins only when the owner starts the node on an empty store) are ordered by
+/// their newest backup's creation time; version 1 files, which have none, count as one.
+pub fn sort_by_state<T>(backups: &mut [(T, BackupHeader)]) {
+    let mut newest: std::collections::HashMap<Option<String>, u64> = std::collections::HashMap::new();
+    for (_, header) in backups.iter() {
+        let at = newest.entry(header.lineage_id.clone()).or_insert(0);
+        *at = (*at).max(header.created_at);
+    }
+    backups.sort_by_cached_key(|(_, header)| {
+        let lineage_newest = newest.get(&header.lineage_id).copied().unwrap_or(0);
+        (lineage_newest, header.lineage_id.clone(), header.commit_counter, header.created_at)
+    });
+}
+
 /// Reads the plain header of a backup file (no seed needed) and the length of the prefix that
 /// precedes the chunks. Checks the magic, the version, the header's own values, and that the
 /// file is exactly as long as the header says.

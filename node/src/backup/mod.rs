@@ -15,7 +15,7 @@ use std::path::PathBuf;
 pub use dir::{BackupSource, Written, backup_to_dir, backups_in, file_name};
 pub use file::{
     BackupContents, BackupHeader, BackupInput, MAX_BACKUP_BYTES, Workers, open_backup, read_header,
-    read_header_prefix, write_backup,
+    read_header_of, read_header_prefix, sort_by_state, write_backup,
 };
 pub use restore::{
     DataDirStore, RecoveredRestore, RestoreReport, STAGING_DIR, check_stale, data_dir_store, recover_restore,

@@ -236,6 +236,42 @@ fn a_wrong_seed_wrong_magic_or_newer_version_is_named() {
 }
 
 #[test]
+fn a_backup_dated_wrong_before_time_sync_is_still_the_newest_state_and_is_kept() {
+    let rig = Rig::new(5);
+    let dir = rig.dir.path().join("stick/boltbox-backups");
+    let tick = |n: u8| KVStoreSync::write(&rig.store, "", "", "tick", vec![n]).expect("write");
+    let first = backup_to_dir(&rig.source(), &dir, 10, &mut |_| {}).expect("backup").path;
+    tick(1);
+    let second = backup_to_dir(&rig.source(), &dir, 10, &mut |_| {}).expect("backup").path;
+    tick(2);
+    // After a reboot, before time sync (a Pi has no real-time clock): the newest state, dated
+    // years back, so its name sorts first.
+    let (bytes, snapshot) = rig.backup_bytes();
+    let (header, _) = read_header(&bytes).expect("header");
+    assert!(header.created_at < 1_800_000_000 && snapshot.commit_counter > 0);
+    let early = dir.join(file_name(&header));
+    std::fs::write(&early, &bytes).expect("write");
+    assert_eq!(
+        backups_in(&dir, Network::Regtest, &rig.node_id).expect("list"),
+        vec![first.clone(), second.clone(), early.clone()],
+        "ordered by commit counter, not by the dates in the names"
+    );
+    // A backup of another node, named like this node's, is not this node's to list or prune.
+    let mut foreign = bytes.clone();
+    let json_at = foreign.windows(rig.node_id.len()).position(|w| w == rig.node_id.as_bytes()).expect("id");
+    foreign[json_at] = if foreign[json_at] == b'0' { b'1' } else { b'0' };
+    let foreign_path = dir.join(file_name(&header).replace(".bbk", "-9.bbk"));
+    std::fs::write(&foreign_path, &foreign).expect("write");
+
+    // Keeping two after the next backup keeps the two newest states: the early-dated one too.
+    tick(3);
+    let latest = backup_to_dir(&rig.source(), &dir, 2, &mut |_| {}).expect("backup");
+    assert_eq!(latest.pruned, vec![first, second]);
+    assert_eq!(backups_in(&dir, Network::Regtest, &rig.node_id).expect("list"), vec![early, latest.path]);
+    assert!(foreign_path.exists(), "another node's file is left alone");
+}
+
+#[test]
 fn backups_in_a_directory_are_verified_named_private_and_pruned() {
     let rig = Rig::new(50);
     let dir = rig.dir.path().join("stick/boltbox-backups");

@@ -70,6 +70,17 @@ pub enum StoreError {
         /// What the integrity check found.
         reason: String,
     },
+    /// The store is in a redb file format this boltbox does not read: made by another
+    /// version. Sound, and possibly newer than anything else: never to be replaced for that.
+    #[error(
+        "the store at {path} is in redb file format {format}, which this boltbox does not read (made by another version of boltbox)"
+    )]
+    OtherFormat {
+        /// The store file.
+        path: PathBuf,
+        /// redb's file format version in it.
+        format: u8,
+    },
     /// Another process (a running boltbox) holds the store.
     #[error("the store at {path} is in use by another process")]
     InUse {
@@ -110,9 +121,7 @@ impl StoreError {
             redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
                 StoreError::InUse { path }
             }
-            redb::DatabaseError::UpgradeRequired(version) => {
-                damaged(format!("it is in redb file format {version}, which this boltbox does not read"))
-            }
+            redb::DatabaseError::UpgradeRequired(format) => StoreError::OtherFormat { path, format },
             redb::DatabaseError::RepairAborted => damaged("redb could not repair it".into()),
             redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => damaged(reason),
             redb::DatabaseError::Storage(redb::StorageError::Io(source))

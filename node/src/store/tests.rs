@@ -361,6 +361,33 @@ fn damaged_files_are_named_damaged_and_never_opened() {
     assert!(matches!(Store::open_existing(&path), Err(StoreError::Damaged { .. })));
 }
 
+/// A store in an older redb file format is sound, not damaged: it must never be offered for
+/// replacement (the service shows it and waits; `boltbox restore` refuses to replace it).
+#[test]
+fn a_store_in_another_file_format_is_not_damaged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.redb");
+    let store = Store::create_new(&path, Some("02ab")).expect("create");
+    KVStoreSync::write(&store, "", "", "manager", vec![1; 100]).expect("write");
+    store.close();
+    let good = std::fs::read(&path).expect("read");
+    // redb 4's header: two commit slots of 128 bytes from offset 64, each starting with the
+    // file format version (3); 2 is redb 2's.
+    std::fs::write(&path, patched(&patched(&good, 64, &[2]), 64 + 128, &[2])).expect("write");
+    match Store::open_existing(&path) {
+        Err(e @ StoreError::OtherFormat { format: 2, .. }) => {
+            assert!(e.to_string().contains("another version of boltbox"), "{e}")
+        }
+        other => panic!("expected another file format, got {other:?}"),
+    }
+    let problem = crate::datadir::problem_of(Store::open_existing(&path).expect_err("refused"));
+    assert!(!problem.replaceable(), "{problem}");
+    assert!(matches!(
+        crate::backup::data_dir_store(dir.path()),
+        Err(crate::backup::BackupError::Store(StoreError::OtherFormat { .. }))
+    ));
+}
+
 fn patched(bytes: &[u8], at: usize, with: &[u8]) -> Vec<u8> {
     let mut out = bytes.to_vec();
     let end = (at + with.len()).min(out.len());
@@ -398,7 +425,8 @@ proptest! {
                 }
                 store.close();
             }
-            Err(StoreError::Damaged { .. }) => {}
+            // The version byte of a commit slot changed to an older format's.
+            Err(StoreError::Damaged { .. } | StoreError::OtherFormat { .. }) => {}
             Err(other) => prop_assert!(false, "{}", other),
         }
     }
