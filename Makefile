@@ -12,7 +12,7 @@ AARCH64 := aarch64-unknown-linux-gnu
 # Pure-logic crates whose tests also run on aarch64 under qemu-user.
 AARCH64_TEST_PACKAGES := -p boltbox-board -p boltbox-executor
 
-.PHONY: all setup test test-cargo test-unit test-regtest test-demo demo-build test-aarch64 test-image lint aarch64 demo image bench help
+.PHONY: all setup test test-cargo test-unit test-regtest test-demo demo-build test-aarch64 test-image lint aarch64 demo image bench reliability help
 
 help:
 	@echo "make test      run every test tier (unit, regtest, aarch64 under qemu-user, image)"
@@ -20,6 +20,7 @@ help:
 	@echo "make image     build the flashable image dist/boltbox-<version>-arm64.img.xz"
 	@echo "make aarch64   cross-build the release boltbox binary for the board"
 	@echo "make bench     run the benchmarks"
+	@echo "make reliability  the reliability suite at full counts (docs/RELIABILITY.md)"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "tiers: make test-unit | test-regtest | test-demo | test-aarch64 | test-image (test-cargo: unit and regtest)"
 
@@ -61,6 +62,15 @@ test-aarch64:
 test-image: image
 	scripts/setup.sh base bitcoind electrs image
 	cargo run --locked -p boltbox-image -- boot-test
+
+# The reliability suite at full counts, printing its figures (docs/RELIABILITY.md): `make test`
+# runs the same tests with a few kills and proptest's default case count.
+RELIABILITY_KILLS ?= 200
+reliability:
+	scripts/setup.sh base bitcoind electrs
+	BOLTBOX_KILLS=$(RELIABILITY_KILLS) cargo test --locked -p boltbox --test kill_storm -- --nocapture
+	cargo test --locked -p boltbox-tests --test storage_faults -- --nocapture
+	PROPTEST_CASES=20000 cargo test --locked -p boltbox-board --lib -- gesture display emulated
 
 aarch64:
 	scripts/setup.sh base cross

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boltbox_board::buttons::monotonic;
-use boltbox_board::{Buttons, ButtonsHealth, Display, DisplayHealth, Gesture, GestureMachine};
+use boltbox_board::{Buttons, ButtonsHealth, Display, DisplayHealth, Gesture, GestureMachine, Levels};
 use boltbox_node::{Alert, Seed};
 use serde::{Deserialize, Serialize};
 
@@ -285,16 +285,22 @@ fn next_gestures(
     last_error: &mut Option<String>,
 ) -> Vec<Gesture> {
     let mut gestures = Vec::new();
+    // The lines' levels, read only when no edge was waiting (a queued edge would disagree with
+    // them): a long press is declared only on lines read still pressed (board/src/gesture.rs).
+    let mut levels = None;
     match buttons.next_edge(BUTTON_POLL) {
         Ok(Some(edge)) => gestures.extend(machine.edge(edge)),
-        Ok(None) => {}
+        Ok(None) => match Levels::read(&*buttons) {
+            Ok(read) => levels = Some(read),
+            Err(e) => log_once(last_error, format!("buttons: {e}")),
+        },
         Err(e) => {
             log_once(last_error, format!("buttons: {e}"));
             // Failing buttons return at once; wait as a working source would have.
             std::thread::sleep(BUTTON_POLL);
         }
     }
-    gestures.extend(machine.tick(monotonic()));
+    gestures.extend(machine.tick(monotonic(), levels));
     gestures
 }
 

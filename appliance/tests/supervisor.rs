@@ -176,8 +176,9 @@ fn a_missing_display_and_missing_buttons_are_alerts_while_the_node_runs() {
     );
     common::skip_seed_reminder(&node.data_dir);
     let mut run = Appliance::start(&config, dir.path().join("run.log"), None);
-    let status = common::wait_status(&config, "device alerts in the status", BOOT, |status| {
-        status["alerts"].as_array().is_some_and(|alerts| alerts.len() >= 2)
+    // The alerts come as soon as the board is opened, the node runs a moment later.
+    let status = common::wait_status(&config, "device alerts while the node runs", BOOT, |status| {
+        status["alerts"].as_array().is_some_and(|alerts| alerts.len() >= 2) && status["running"] == true
     });
     let headlines: Vec<&str> =
         status["alerts"].as_array().into_iter().flatten().filter_map(|a| a["headline"].as_str()).collect();

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use boltbox_board::buttons::monotonic;
-use boltbox_board::{BoardConfig, Display, DisplayHealth, Frame, Gesture, GestureConfig, GestureMachine};
+use boltbox_board::{
+    BoardConfig, Display, DisplayHealth, Frame, Gesture, GestureConfig, GestureMachine, Levels,
+};
 use embedded_graphics::mono_font::MonoTextStyle;
 use embedded_graphics::mono_font::ascii::FONT_6X10;
 use embedded_graphics::pixelcolor::BinaryColor;
@@ -37,10 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         match board.buttons.next_edge(Duration::from_millis(100)) {
             Ok(Some(edge)) => machine.edge(edge),
-            Ok(None) => machine.tick(monotonic()),
+            // No edge pending: the levels read now can be checked against the edges.
+            Ok(None) => machine.tick(monotonic(), Levels::read(&*board.buttons).ok()),
             Err(e) => {
                 last = format!("buttons: {e}");
-                machine.tick(monotonic())
+                machine.tick(monotonic(), None)
             }
         }
         .into_iter()

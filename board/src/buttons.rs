@@ -81,6 +81,11 @@ pub trait Buttons: Send {
     /// Waits up to `timeout` for the next edge; `Ok(None)` when none came in time.
     fn next_edge(&mut self, timeout: Duration) -> Result<Option<ButtonEdge>, ButtonError>;
 
+    /// Whether `button` is pressed now, read back from its line with the wiring's polarity
+    /// applied (backends without a line: their model's level). Edges can be lost, the level
+    /// cannot: [`crate::gesture::GestureMachine::tick`] checks the edges against it.
+    fn level(&self, button: Button) -> Result<bool, ButtonError>;
+
     /// Whether the buttons can be read.
     fn health(&self) -> ButtonsHealth {
         ButtonsHealth::Working
@@ -147,6 +152,15 @@ impl Buttons for RppalButtons {
         let button = if pin.pin() == self.a.pin() { Button::A } else { Button::B };
         let high = matches!(event.trigger, rppal::gpio::Trigger::RisingEdge);
         Ok(Some(ButtonEdge { button, pressed: high != self.active_low, at: event.timestamp }))
+    }
+
+    fn level(&self, button: Button) -> Result<bool, ButtonError> {
+        let pin = match button {
+            Button::A => &self.a,
+            Button::B => &self.b,
+        };
+        let high = pin.read() == rppal::gpio::Level::High;
+        Ok(high != self.active_low)
     }
 }
 
@@ -215,6 +229,17 @@ impl Buttons for CdevButtons {
         let high = matches!(event.event_type(), EventType::RisingEdge);
         let button = if i == 0 { Button::A } else { Button::B };
         Ok(Some(ButtonEdge { button, pressed: high != self.active_low, at: event_time(event.timestamp()) }))
+    }
+
+    fn level(&self, button: Button) -> Result<bool, ButtonError> {
+        let line = match button {
+            Button::A => &self.lines[0],
+            Button::B => &self.lines[1],
+        };
+        // 1 is high: the lines are requested without the kernel's ACTIVE_LOW flag.
+        let value =
+            line.get_value().map_err(|source| ButtonError::Cdev { chip: self.chip.clone(), source })?;
+        Ok((value != 0) != self.active_low)
     }
 }
 

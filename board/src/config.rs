@@ -9,7 +9,7 @@ use crate::buttons::{
     ButtonEdge, ButtonError, ButtonPins, Buttons, ButtonsHealth, CdevButtons, RppalButtons,
 };
 use crate::clock::{Clock, MonotonicClock};
-use crate::display::{Backoff, Connect, Display, ResilientDisplay};
+use crate::display::{Backoff, Connect, Controller, Display, ResilientDisplay};
 use crate::facts::BoardFacts;
 use crate::gesture::GestureConfig;
 use crate::link::{LinkError, link_path, open_link};
@@ -25,6 +25,12 @@ pub struct BoardConfig {
     pub i2c_bus: PathBuf,
     /// The OLED's I2C address: 0x3c (most modules) or 0x3d.
     pub i2c_address: u8,
+    /// The OLED's controller chip: `"ssd1306"` (most 0.96" modules) or `"sh1106"` (most 1.3"
+    /// modules, often sold as SSD1306: a picture shifted by two columns with a stripe of noise
+    /// at one edge, or garbled, means this one).
+    pub controller: Controller,
+    /// The OLED's size in pixels, `"128x64"`: the only one the screens are laid out for.
+    pub display_size: String,
     /// GPIO (BCM) number of button A.
     pub button_a: u32,
     /// GPIO (BCM) number of button B.
@@ -43,6 +49,8 @@ impl Default for BoardConfig {
             board: "auto".into(),
             i2c_bus: PathBuf::from("/dev/i2c-1"),
             i2c_address: 0x3C,
+            controller: Controller::Ssd1306,
+            display_size: "128x64".into(),
             button_a: 17,
             button_b: 27,
             buttons_active_low: true,
@@ -98,6 +106,19 @@ impl BoardConfig {
         }
         if self.i2c_address != 0x3C && self.i2c_address != 0x3D {
             return Err(invalid("i2c_address", format!("{:#04x} is not 0x3c or 0x3d", self.i2c_address)));
+        }
+        match self.display_size.as_str() {
+            "128x64" => {}
+            // Every screen, and the QR codes most of all, needs all 64 rows: a 128x32 panel would
+            // crop them, and a cropped QR code does not scan.
+            "128x32" => {
+                return Err(invalid(
+                    "display_size",
+                    "128x32 panels are not supported: the screens and QR codes are laid out for \
+                     128x64 and would be cropped; use a 128x64 module",
+                ));
+            }
+            other => return Err(invalid("display_size", format!("{other:?} is not \"128x64\""))),
         }
         for (field, pin) in [("button_a", self.button_a), ("button_b", self.button_b)] {
             if pin > 511 {
@@ -237,21 +258,21 @@ fn i2c_bus_number(bus: &Path) -> Option<u8> {
 fn auto_display(config: &BoardConfig, pi: bool, clock: Box<dyn Clock>) -> (ResilientDisplay, String) {
     let bus = config.i2c_bus.clone();
     let address = config.i2c_address;
+    let chip = config.controller;
     let present = if bus.exists() { "" } else { " (missing: display absent, retrying)" };
     let (connect, why): (Connect, String) = match i2c_bus_number(&bus).filter(|_| pi) {
         Some(n) => (
-            Box::new(move || crate::display::open_rppal(n, address).map(|d| Box::new(d) as Box<dyn Display>)),
-            format!("{}{present} → ssd1306 at {address:#04x} via rppal I2C", bus.display()),
+            Box::new(move || crate::display::open_rppal(n, address, chip)),
+            format!("{}{present} → {} at {address:#04x} via rppal I2C", bus.display(), chip.name()),
         ),
         None => {
             let path = bus.clone();
             (
-                Box::new(move || {
-                    crate::display::open_i2cdev(&path, address).map(|d| Box::new(d) as Box<dyn Display>)
-                }),
+                Box::new(move || crate::display::open_i2cdev(&path, address, chip)),
                 format!(
-                    "{}{present} → ssd1306 at {address:#04x} via linux-embedded-hal I2cdev",
-                    bus.display()
+                    "{}{present} → {} at {address:#04x} via linux-embedded-hal I2cdev",
+                    bus.display(),
+                    chip.name()
                 ),
             )
         }
@@ -372,6 +393,11 @@ impl Buttons for RetryingButtons {
         }
     }
 
+    fn level(&self, button: crate::buttons::Button) -> Result<bool, ButtonError> {
+        // Buttons that cannot be read are buttons nobody presses, as in `next_edge`.
+        self.inner.as_ref().map_or(Ok(false), |inner| inner.level(button))
+    }
+
     fn health(&self) -> ButtonsHealth {
         match (&self.inner, &self.last_error) {
             (None, Some(reason)) => ButtonsHealth::Failing { reason: reason.clone() },
@@ -432,6 +458,28 @@ mod tests {
     }
 
     #[test]
+    fn the_controller_is_chosen_and_a_128x32_panel_is_refused_by_name() {
+        let config = parse("controller = \"sh1106\"").expect("parses");
+        assert_eq!(config.controller, Controller::Sh1106);
+        assert_eq!(config.validate(), Ok(BoardKind::Auto));
+        let (_, why) = auto_display(
+            &BoardConfig { i2c_bus: PathBuf::from("/nonexistent/i2c-1"), ..config },
+            false,
+            Box::new(ManualClock::default()),
+        );
+        assert!(why.contains("sh1106 at 0x3c"), "{why}");
+        let err = parse("controller = \"ssd1309\"").expect_err("unknown chip");
+        assert!(err.to_string().contains("sh1106"), "names the choices: {err}");
+
+        let err = parse("display_size = \"128x32\"").expect("parses").validate().expect_err("128x32");
+        assert_eq!(err.field, "display_size");
+        assert!(err.reason.contains("128x32 panels are not supported"), "{err}");
+        assert!(err.reason.contains("cropped"), "{err}");
+        let err = parse("display_size = \"64x48\"").expect("parses").validate().expect_err("64x48");
+        assert!(err.to_string().contains("\"64x48\" is not \"128x64\""), "{err}");
+    }
+
+    #[test]
     fn auto_without_hardware_gives_a_working_board_with_the_display_absent() {
         let config = BoardConfig {
             i2c_bus: PathBuf::from("/nonexistent/i2c-1"),
@@ -475,6 +523,9 @@ mod tests {
         impl Buttons for One {
             fn next_edge(&mut self, _: Duration) -> Result<Option<ButtonEdge>, ButtonError> {
                 Ok(self.0.take())
+            }
+            fn level(&self, _: Button) -> Result<bool, ButtonError> {
+                Ok(false)
             }
         }
         Box::new(move || {

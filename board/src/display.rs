@@ -1,9 +1,11 @@
 //! The display: a 128x64 monochrome panel that takes whole frames.
 //!
 //! [`Ssd1306Display`] drives a real SSD1306 through the `ssd1306` crate over any
-//! [`embedded_hal::i2c::I2c`] bus; [`ResilientDisplay`] wraps any display so that a missing,
+//! [`embedded_hal::i2c::I2c`] bus, [`crate::sh1106::Sh1106Display`] an SH1106 (sold as "1.3 inch
+//! SSD1306") with its own commands; [`ResilientDisplay`] wraps any display so that a missing,
 //! unplugged or failing panel is a state ([`DisplayHealth::Absent`]) with retries on a bounded
-//! exponential backoff, not an error the caller has to handle.
+//! exponential backoff, not an error the caller has to handle, and so that a panel that lost
+//! power without an I2C error is brought back within [`REINIT_EVERY`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +16,35 @@ use ssd1306::prelude::{Brightness, DisplayConfig, DisplayRotation, DisplaySize12
 
 use crate::clock::Clock;
 use crate::frame::{Frame, HEIGHT, WIDTH};
+use crate::sh1106::Sh1106Display;
+
+/// How often [`ResilientDisplay`] initialises a present controller afresh and sends it the whole
+/// frame. A controller whose supply dipped (a loose lead, a brownout) restarts dark (display
+/// off, charge pump off) with random memory, and still acknowledges every write, so nothing
+/// else notices it; a wake from dim or blank does the same at once.
+pub const REINIT_EVERY: Duration = Duration::from_secs(10);
+
+/// The controller chip on the OLED module (`[board] controller`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Controller {
+    /// Solomon Systech SSD1306: 128x64 RAM, horizontal addressing (most 0.96" modules).
+    #[default]
+    Ssd1306,
+    /// Sino Wealth SH1106: 132x64 RAM showing columns 2..=129, page addressing only (most 1.3"
+    /// modules, often sold as SSD1306).
+    Sh1106,
+}
+
+impl Controller {
+    /// The name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Controller::Ssd1306 => "ssd1306",
+            Controller::Sh1106 => "sh1106",
+        }
+    }
+}
 
 /// What can go wrong with a display.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +165,19 @@ impl<I: embedded_hal::i2c::I2c> Ssd1306Display<I> {
     }
 }
 
-fn controller_error(address: u8, error: impl std::fmt::Debug) -> DisplayError {
+/// Initialises the `controller` at `address` (0x3C or 0x3D) on `i2c`.
+pub fn init_controller<I: embedded_hal::i2c::I2c + Send + 'static>(
+    i2c: I,
+    address: u8,
+    controller: Controller,
+) -> Result<Box<dyn Display>, DisplayError> {
+    Ok(match controller {
+        Controller::Ssd1306 => Box::new(Ssd1306Display::init(i2c, address)?),
+        Controller::Sh1106 => Box::new(Sh1106Display::init(i2c, address)?),
+    })
+}
+
+pub(crate) fn controller_error(address: u8, error: impl std::fmt::Debug) -> DisplayError {
     DisplayError::Controller { address, reason: format!("{error:?}") }
 }
 
@@ -167,21 +210,22 @@ impl<I: embedded_hal::i2c::I2c + Send> Display for Ssd1306Display<I> {
     }
 }
 
-/// Opens an SSD1306 through the kernel's I2C device (`/dev/i2c-N`) with linux-embedded-hal.
+/// Opens the `controller` through the kernel's I2C device (`/dev/i2c-N`) with linux-embedded-hal.
 pub fn open_i2cdev(
     bus: &Path,
     address: u8,
-) -> Result<Ssd1306Display<linux_embedded_hal::I2cdev>, DisplayError> {
+    controller: Controller,
+) -> Result<Box<dyn Display>, DisplayError> {
     let i2c = linux_embedded_hal::I2cdev::new(bus)
         .map_err(|e| DisplayError::Bus { bus: bus.display().to_string(), reason: e.to_string() })?;
-    Ssd1306Display::init(i2c, address)
+    init_controller(i2c, address, controller)
 }
 
-/// Opens an SSD1306 through rppal's I2C (Raspberry Pi OS); `bus` is N of `/dev/i2c-N`.
-pub fn open_rppal(bus: u8, address: u8) -> Result<Ssd1306Display<rppal::i2c::I2c>, DisplayError> {
+/// Opens the `controller` through rppal's I2C (Raspberry Pi OS); `bus` is N of `/dev/i2c-N`.
+pub fn open_rppal(bus: u8, address: u8, controller: Controller) -> Result<Box<dyn Display>, DisplayError> {
     let i2c = rppal::i2c::I2c::with_bus(bus)
         .map_err(|e| DisplayError::Bus { bus: format!("rppal I2C bus {bus}"), reason: e.to_string() })?;
-    Ssd1306Display::init(i2c, address)
+    init_controller(i2c, address, controller)
 }
 
 /// How long to wait between attempts to reach an absent display.
@@ -215,6 +259,11 @@ pub type Connect = Box<dyn FnMut() -> Result<Box<dyn Display>, DisplayError> + S
 /// within [`Display::show`] and [`ResilientDisplay::poll`]. On recovery the controller is
 /// initialised again and gets the contrast, on/off state and current frame.
 ///
+/// A present panel gets the same every [`REINIT_EVERY`] and on every wake (a contrast higher
+/// than the last, or turning it on): a controller that lost power without an I2C error comes
+/// back in its power-on state (SSD1306 datasheet 8.9: display off, charge pump off) and would
+/// otherwise stay dark, since an unchanged frame sends nothing.
+///
 /// Its methods return `Ok` even while the panel is absent: that is a state, read from
 /// [`Display::health`], not an error for every frame.
 pub struct ResilientDisplay {
@@ -229,6 +278,10 @@ pub struct ResilientDisplay {
     caption: String,
     contrast: Option<u8>,
     on: bool,
+    /// When the present controller is next initialised afresh.
+    next_reinit: Duration,
+    /// A wake asks for it before then.
+    reinit_due: bool,
 }
 
 impl std::fmt::Debug for ResilientDisplay {
@@ -252,14 +305,31 @@ impl ResilientDisplay {
             caption: String::new(),
             contrast: None,
             on: true,
+            next_reinit: Duration::ZERO,
+            reinit_due: false,
         };
         display.poll();
         display
     }
 
-    /// Tries to reach an absent panel if a retry is due. Cheap otherwise.
+    /// Never while the panel is off: initialising turns it on, and a blank display must not
+    /// flash every period (a controller that lost power meanwhile is dark, as wanted; the wake
+    /// initialises it).
+    fn reinit_due(&self) -> bool {
+        self.on && (self.reinit_due || self.clock.now() >= self.next_reinit)
+    }
+
+    /// Tries to reach an absent panel if a retry is due, and initialises a present one afresh
+    /// if [`REINIT_EVERY`] has passed or a wake asked for it. Cheap otherwise.
     pub fn poll(&mut self) {
-        if self.inner.is_some() || self.clock.now() < self.next_retry {
+        if self.inner.is_some() {
+            if !self.reinit_due() {
+                return;
+            }
+            // Connecting again is initialising again: the recovery path, for a panel that may
+            // have lost power without anyone noticing.
+            self.inner = None;
+        } else if self.clock.now() < self.next_retry {
             return;
         }
         let recovered = (self.connect)().and_then(|mut display| {
@@ -279,6 +349,8 @@ impl ResilientDisplay {
                 }
                 self.inner = Some(display);
                 self.failures = 0;
+                self.reinit_due = false;
+                self.next_reinit = self.clock.now() + REINIT_EVERY;
             }
             Err(e) => self.lost(e),
         }
@@ -314,17 +386,29 @@ impl Display for ResilientDisplay {
     fn show(&mut self, frame: &Frame, caption: &str) -> Result<(), DisplayError> {
         frame.clone_into(&mut self.frame);
         caption.clone_into(&mut self.caption);
-        self.with_inner(|d| d.show(frame, caption));
+        if self.inner.is_some() && self.reinit_due() {
+            // Initialising sends the new frame whole.
+            self.poll();
+        } else {
+            self.with_inner(|d| d.show(frame, caption));
+        }
         Ok(())
     }
 
     fn set_contrast(&mut self, contrast: u8) -> Result<(), DisplayError> {
+        if self.contrast.is_some_and(|before| contrast > before) {
+            // A wake from dim or blank: the owner looks now.
+            self.reinit_due = true;
+        }
         self.contrast = Some(contrast);
         self.with_inner(|d| d.set_contrast(contrast));
         Ok(())
     }
 
     fn set_on(&mut self, on: bool) -> Result<(), DisplayError> {
+        if on && !self.on {
+            self.reinit_due = true;
+        }
         self.on = on;
         self.with_inner(|d| d.set_on(on));
         Ok(())
@@ -441,16 +525,158 @@ mod tests {
 
     #[test]
     fn a_missing_bus_is_an_error() {
-        let err = open_i2cdev(Path::new("/nonexistent/i2c-9"), 0x3C).expect_err("no bus");
+        let Err(err) = open_i2cdev(Path::new("/nonexistent/i2c-9"), 0x3C, Controller::Ssd1306) else {
+            panic!("no bus")
+        };
         assert!(err.to_string().contains("/nonexistent/i2c-9"), "{err}");
     }
 
     fn resilient(bus: &EmulatedSsd1306, clock: &ManualClock) -> ResilientDisplay {
+        resilient_chip(bus, clock, Controller::Ssd1306)
+    }
+
+    fn resilient_chip(bus: &EmulatedSsd1306, clock: &ManualClock, chip: Controller) -> ResilientDisplay {
         let bus = bus.clone();
-        let connect: Connect = Box::new(move || {
-            Ssd1306Display::init(bus.clone(), 0x3C).map(|d| Box::new(d) as Box<dyn Display>)
-        });
+        let connect: Connect = Box::new(move || init_controller(bus.clone(), 0x3C, chip));
         ResilientDisplay::new(connect, Box::new(clock.clone()), Backoff::default())
+    }
+
+    /// A QR-code-like picture: finder squares in three corners and noise modules from column 0
+    /// to column 127 and row 0 to row 63.
+    fn qr_like() -> Frame {
+        let mut frame = Frame::blank();
+        let mut x = 0x1234_5678u32;
+        for my in 0..16 {
+            for mx in 0..32 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let on = x & 1 == 1 || mx == 0 || mx == 31;
+                for (dx, dy) in (0..4).flat_map(|dx| (0..4).map(move |dy| (dx, dy))) {
+                    frame.set(mx * 4 + dx, my * 4 + dy, on);
+                }
+            }
+        }
+        for (cx, cy) in [(0, 0), (107, 0), (0, 43)] {
+            for (dx, dy) in (0..21).flat_map(|dx| (0..21).map(move |dy| (dx, dy))) {
+                // 7x7 modules of 3 pixels: dark ring, light ring, dark 3x3 centre.
+                let ring = dx.min(dy).min(20 - dx).min(20 - dy) / 3;
+                frame.set(cx + dx, cy + dy, ring != 1);
+            }
+        }
+        frame
+    }
+
+    #[test]
+    fn power_lost_without_an_i2c_error_is_recovered_within_one_reinit_period() {
+        for chip in [Controller::Ssd1306, Controller::Sh1106] {
+            let bus = EmulatedSsd1306::with_controller(0x3C, chip);
+            let handle = bus.handle();
+            let clock = ManualClock::new(Duration::from_secs(100));
+            let mut display = resilient_chip(&bus, &clock, chip);
+            display.set_contrast(0xC0).expect("ok");
+            display.show(&picture(), "home").expect("ok");
+            assert_eq!(handle.visible(), picture(), "{chip:?}");
+
+            clock.advance(Duration::from_secs(1));
+            handle.lose_power();
+            display.show(&picture(), "home").expect("ok");
+            assert_eq!(handle.visible(), Frame::blank(), "{chip:?}: dark after the brownout");
+            assert_eq!(display.health(), DisplayHealth::Present, "{chip:?}: nothing failed on the bus");
+
+            // Frames keep coming at display rate; within one period the panel is back.
+            let mut waited = Duration::ZERO;
+            while handle.visible() != picture() && waited <= REINIT_EVERY {
+                clock.advance(Duration::from_millis(250));
+                waited += Duration::from_millis(250);
+                display.show(&picture(), "home").expect("ok");
+            }
+            assert!(waited <= REINIT_EVERY, "{chip:?}: still not back after {waited:?}");
+            assert_eq!(handle.visible(), picture(), "{chip:?}\n{}", handle.visible().to_ascii());
+            assert!(handle.is_on() && handle.charge_pump(), "{chip:?}: on, with its supply");
+            assert_eq!(handle.contrast(), 0xC0, "{chip:?}: the contrast is set again");
+            assert!(handle.protocol_errors().is_empty(), "{chip:?}: {:?}", handle.protocol_errors());
+        }
+    }
+
+    #[test]
+    fn a_wake_from_dim_or_blank_reinitialises_at_once() {
+        for chip in [Controller::Ssd1306, Controller::Sh1106] {
+            let bus = EmulatedSsd1306::with_controller(0x3C, chip);
+            let handle = bus.handle();
+            let clock = ManualClock::new(Duration::ZERO);
+            let mut display = resilient_chip(&bus, &clock, chip);
+            display.set_contrast(0xFF).expect("ok");
+            display.show(&picture(), "home").expect("ok");
+            display.set_contrast(0x10).expect("dim");
+            handle.lose_power();
+            display.set_contrast(0xFF).expect("wake");
+            display.show(&picture(), "home").expect("ok");
+            assert_eq!(handle.visible(), picture(), "{chip:?}: no wait for the period");
+            assert_eq!(handle.contrast(), 0xFF, "{chip:?}");
+
+            display.set_on(false).expect("off");
+            handle.lose_power();
+            display.set_on(true).expect("on");
+            display.show(&picture(), "home").expect("ok");
+            assert_eq!(handle.visible(), picture(), "{chip:?}: turning on is a wake too");
+        }
+    }
+
+    /// Initialising turns a controller on: a blanked display must stay dark through the
+    /// periods, and come back whole at the wake.
+    #[test]
+    fn a_blank_display_is_not_lit_by_the_periodic_reinit() {
+        let bus = EmulatedSsd1306::with_controller(0x3C, Controller::Ssd1306);
+        let handle = bus.handle();
+        let clock = ManualClock::new(Duration::ZERO);
+        let mut display = resilient_chip(&bus, &clock, Controller::Ssd1306);
+        display.show(&picture(), "home").expect("ok");
+        display.set_on(false).expect("blank");
+        let sent = handle.transactions();
+        for _ in 0..3 {
+            clock.advance(REINIT_EVERY);
+            display.show(&picture(), "home").expect("ok");
+            display.poll();
+        }
+        // Not a command: one would be an init, which lights the panel for a moment.
+        assert_eq!(handle.transactions(), sent, "the panel was written to while blank");
+        assert!(!handle.is_on());
+        display.set_on(true).expect("wake");
+        display.show(&picture(), "home").expect("ok");
+        assert!(handle.is_on());
+        assert_eq!(handle.visible(), picture());
+    }
+
+    #[test]
+    fn a_frame_appears_unshifted_on_an_sh1106_edge_to_edge() {
+        let bus = EmulatedSsd1306::with_controller(0x3C, Controller::Sh1106);
+        let handle = bus.handle();
+        let mut display = Sh1106Display::init(bus, 0x3C).expect("init");
+        let frame = qr_like();
+        assert!((0..HEIGHT).any(|y| frame.get(0, y)) && (0..HEIGHT).any(|y| frame.get(WIDTH - 1, y)));
+        display.show(&frame, "qr").expect("show");
+        assert_eq!(handle.visible(), frame, "\n{}", handle.visible().to_ascii());
+        assert!(handle.is_on() && handle.charge_pump());
+        // A change at the right edge only is sent as that, and lands there.
+        let mut next = frame.clone();
+        next.set(WIDTH - 1, 30, !frame.get(WIDTH - 1, 30));
+        let before = handle.data_bytes();
+        display.show(&next, "qr 2").expect("show");
+        assert_eq!(handle.visible(), next);
+        assert_eq!(handle.data_bytes() - before, 1, "one column of one page");
+        assert!(handle.protocol_errors().is_empty(), "{:?}", handle.protocol_errors());
+    }
+
+    #[test]
+    fn the_ssd1306_driver_on_an_sh1106_shows_a_garbled_picture() {
+        // Why `controller = "sh1106"` exists: the emulated SH1106 is faithful enough to show it.
+        let bus = EmulatedSsd1306::with_controller(0x3C, Controller::Sh1106);
+        let handle = bus.handle();
+        let mut display = Ssd1306Display::init(bus, 0x3C).expect("the SH1106 acknowledges");
+        display.show(&qr_like(), "qr").expect("show");
+        assert_ne!(handle.visible(), qr_like());
+        assert!(!handle.protocol_errors().is_empty(), "0x20-0x22 and 0x8D are no SH1106 commands");
     }
 
     fn absent_failures(display: &ResilientDisplay) -> Option<u32> {

@@ -1,4 +1,4 @@
-//! An emulated SSD1306 controller on an emulated I2C bus, for tests.
+//! An emulated SSD1306 or SH1106 controller on an emulated I2C bus, for tests.
 //!
 //! [`EmulatedSsd1306`] implements [`embedded_hal::i2c::I2c`] and decodes what a driver writes as
 //! the SSD1306 datasheet describes it: control bytes (Co and D/C# bits), the command set with
@@ -6,8 +6,14 @@
 //! addressing modes with their column and page windows and wrap-around, and data writes into its
 //! 128x64 GDDRAM. [`EmulatedHandle::visible`] is what the panel would show.
 //!
+//! As an SH1106 ([`EmulatedSsd1306::with_controller`]) it follows the SH1106 datasheet instead:
+//! 132-column RAM of which the glass shows columns 2..=129, page addressing only (0x20-0x22 are
+//! no commands there, so their argument bytes are taken as commands of their own), the column
+//! pointer stopping at 131 and never moving to the next page. A driver that uses horizontal
+//! addressing or forgets the column offset shows a garbled or shifted picture.
+//!
 //! Clones of the bus and the [`EmulatedHandle`] share one controller, so a test can unplug and
-//! replug it, or make it NACK, while the driver owns the bus.
+//! replug it, make it NACK, or cut its power without an I2C error, while the driver owns the bus.
 //!
 //! Orientation: modules mount the panel so that segment remap on (0xA1) and reversed COM scan
 //! (0xC8), which the `ssd1306` crate sends for `Rotate0`, show GDDRAM upright; the other
@@ -17,10 +23,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use embedded_hal::i2c::{ErrorKind, ErrorType, NoAcknowledgeSource, Operation};
 
+use crate::display::Controller as Chip;
 use crate::frame::{FRAME_BYTES, Frame, HEIGHT, WIDTH};
+use crate::sh1106::COLUMN_OFFSET;
 
 const PAGES: u8 = (HEIGHT / 8) as u8;
 const LAST_COLUMN: u8 = (WIDTH - 1) as u8;
+/// The SH1106's RAM columns.
+const SH1106_COLUMNS: usize = 132;
+/// The seed of the first power-on's noise in memory.
+const SEED: u32 = 0x5EED_1306;
 
 /// The controller's memory addressing mode (command 0x20).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +59,11 @@ impl embedded_hal::i2c::Error for EmulatedI2cError {
 /// The controller's registers and memory.
 #[derive(Debug, Clone)]
 struct Controller {
-    ram: [u8; FRAME_BYTES],
+    chip: Chip,
+    /// RAM columns: 128 (SSD1306) or 132 (SH1106).
+    columns: usize,
+    /// Page-major: page p's column c at `p * columns + c`.
+    ram: Vec<u8>,
     mode: AddressingMode,
     column_window: (u8, u8),
     page_window: (u8, u8),
@@ -74,9 +90,15 @@ struct Controller {
 }
 
 impl Controller {
-    /// The state after power-on reset (datasheet section 8.9); GDDRAM holds noise.
-    fn power_on(seed: u32) -> Self {
-        let mut ram = [0u8; FRAME_BYTES];
+    /// The state after power-on reset (SSD1306 datasheet section 8.9: display off, charge pump
+    /// off, page addressing, full windows, contrast 0x7F; SH1106 datasheet "Power on reset":
+    /// display off, DC-DC on, column and page 0, contrast 0x80); RAM holds noise.
+    fn power_on(chip: Chip, seed: u32) -> Self {
+        let columns = match chip {
+            Chip::Ssd1306 => WIDTH,
+            Chip::Sh1106 => SH1106_COLUMNS,
+        };
+        let mut ram = vec![0u8; columns * usize::from(PAGES)];
         let mut x = seed | 1;
         for byte in &mut ram {
             // xorshift: deterministic noise, so that a test sees whether memory was written.
@@ -86,6 +108,8 @@ impl Controller {
             *byte = x as u8;
         }
         Controller {
+            chip,
+            columns,
             ram,
             mode: AddressingMode::Page,
             column_window: (0, LAST_COLUMN),
@@ -94,7 +118,7 @@ impl Controller {
             page: 0,
             page_mode_start: 0,
             display_on: false,
-            contrast: 0x7F,
+            contrast: if chip == Chip::Sh1106 { 0x80 } else { 0x7F },
             inverted: false,
             entire_on: false,
             segment_remap: false,
@@ -102,7 +126,7 @@ impl Controller {
             start_line: 0,
             display_offset: 0,
             multiplex: 63,
-            charge_pump: false,
+            charge_pump: chip == Chip::Sh1106,
             scrolling: false,
             pending: None,
             errors: Vec::new(),
@@ -145,7 +169,17 @@ impl Controller {
 
     fn data(&mut self, byte: u8) {
         self.data_bytes += 1;
-        self.ram[usize::from(self.page) * WIDTH + usize::from(self.column)] = byte;
+        let at = usize::from(self.page) * self.columns + usize::from(self.column);
+        if let Some(cell) = self.ram.get_mut(at) {
+            *cell = byte;
+        }
+        if self.chip == Chip::Sh1106 {
+            // The column pointer stops at the last column; the page never changes.
+            if usize::from(self.column) + 1 < self.columns {
+                self.column += 1;
+            }
+            return;
+        }
         let (c0, c1) = self.column_window;
         let (p0, p1) = self.page_window;
         match self.mode {
@@ -176,8 +210,22 @@ impl Controller {
             args.push(byte);
             if args.len() < needed {
                 self.pending = Some((opcode, args, needed));
+            } else if self.chip == Chip::Sh1106 {
+                self.sh1106_command(opcode, &args);
             } else {
                 self.command(opcode, &args);
+            }
+            return;
+        }
+        if self.chip == Chip::Sh1106 {
+            let needed = match byte {
+                0x81 | 0xA8 | 0xAD | 0xD3 | 0xD5 | 0xD9 | 0xDA | 0xDB => 1,
+                _ => 0,
+            };
+            if needed == 0 {
+                self.sh1106_command(byte, &[]);
+            } else {
+                self.pending = Some((byte, Vec::with_capacity(needed), needed));
             }
             return;
         }
@@ -256,6 +304,58 @@ impl Controller {
         }
     }
 
+    /// The SH1106 command set (datasheet "Commands" 1-21). Anything else, such as the SSD1306's
+    /// 0x20-0x22 and 0x8D, is no command: it is recorded and has no effect, and its argument
+    /// bytes arrive as commands of their own, as on the chip.
+    fn sh1106_command(&mut self, opcode: u8, args: &[u8]) {
+        let arg = |i: usize| args.get(i).copied().unwrap_or(0);
+        match opcode {
+            0x00..=0x0F => self.column = (self.column & 0xF0) | opcode,
+            0x10..=0x1F => {
+                let column = (self.column & 0x0F) | ((opcode & 0x0F) << 4);
+                if usize::from(column) < self.columns {
+                    self.column = column;
+                } else {
+                    self.errors.push(format!("column {column} is beyond the SH1106's 132"));
+                }
+            }
+            0x30..=0x33 => {}
+            0x40..=0x7F => self.start_line = opcode & 0x3F,
+            0x81 => self.contrast = arg(0),
+            0xA0 | 0xA1 => self.segment_remap = opcode == 0xA1,
+            0xA4 | 0xA5 => self.entire_on = opcode == 0xA5,
+            0xA6 | 0xA7 => self.inverted = opcode == 0xA7,
+            0xA8 => self.multiplex = (arg(0) & 0x3F).max(15),
+            0xAD => self.charge_pump = arg(0) & 0x01 != 0,
+            0xAE | 0xAF => self.display_on = opcode == 0xAF,
+            0xB0..=0xB7 => self.page = opcode & 0x07,
+            0xC0..=0xCF => self.com_reversed = opcode & 0x08 != 0,
+            0xD3 => self.display_offset = arg(0) & 0x3F,
+            // Clock, pre-charge, common pads, VCOM: analog settings, no effect here.
+            0xD5 | 0xD9 | 0xDA | 0xDB => {}
+            0xE0 | 0xE3 | 0xEE => {}
+            _ => self.errors.push(format!("{opcode:#04x} is no SH1106 command")),
+        }
+    }
+
+    /// The RAM column that the glass's column `x` shows: the SSD1306's glass spans its 128
+    /// columns, the SH1106's the middle 128 of its 132; segment remap mirrors either.
+    fn ram_column(&self, x: usize) -> usize {
+        let offset = if self.chip == Chip::Sh1106 { COLUMN_OFFSET } else { 0 };
+        if self.segment_remap { offset + x } else { offset + WIDTH - 1 - x }
+    }
+
+    /// The glass's 128 columns of RAM, in page layout.
+    fn glass(&self) -> Frame {
+        let mut pages = [0u8; FRAME_BYTES];
+        for (i, byte) in pages.iter_mut().enumerate() {
+            let (page, x) = (i / WIDTH, i % WIDTH);
+            let offset = if self.chip == Chip::Sh1106 { COLUMN_OFFSET } else { 0 };
+            *byte = self.ram.get(page * self.columns + offset + x).copied().unwrap_or(0);
+        }
+        Frame::from_pages(pages)
+    }
+
     fn visible(&self) -> Frame {
         let mut frame = Frame::blank();
         if !self.display_on {
@@ -266,8 +366,8 @@ impl Controller {
             let lit_row = scan <= usize::from(self.multiplex);
             let row = (scan + usize::from(self.start_line) + usize::from(self.display_offset)) % HEIGHT;
             for x in 0..WIDTH {
-                let column = if self.segment_remap { x } else { WIDTH - 1 - x };
-                let bit = self.ram[(row / 8) * WIDTH + column] & (1 << (row % 8)) != 0;
+                let at = (row / 8) * self.columns + self.ram_column(x);
+                let bit = self.ram.get(at).is_some_and(|byte| byte & (1 << (row % 8)) != 0);
                 let on = lit_row && (self.entire_on || bit);
                 frame.set(x, y, on != self.inverted);
             }
@@ -304,9 +404,14 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl EmulatedSsd1306 {
-    /// A powered-on controller answering at `address` (0x3C or 0x3D on real modules).
+    /// A powered-on SSD1306 answering at `address` (0x3C or 0x3D on real modules).
     pub fn new(address: u8) -> Self {
-        let controller = Controller::power_on(0x5EED_1306);
+        Self::with_controller(address, Chip::Ssd1306)
+    }
+
+    /// A powered-on `chip` answering at `address`.
+    pub fn with_controller(address: u8, chip: Chip) -> Self {
+        let controller = Controller::power_on(chip, SEED);
         let shared = Shared { controller, nack: false, transactions: 0, power_cycles: 0 };
         EmulatedSsd1306 { address, shared: Arc::new(Mutex::new(shared)) }
     }
@@ -353,9 +458,10 @@ impl EmulatedHandle {
         lock(&self.shared).controller.visible()
     }
 
-    /// The display memory as it is, in page layout, regardless of on/off and inversion.
+    /// The display memory behind the glass's 128 columns as it is, in page layout, regardless
+    /// of on/off and inversion (on an SH1106: RAM columns 2..=129).
     pub fn gddram(&self) -> Frame {
-        Frame::from_pages(lock(&self.shared).controller.ram)
+        lock(&self.shared).controller.glass()
     }
 
     /// Whether the panel is on (0xAF).
@@ -373,7 +479,8 @@ impl EmulatedHandle {
         lock(&self.shared).controller.inverted
     }
 
-    /// Whether the charge pump is enabled (0x8D 0x14); a real panel stays dark without it.
+    /// Whether the panel's supply is on: the SSD1306 charge pump (0x8D 0x14) or the SH1106 DC-DC
+    /// converter (0xAD 0x8B); a real panel stays dark without it.
     pub fn charge_pump(&self) -> bool {
         lock(&self.shared).controller.charge_pump
     }
@@ -418,10 +525,23 @@ impl EmulatedHandle {
     /// Plugs it back in: the controller powers on afresh (reset registers, noise in memory).
     pub fn replug(&self) {
         let mut shared = lock(&self.shared);
-        shared.power_cycles += 1;
-        shared.controller = Controller::power_on(0x5EED_1306 ^ shared.power_cycles.wrapping_mul(0x9E37_79B9));
+        power_cycle(&mut shared);
         shared.nack = false;
     }
+
+    /// The supply dips and comes back (a loose lead, a brownout) without the bus noticing: the
+    /// controller restarts in its power-on state with new noise in memory, and acknowledges
+    /// every write as before.
+    pub fn lose_power(&self) {
+        power_cycle(&mut lock(&self.shared));
+    }
+}
+
+/// Powers the controller on afresh; each cycle leaves different noise in memory.
+fn power_cycle(shared: &mut Shared) {
+    shared.power_cycles = shared.power_cycles.wrapping_add(1);
+    let seed = SEED ^ shared.power_cycles.wrapping_mul(0x9E37_79B9);
+    shared.controller = Controller::power_on(shared.controller.chip, seed);
 }
 
 #[cfg(test)]
@@ -570,5 +690,61 @@ mod tests {
         let errors = handle.protocol_errors();
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].contains("0xff"), "{errors:?}");
+    }
+
+    #[test]
+    fn power_loss_restarts_in_the_power_on_state_and_still_acknowledges() {
+        let (mut bus, handle) = powered(0x3C);
+        upright_on(&mut bus);
+        cmd(&mut bus, &[0x8D, 0x14]);
+        cmd(&mut bus, &[0x20, 0x00]);
+        cmd(&mut bus, &[0x21, 10, 20]);
+        cmd(&mut bus, &[0x22, 1, 2]);
+        cmd(&mut bus, &[0x81, 0x22]);
+        data(&mut bus, &[0xFF; 8]);
+        let memory = handle.gddram();
+        handle.lose_power();
+        assert!(!handle.is_on(), "display off");
+        assert!(!handle.charge_pump(), "charge pump disabled");
+        assert_eq!(handle.addressing_mode(), AddressingMode::Page);
+        assert_eq!(handle.windows(), ((0, 127), (0, 7)));
+        assert_eq!(handle.contrast(), 0x7F);
+        assert_ne!(handle.gddram(), memory, "new noise in memory");
+        bus.write(0x3C, &[0x00, 0xAF]).expect("no I2C error: it acknowledges as before");
+        assert!(handle.is_on());
+    }
+
+    #[test]
+    fn the_sh1106_has_page_addressing_only_and_a_two_column_offset() {
+        let mut bus = EmulatedSsd1306::with_controller(0x3C, Chip::Sh1106);
+        let handle = bus.handle();
+        assert!(!handle.is_on(), "power-on: display off");
+        assert!(handle.charge_pump(), "power-on: DC-DC converter on");
+        assert_eq!(handle.contrast(), 0x80);
+        upright_on(&mut bus);
+        // Page 1, column 0 (low nibble 0x00, high nibble 0x10): the first two bytes are off-glass.
+        cmd(&mut bus, &[0xB1, 0x00, 0x10]);
+        let mut row = [0u8; 132];
+        row[2] = 0x01;
+        row[129] = 0x80;
+        data(&mut bus, &row);
+        let visible = handle.visible();
+        let lit = |frame: &Frame, rows: std::ops::Range<usize>| {
+            rows.flat_map(|y| (0..WIDTH).map(move |x| (x, y))).filter(|&(x, y)| frame.get(x, y)).count()
+        };
+        assert!(visible.get(0, 8), "RAM column 2 is the glass's first column");
+        assert!(visible.get(127, 15), "RAM column 129 is its last");
+        assert_eq!(lit(&visible, 8..16), 2, "page 1 (the rest is power-on noise)");
+        // The column stops at 131 and the page stays: nothing reaches the glass or page 2.
+        data(&mut bus, &[0xFF; 8]);
+        assert_eq!(handle.visible(), visible);
+        // Horizontal addressing is no command: 0x20 is refused, its argument 0x00 is a column.
+        cmd(&mut bus, &[0x20, 0x00]);
+        assert_eq!(handle.addressing_mode(), AddressingMode::Page);
+        assert!(
+            handle.protocol_errors().iter().any(|e| e.contains("0x20")),
+            "{:?}",
+            handle.protocol_errors()
+        );
     }
 }

@@ -5,7 +5,8 @@
 //! - [`buttons`]: the [`Buttons`] trait, rppal and GPIO character device backends.
 //! - [`gesture`]: the pure gesture state machine over button edges.
 //! - [`sim`], [`link`]: the terminal board and the virtual board over a byte stream.
-//! - [`emulated`]: an emulated SSD1306 on an emulated I2C bus, for tests.
+//! - [`sh1106`]: the SH1106 backend of 1.3" modules.
+//! - [`emulated`]: an emulated SSD1306 or SH1106 on an emulated I2C bus, for tests.
 //! - [`config`]: [`BoardConfig`] and [`open`], which picks the backends.
 
 pub mod buttons;
@@ -17,13 +18,14 @@ pub mod facts;
 pub mod frame;
 pub mod gesture;
 pub mod link;
+pub mod sh1106;
 pub mod sim;
 
 pub use buttons::{Button, ButtonEdge, ButtonError, Buttons, ButtonsHealth};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::{Board, BoardConfig, ConfigError, OpenError, open, open_with_gestures};
-pub use display::{Display, DisplayError, DisplayHealth, ResilientDisplay};
+pub use display::{Controller, Display, DisplayError, DisplayHealth, ResilientDisplay};
 pub use facts::{BoardFacts, FactsError};
 pub use frame::{FRAME_BYTES, Frame, HEIGHT, PngError, WIDTH};
-pub use gesture::{Gesture, GestureConfig, GestureMachine};
+pub use gesture::{Gesture, GestureConfig, GestureMachine, Levels};
 pub use link::{LinkClient, LinkError, LinkFrame, LinkSender};

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::buttons::{Button, ButtonEdge, ButtonError, Buttons, monotonic};
 use crate::display::{Display, DisplayError, DisplayHealth};
 use crate::frame::{FRAME_BYTES, Frame};
+use crate::gesture::Levels;
 
 /// The greeting the device sends on every new connection.
 pub const HELLO: &str = "HELLO boltbox-link 1";
@@ -400,15 +401,24 @@ impl Display for LinkDisplay {
 pub struct LinkButtons {
     edges: Receiver<ButtonEdge>,
     describe: String,
+    /// The level of each button as its last delivered edge left it: the host's model.
+    levels: Levels,
 }
 
 impl Buttons for LinkButtons {
     fn next_edge(&mut self, timeout: Duration) -> Result<Option<ButtonEdge>, ButtonError> {
         match self.edges.recv_timeout(timeout) {
-            Ok(edge) => Ok(Some(edge)),
+            Ok(edge) => {
+                self.levels.set(edge.button, edge.pressed);
+                Ok(Some(edge))
+            }
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(ButtonError::LinkClosed(self.describe.clone())),
         }
+    }
+
+    fn level(&self, button: Button) -> Result<bool, ButtonError> {
+        Ok(self.levels.of(button))
     }
 }
 
@@ -481,7 +491,7 @@ pub fn link_over_stream(stream: UnixStream) -> Result<(LinkDisplay, LinkButtons)
         .map_err(io_error("starting the link reader"))?;
     Ok((
         LinkDisplay { shared, describe: describe.clone(), listening: false },
-        LinkButtons { edges: rx, describe },
+        LinkButtons { edges: rx, describe, levels: Levels::default() },
     ))
 }
 
@@ -550,7 +560,7 @@ fn listen(path: &Path) -> Result<(LinkDisplay, LinkButtons), LinkError> {
         .map_err(io_error("starting the link listener"))?;
     Ok((
         LinkDisplay { shared, describe: describe.clone(), listening: true },
-        LinkButtons { edges: rx, describe },
+        LinkButtons { edges: rx, describe, levels: Levels::default() },
     ))
 }
 
@@ -591,7 +601,7 @@ fn open_char_device(path: &Path) -> Result<(LinkDisplay, LinkButtons), LinkError
         .map_err(io_error("starting the link reader"))?;
     Ok((
         LinkDisplay { shared, describe: describe.clone(), listening: false },
-        LinkButtons { edges: rx, describe },
+        LinkButtons { edges: rx, describe, levels: Levels::default() },
     ))
 }
 

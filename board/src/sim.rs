@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::buttons::{Button, ButtonEdge, ButtonError, Buttons, monotonic};
 use crate::display::{Display, DisplayError};
 use crate::frame::{Frame, HEIGHT, WIDTH};
-use crate::gesture::GestureConfig;
+use crate::gesture::{GestureConfig, Levels};
 
 /// One line of help for the keys.
 pub const KEY_HELP: &str = "keys: a/b short press · A/B long press · c both held · p save PNG";
@@ -269,6 +269,8 @@ pub struct SimButtons {
     keys_closed: bool,
     /// Edges to deliver, in time order; an edge is delivered when its time has come.
     scheduled: VecDeque<ButtonEdge>,
+    /// The level of each button as its last delivered edge left it.
+    levels: Levels,
     holds: KeyHolds,
     snapshot: Option<SnapshotRequest>,
     _terminal: Option<TerminalGuard>,
@@ -281,6 +283,7 @@ impl SimButtons {
             keys,
             keys_closed: false,
             scheduled: VecDeque::new(),
+            levels: Levels::default(),
             holds,
             snapshot: None,
             _terminal: None,
@@ -378,6 +381,7 @@ impl Buttons for SimButtons {
             if let Some(edge) = self.scheduled.front().filter(|e| e.at <= now) {
                 let edge = *edge;
                 self.scheduled.pop_front();
+                self.levels.set(edge.button, edge.pressed);
                 return Ok(Some(edge));
             }
             if now >= deadline {
@@ -399,6 +403,10 @@ impl Buttons for SimButtons {
                 }
             }
         }
+    }
+
+    fn level(&self, button: Button) -> Result<bool, ButtonError> {
+        Ok(self.levels.of(button))
     }
 }
 
@@ -532,7 +540,7 @@ mod tests {
             match buttons.next_edge(Duration::from_millis(20)).expect("keys") {
                 Some(edge) => out.extend(machine.edge(edge)),
                 None => {
-                    out.extend(machine.tick(monotonic()));
+                    out.extend(machine.tick(monotonic(), Levels::read(&buttons).ok()));
                     if buttons.keys_closed && buttons.scheduled.is_empty() {
                         break;
                     }
@@ -540,7 +548,7 @@ mod tests {
             }
         }
         let settled = monotonic() + Duration::from_secs(1);
-        out.extend(machine.tick(settled));
+        out.extend(machine.tick(settled, Levels::read(&buttons).ok()));
         out.retain(|g| !matches!(g, Gesture::Pressed(_)));
         out
     }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::config::{ChainSource, Gossip, NodeConfig, PeerAddress, ValidConfig};
 use crate::error::Error;
 use crate::events::NodeEvent;
-use crate::ledger::Ledger;
+use crate::ledger::{Forward, Ledger};
 use crate::probe::ChainProbe;
 use crate::seed::Seed;
 use crate::status::{self, AlertInputs, Balances, ChannelSummary, PaymentCounts, Status, SyncStatus};
@@ -655,16 +655,34 @@ impl Inner {
         let _ = self.events.send(event);
     }
 
-    fn handle_event(&self, event: &Event) -> Result<(), Error> {
+    /// Carries out what `event` means for boltbox. `first_since_start`: no event has been marked
+    /// handled since the node started (see [`Ledger::record_forward`]).
+    fn handle_event(&self, event: &Event, first_since_start: bool) -> Result<(), Error> {
         match event {
-            Event::PaymentForwarded { total_fee_earned_msat, .. } => {
-                let fee = total_fee_earned_msat.unwrap_or(0);
-                self.ledger.lock().unwrap_or_else(|p| p.into_inner()).record_forward(
-                    fee,
+            Event::PaymentForwarded {
+                prev_channel_id,
+                next_channel_id,
+                total_fee_earned_msat,
+                outbound_amount_forwarded_msat,
+                ..
+            } => {
+                let forward = Forward {
+                    prev_channel_id: prev_channel_id.to_string(),
+                    next_channel_id: next_channel_id.to_string(),
+                    fee_msat: *total_fee_earned_msat,
+                    outbound_amount_msat: *outbound_amount_forwarded_msat,
+                };
+                let counted = self.ledger.lock().unwrap_or_else(|p| p.into_inner()).record_forward(
+                    &forward,
                     unix_now(),
+                    first_since_start,
                     &self.store,
                 )?;
-                self.publish(NodeEvent::PaymentForwarded { fee_msat: fee });
+                if counted {
+                    self.publish(NodeEvent::PaymentForwarded {
+                        fee_msat: total_fee_earned_msat.unwrap_or(0),
+                    });
+                }
             }
             Event::PaymentReceived { payment_hash, amount_msat, .. } => {
                 self.counts.lock().unwrap_or_else(|p| p.into_inner()).received += 1;
@@ -757,15 +775,19 @@ impl Inner {
                     inbound_claiming_htlc_rounded_msat,
                     inbound_htlc_rounded_msat,
                     ..
-                } => {
-                    outbound_payment_htlc_rounded_msat
-                        + outbound_forwarded_htlc_rounded_msat
-                        + inbound_claiming_htlc_rounded_msat
-                        + inbound_htlc_rounded_msat
+                } => outbound_payment_htlc_rounded_msat
+                    .saturating_add(*outbound_forwarded_htlc_rounded_msat)
+                    .saturating_add(*inbound_claiming_htlc_rounded_msat)
+                    .saturating_add(*inbound_htlc_rounded_msat),
+                // The rounded parts above are only what HTLCs carry below a whole satoshi (and
+                // dust HTLCs): each HTLC with an output of its own is a balance of its own.
+                ldk_node::LightningBalance::MaybeTimeoutClaimableHTLC { amount_satoshis, .. }
+                | ldk_node::LightningBalance::MaybePreimageClaimableHTLC { amount_satoshis, .. } => {
+                    amount_satoshis.saturating_mul(1000)
                 }
                 _ => 0,
             })
-            .sum();
+            .fold(0u64, u64::saturating_add);
         let anchor_channels = channels.iter().filter(|c| !c.pending || c.usable).count() as u64;
         let reserve_per_channel = self.config.raw.channel.anchor_reserve_sats;
         let alerts = status::alerts(&AlertInputs {
@@ -823,16 +845,28 @@ impl Inner {
 }
 
 async fn event_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut first_since_start = true;
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => return,
             event = inner.node.next_event_async() => event,
         };
-        match inner.handle_event(&event) {
+        match inner.handle_event(&event, first_since_start) {
             Ok(()) => {
-                // Only now may ldk-node forget the event: what it caused is stored.
-                if let Err(e) = inner.node.event_handled() {
-                    tracing::error!("could not mark event handled: {e}");
+                // Only now may ldk-node forget the event: what it caused is stored. It drops
+                // the event from memory even when storing the queue fails (then it comes again
+                // only after a restart, where the unsettled forward catches it).
+                first_since_start = false;
+                match inner.node.event_handled() {
+                    Ok(()) => {
+                        if matches!(event, Event::PaymentForwarded { .. }) {
+                            let mut ledger = inner.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Err(e) = ledger.settle(&inner.store) {
+                                tracing::error!("could not settle the fee ledger: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!("could not mark event handled: {e}"),
                 }
             }
             Err(e) => {

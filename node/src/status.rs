@@ -66,7 +66,9 @@ pub struct Balances {
     pub lightning_sats: u64,
     /// Funds from closed channels on their way back on-chain.
     pub claimable_sats: u64,
-    /// HTLCs in flight (payments and forwards not yet settled), all channels together.
+    /// HTLCs in flight, all channels together (msat): the ones we offered (payments and
+    /// forwards not yet settled) and the ones offered to us whose preimage we do not know yet.
+    /// An HTLC we are claiming is already in `lightning_sats`.
     pub in_flight_htlc_msat: u64,
 }
 

@@ -117,19 +117,19 @@ pub fn seed_skip_confirm() -> Rendered {
 
 /// The last frame when the node could not save its state on the way down: not "safe to unplug".
 pub fn not_saved(reason: &str) -> Rendered {
-    let mut c = Canvas::new("not saved");
-    c.header("NOT saved", "");
-    for (i, line) in wrap_lines(reason, 21, 3).iter().enumerate() {
-        c.text_in(line, BODY, 0, W, 12 + 13 * i as i32, Align::Left);
-    }
-    c.text("boltbox restarts", SMALL, 54, Align::Center);
-    c.done()
+    restart_with_reason("not saved", "NOT saved", reason)
 }
 
 /// The last frame when the service must start again in a fresh process (systemd restarts it).
 pub fn restarting(reason: &str) -> Rendered {
-    let mut c = Canvas::new("restarting");
-    c.header("restarting", "");
+    restart_with_reason("restarting", "restarting", reason)
+}
+
+/// A last frame before systemd starts the service again: `header`, the reason wrapped to three
+/// lines, and the promise that boltbox restarts.
+fn restart_with_reason(name: &str, header: &str, reason: &str) -> Rendered {
+    let mut c = Canvas::new(name);
+    c.header(header, "");
     for (i, line) in wrap_lines(reason, 21, 3).iter().enumerate() {
         c.text_in(line, BODY, 0, W, 12 + 13 * i as i32, Align::Left);
     }
