@@ -19,7 +19,9 @@
 //!
 //! Threads: this one runs the life (events from a channel); "display" draws and reads the
 //! buttons ([`crate::display_loop`]); "node-start" and "preflight" run the blocking steps; the
-//! runtime serves the control socket and turns signals into events.
+//! tuned runtime runs the node; a small runtime of its own ("boltbox-service") serves the control
+//! socket and turns signals into events, so that both are answered while the node's runtime is
+//! stalled on a store that cannot write.
 
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -356,6 +358,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
     }
     let plan = runtime_plan(&board, &config)?;
     let runtime = plan.build()?;
+    let service_runtime = ServiceRuntime::new()?;
     let (tx, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
         node: RwLock::new(None),
@@ -387,9 +390,9 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         .name("display".into())
         .spawn(move || display_loop.run())
         .map_err(|source| RunError::Io { what: "starting the display thread", source })?;
-    watch_signals(&runtime, tx.clone())?;
+    watch_signals(service_runtime.handle(), tx.clone())?;
     let socket = control::socket_path(&data_dir);
-    let serving = serve_control(runtime.handle(), &socket, &shared);
+    let serving = serve_control(service_runtime.handle(), &socket, &shared);
     // READY=1 means: the service is up (display, buttons, control socket); what the node is
     // doing is in STATUS= and on the display (docs/RUN.md).
     notifier.notify("READY=1\nSTATUS=checking");
@@ -400,6 +403,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         events: rx,
         tx,
         runtime,
+        service_runtime,
         notifier: Arc::clone(&notifier),
         store: None,
         node: None,
@@ -429,6 +433,7 @@ struct Life {
     events: Receiver<Event>,
     tx: Sender<Event>,
     runtime: tokio::runtime::Runtime,
+    service_runtime: ServiceRuntime,
     notifier: Arc<Notifier>,
     /// The data dir's store and seed, once they may run.
     store: Option<(Store, Seed)>,
@@ -445,6 +450,43 @@ struct Life {
     lock: Option<DataDirLock>,
     /// The control socket listens.
     serving: bool,
+}
+
+/// The runtime of the control socket and the signal handlers, apart from the node's: ldk-node
+/// calls the store synchronously from its tasks, so a store that cannot write stalls every
+/// worker of the node's runtime, and the owner's `boltbox status` and systemd's SIGTERM must
+/// still be answered then. One worker and a few blocking threads for the control requests.
+struct ServiceRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ServiceRuntime {
+    fn new() -> Result<Self, RunError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(8)
+            .thread_name("boltbox-service")
+            .enable_all()
+            .build()
+            .map_err(|source| RunError::Io { what: "starting the service runtime", source })?;
+        let handle = runtime.handle().clone();
+        Ok(ServiceRuntime { runtime: Some(runtime), handle })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for ServiceRuntime {
+    /// Without waiting: a control request can be stuck in the node (a store that cannot
+    /// write), and the process must still end.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Listens on the control socket at `socket`; false (logged) when it cannot.
@@ -623,7 +665,7 @@ impl Life {
                     self.lock = Some(lock);
                     if !self.serving {
                         let socket = control::socket_path(data_dir);
-                        self.serving = serve_control(self.runtime.handle(), &socket, &self.shared);
+                        self.serving = serve_control(self.service_runtime.handle(), &socket, &self.shared);
                     }
                 }
                 Err(LockError::Held { data_dir }) => {
@@ -1017,7 +1059,7 @@ impl Fingerprint {
 
 /// Turns SIGTERM and SIGINT into [`Event::Signal`]; the handlers stay installed, so later
 /// signals are logged rather than killing a shutdown half-way.
-fn watch_signals(runtime: &tokio::runtime::Runtime, tx: Sender<Event>) -> Result<(), RunError> {
+fn watch_signals(runtime: &tokio::runtime::Handle, tx: Sender<Event>) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let _entered = runtime.enter();
     let io = |source| RunError::Io { what: "installing signal handlers", source };

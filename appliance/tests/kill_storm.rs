@@ -1,8 +1,10 @@
 //! Kill storm: two `boltbox run` services on regtest with a channel between them, a third node
 //! (the harness's own ldk-node) with a channel to the first, and payments streaming both ways
 //! and through the first (a forward, for its fee ledger) while one service is SIGKILLed at
-//! random moments: while payments are in flight, while it starts, while it stops, and during a
-//! backup. After each kill the service is started again and must come back to running with its
+//! random moments: while payments are in flight, while it starts, while it stops, during a
+//! backup, and while its store's writes and flushes fail (EIO or ENOSPC from a fault library
+//! preloaded into every service); half of those faults end in a kill, the other half heal, and
+//! the node must say "cannot save state" meanwhile and go on by itself afterwards. After each kill the service is started again and must come back to running with its
 //! channels usable; at the end, once every payment has settled:
 //!
 //! - every payment one side saw succeed is succeeded on the other side too (none lost);
@@ -75,13 +77,16 @@ struct Service {
     socket: PathBuf,
     run: Option<Appliance>,
     runs: usize,
+    /// The fault library's control file: "EIO" or "ENOSPC" in it fails the store's writes.
+    fault: PathBuf,
 }
 
 impl Service {
     fn new(bitcoind: &BitcoinD, dir: PathBuf, name: &'static str) -> Service {
         std::fs::create_dir_all(&dir).expect("dir");
         let (node, config, socket) = link_appliance(bitcoind, &dir, name);
-        Service { name, dir, node, config, socket, run: None, runs: 0 }
+        let fault = dir.join("fault");
+        Service { name, dir, node, config, socket, run: None, runs: 0, fault }
     }
 
     /// Writes the config again with `trusted_peers` (reconnected to quickly after restarts) and
@@ -96,10 +101,20 @@ impl Service {
         self.dir.join("usb").join("sda1")
     }
 
-    fn start(&mut self) {
+    /// Starts the service with the fault library (`shim`) preloaded on its data dir, no delay.
+    fn start(&mut self, shim: &Path) {
         self.runs += 1;
         let log = self.dir.join(format!("run{}.log", self.runs));
-        self.run = Some(Appliance::start(&self.config, log, None));
+        let preload = format!("LD_PRELOAD={}", shim.display());
+        let prefix = format!("BOLTBOX_FSYNC_PATH_PREFIX={}", self.node.data_dir.display());
+        let fault = format!("BOLTBOX_FAULT_FILE={}", self.fault.display());
+        let wrapper = ["env", &preload, &prefix, &fault, "BOLTBOX_FSYNC_DELAY_MS=0"];
+        self.run = Some(Appliance::start_wrapped(&self.config, log, &wrapper));
+    }
+
+    /// Whether the status has the store's "cannot save state" alert.
+    fn store_failing(status: &Value) -> bool {
+        status["alerts"].as_array().is_some_and(|a| a.iter().any(|a| a["kind"] == "store_failing"))
     }
 
     /// SIGKILL, as a power cut is to the process.
@@ -201,9 +216,12 @@ enum Moment {
     Starting,
     Stopping,
     Backup,
+    /// While the store's writes and flushes fail (EIO or ENOSPC from the fault library).
+    StorageFault,
 }
 
-const MOMENTS: [Moment; 4] = [Moment::PaymentsInFlight, Moment::Starting, Moment::Stopping, Moment::Backup];
+const MOMENTS: [Moment; 5] =
+    [Moment::PaymentsInFlight, Moment::Starting, Moment::Stopping, Moment::Backup, Moment::StorageFault];
 
 /// The storm's figures, over all rounds.
 #[derive(Debug, Default)]
@@ -217,6 +235,8 @@ struct Figures {
     ready_times: Vec<Duration>,
     /// LDK's stale-ChannelManager force-closes: (kill number, moment).
     stale_closes: Vec<(usize, Moment)>,
+    /// Store faults injected: (error, how it ended: "killed" or healed after N s).
+    faults: Vec<(&'static str, String)>,
 }
 
 /// LDK's log line when it force-closes a channel whose ChannelManager is behind its monitor.
@@ -254,6 +274,7 @@ fn services_killed_at_random_moments_lose_no_payment() {
         figures.stale_closes
     );
     println!("| other force-closes | 0 |");
+    println!("| store faults (error, end) | {} {:?} |", figures.faults.len(), figures.faults);
     println!(
         "| restart to ready, median / worst | {:.1} s / {:.1} s |",
         median.as_secs_f64(),
@@ -268,10 +289,20 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
     let bitcoind = BitcoinD::start().expect("bitcoind");
     bitcoind.mine(101).expect("mine");
     let dir = tempfile::tempdir().expect("tempdir");
+    // The SD-card model as a fault library (node/benches/sdcard_fsync.c), without its delay.
+    let shim = dir.path().join("faults.so");
+    let built = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../node/benches/sdcard_fsync.c"))
+        .args(["-ldl", "-lpthread"])
+        .status()
+        .expect("gcc");
+    assert!(built.success(), "the fault library builds");
     let mut alice = Service::new(&bitcoind, dir.path().join("alice"), "alice");
     let mut bob = Service::new(&bitcoind, dir.path().join("bob"), "bob");
     for service in [&mut alice, &mut bob] {
-        service.start();
+        service.start(&shim);
         service.wait_ready(0, Instant::now());
     }
     let (alice_addr, bob_addr) = (alice.address(), bob.address());
@@ -422,10 +453,12 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
         let _stop = StopOnDrop(&storming);
         // How long a start to ready and a stop took last (a first guess until measured).
         let (mut ready_ms, mut stop_ms) = (500u64, 500u64);
+        let mut step = 0usize;
         while figures.kills < kills {
+            step += 1;
             let kill = figures.kills + 1;
             let victim = if rng.below(2) == 0 { &mut alice } else { &mut bob };
-            let moment = MOMENTS[kill % MOMENTS.len()];
+            let moment = MOMENTS[step % MOMENTS.len()];
             match moment {
                 Moment::PaymentsInFlight => {
                     std::thread::sleep(Duration::from_millis(rng.below(3_000)));
@@ -436,7 +469,7 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
                     victim.sigterm();
                     assert!(victim.run.as_mut().expect("running").wait_exit(SETTLE), "a clean stop");
                     stop_ms = stopping.elapsed().as_millis() as u64;
-                    victim.start();
+                    victim.start(&shim);
                     // Within the time a start to ready took last: the start itself is hit.
                     std::thread::sleep(Duration::from_millis(rng.below(ready_ms)));
                     victim.kill();
@@ -463,11 +496,41 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
                     let mut backup = backup;
                     backup.wait().expect("backup client");
                 }
+                Moment::StorageFault => {
+                    let error = if rng.below(2) == 0 { "EIO" } else { "ENOSPC" };
+                    std::fs::write(&victim.fault, error).expect("fault on");
+                    // The store cannot write: it says so, and holds the writes unacknowledged
+                    // (the payments through this node stall, nothing fails).
+                    wait_status(&victim.config, &format!("{}'s store failing", victim.name), BOOT, |s| {
+                        Service::store_failing(s)
+                    });
+                    std::thread::sleep(Duration::from_millis(rng.below(2_000)));
+                    if rng.below(2) == 0 {
+                        // Killed while failing; restarted below on a healthy disk.
+                        victim.kill();
+                        std::fs::remove_file(&victim.fault).expect("fault off");
+                        figures.faults.push((error, "killed".into()));
+                    } else {
+                        // Healed: the store writes what waited, the node goes on.
+                        std::fs::remove_file(&victim.fault).expect("fault off");
+                        let healing = Instant::now();
+                        wait_status(&victim.config, &format!("{}'s store healthy", victim.name), BOOT, |s| {
+                            !Service::store_failing(s) && s["running"] == true
+                        });
+                        let took = healing.elapsed().as_secs_f64();
+                        println!(
+                            "{error} on {}'s store, healed {took:.1} s after the fault ended",
+                            victim.name
+                        );
+                        figures.faults.push((error, format!("healed after {took:.1} s")));
+                        continue;
+                    }
+                }
             }
             figures.kills = kill;
             *figures.by_moment.entry(moment).or_default() += 1;
             let restarted = Instant::now();
-            victim.start();
+            victim.start(&shim);
             wait_status(&victim.config, &format!("{} running", victim.name), BOOT, |s| s["running"] == true);
             if victim.run.as_ref().is_some_and(|run| run.log().contains(STALE_MANAGER)) {
                 println!(

@@ -5,6 +5,11 @@
  * With BOLTBOX_FSYNC_PATH_PREFIX set, only flushes of files whose path starts with it are
  * slowed (a slow USB stick beside a fast card, in tests).
  *
+ * Faults, for tests: with BOLTBOX_FAULT_FILE set, every flush and positioned write (pwrite,
+ * pwrite64) of a modelled file first reads that file; while it holds "EIO" or "ENOSPC" the call
+ * fails with that error and writes nothing (the test turns a failing card on and off by writing
+ * and removing the file).
+ *
  *   gcc -shared -fPIC -O2 -o sdcard_fsync.so sdcard_fsync.c -ldl -lpthread
  */
 #define _GNU_SOURCE
@@ -43,6 +48,29 @@ static int modelled(int fd) {
     return strncmp(path, prefix, strlen(prefix)) == 0;
 }
 
+/* The error the fault file asks for, or 0. */
+static int fault(void) {
+    const char *path = getenv("BOLTBOX_FAULT_FILE");
+    if (!path || !*path) {
+        return 0;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return 0;
+    }
+    char word[16] = { 0 };
+    size_t n = fread(word, 1, sizeof word - 1, f);
+    fclose(f);
+    word[n] = 0;
+    if (strncmp(word, "EIO", 3) == 0) {
+        return EIO;
+    }
+    if (strncmp(word, "ENOSPC", 6) == 0) {
+        return ENOSPC;
+    }
+    return 0;
+}
+
 static int flush(const char *name, int fd) {
     int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
     if (!real) {
@@ -51,6 +79,11 @@ static int flush(const char *name, int fd) {
     }
     if (!modelled(fd)) {
         return real(fd);
+    }
+    int error = fault();
+    if (error) {
+        errno = error;
+        return -1;
     }
     pthread_mutex_lock(&card);
     int r = real(fd);
@@ -61,3 +94,27 @@ static int flush(const char *name, int fd) {
 
 int fsync(int fd) { return flush("fsync", fd); }
 int fdatasync(int fd) { return flush("fdatasync", fd); }
+
+static ssize_t positioned_write(const char *name, int fd, const void *buf, size_t count, off_t offset) {
+    ssize_t (*real)(int, const void *, size_t, off_t) =
+        (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, name);
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (getenv("BOLTBOX_FAULT_FILE") && modelled(fd)) {
+        int error = fault();
+        if (error) {
+            errno = error;
+            return -1;
+        }
+    }
+    return real(fd, buf, count, offset);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset) {
+    return positioned_write("pwrite", fd, buf, count, offset);
+}
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) {
+    return positioned_write("pwrite64", fd, buf, count, offset);
+}
