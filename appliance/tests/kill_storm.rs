@@ -235,8 +235,9 @@ struct Figures {
     ready_times: Vec<Duration>,
     /// LDK's stale-ChannelManager force-closes: (kill number, moment).
     stale_closes: Vec<(usize, Moment)>,
-    /// Store faults injected: (error, how it ended: "killed" or healed after N s).
-    faults: Vec<(&'static str, String)>,
+    /// Store faults injected: (error, `None` if killed while failing, else the seconds from the
+    /// fault's end to a healthy store).
+    faults: Vec<(&'static str, Option<f64>)>,
 }
 
 /// LDK's log line when it force-closes a channel whose ChannelManager is behind its monitor.
@@ -274,7 +275,16 @@ fn services_killed_at_random_moments_lose_no_payment() {
         figures.stale_closes
     );
     println!("| other force-closes | 0 |");
-    println!("| store faults (error, end) | {} {:?} |", figures.faults.len(), figures.faults);
+    for error in ["EIO", "ENOSPC"] {
+        let faults: Vec<Option<f64>> = figures.faults.iter().filter(|f| f.0 == error).map(|f| f.1).collect();
+        let healed: Vec<f64> = faults.iter().flatten().copied().collect();
+        let slowest = healed.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| store {error} faults: killed while failing / healed (slowest, from the fault's end) | {} / {} ({slowest:.1} s) |",
+            faults.len() - healed.len(),
+            healed.len()
+        );
+    }
     println!(
         "| restart to ready, median / worst | {:.1} s / {:.1} s |",
         median.as_secs_f64(),
@@ -509,7 +519,7 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
                         // Killed while failing; restarted below on a healthy disk.
                         victim.kill();
                         std::fs::remove_file(&victim.fault).expect("fault off");
-                        figures.faults.push((error, "killed".into()));
+                        figures.faults.push((error, None));
                     } else {
                         // Healed: the store writes what waited, the node goes on.
                         std::fs::remove_file(&victim.fault).expect("fault off");
@@ -522,7 +532,7 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
                             "{error} on {}'s store, healed {took:.1} s after the fault ended",
                             victim.name
                         );
-                        figures.faults.push((error, format!("healed after {took:.1} s")));
+                        figures.faults.push((error, Some(took)));
                         continue;
                     }
                 }
