@@ -302,6 +302,9 @@ async fn connection(stream: tokio::net::UnixStream, service: Arc<dyn Service>) {
                 return;
             }
             Ok(_) => match serde_json::from_slice::<Request>(&line) {
+                // The status is a snapshot: answered at once, never behind requests that wait
+                // for the node in the blocking pool.
+                Ok(Request::Status) => handle(&*service, Request::Status),
                 Ok(request) => {
                     let service = Arc::clone(&service);
                     let command = command_name(&request);
@@ -366,12 +369,21 @@ fn handle(service: &dyn Service, request: Request) -> Response {
     use serde_json::json;
     let result: Result<serde_json::Value, String> = (|| {
         let e = |e: boltbox_node::Error| e.to_string();
+        // A store that cannot write stalls whatever the node does next: such a request would
+        // hang (and hold a thread) until the store heals, so it is refused at once instead.
         let running = || {
-            service.node().ok_or_else(|| {
+            let node = service.node().ok_or_else(|| {
                 let status = service.service_status();
                 let why = status.reason.map(|r| format!(": {r}")).unwrap_or_default();
                 format!("the node is not running ({}{why})", status.state)
-            })
+            })?;
+            match node.store().health() {
+                boltbox_node::StoreHealth::Failing { reason, .. } => Err(format!(
+                    "the node cannot save its state ({reason}): nothing was done; try again once \
+                     `boltbox status` no longer says so"
+                )),
+                boltbox_node::StoreHealth::Healthy => Ok(node),
+            }
         };
         Ok(match request {
             Request::Status => {

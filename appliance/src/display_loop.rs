@@ -291,7 +291,13 @@ fn next_gestures(
     match buttons.next_edge(BUTTON_POLL) {
         Ok(Some(edge)) => gestures.extend(machine.edge(edge)),
         Ok(None) => match Levels::read(&*buttons) {
-            Ok(read) => levels = Some(read),
+            // An edge that came between the wait and the read would disagree with the levels
+            // and make its press look like one that lost an edge: then the edge counts, not
+            // this read.
+            Ok(read) => match buttons.next_edge(Duration::ZERO) {
+                Ok(Some(edge)) => gestures.extend(machine.edge(edge)),
+                _ => levels = Some(read),
+            },
             Err(e) => log_once(last_error, format!("buttons: {e}")),
         },
         Err(e) => {

@@ -1091,16 +1091,37 @@ fn runtime_plan(board: &Board, config: &AppConfig) -> Result<RuntimePlan, RunErr
     Ok(plan)
 }
 
-/// Shows a bad config on the board the file asks for, if that part of it can be read, else
-/// on the default board (the real hardware).
-fn show_config_error(path: &Path, error: &ConfigError) {
-    let board_config = std::fs::read_to_string(path)
+/// The board a bad config file asks for: each field of its `[board]` section that is valid
+/// with those before it, defaults for the rest. A typo in one field (a 128x32 size, an unknown
+/// controller) must not move the error to another board, where nobody would see it.
+fn board_of_bad_config(text: &str) -> BoardConfig {
+    let section = text
+        .parse::<toml::Table>()
         .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
         .and_then(|mut table| table.remove("board"))
-        .and_then(|board| board.try_into::<BoardConfig>().ok())
-        .filter(|board| board.validate().is_ok())
+        .and_then(|board| match board {
+            toml::Value::Table(fields) => Some(fields),
+            _ => None,
+        })
         .unwrap_or_default();
+    let read = |fields: &toml::Table| {
+        toml::Value::Table(fields.clone()).try_into::<BoardConfig>().ok().filter(|b| b.validate().is_ok())
+    };
+    let mut accepted = toml::Table::new();
+    for (key, value) in section {
+        let mut candidate = accepted.clone();
+        candidate.insert(key, value);
+        if read(&candidate).is_some() {
+            accepted = candidate;
+        }
+    }
+    read(&accepted).unwrap_or_default()
+}
+
+/// Shows a bad config on the board the file asks for (see [`board_of_bad_config`]).
+fn show_config_error(path: &Path, error: &ConfigError) {
+    let board_config =
+        std::fs::read_to_string(path).map(|text| board_of_bad_config(&text)).unwrap_or_default();
     match boltbox_board::open(&board_config) {
         Ok(mut board) => {
             let screen = screens::config_error(&error.field, &error.reason);
@@ -1178,6 +1199,20 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One bad field of `[board]` keeps the others: the error shows on the board asked for.
+    #[test]
+    fn a_bad_board_field_keeps_the_board_the_file_asks_for() {
+        let text = "[node]\nalias = \"\"\n\n[board]\nboard = \"link:/run/x.sock\"\ndisplay_size = \"128x32\"\n\
+                    controller = \"SH1106\"\ni2c_address = 0x3d\n";
+        let board = board_of_bad_config(text);
+        assert_eq!(board.board, "link:/run/x.sock");
+        assert_eq!(board.i2c_address, 0x3d);
+        assert_eq!(board.display_size, BoardConfig::default().display_size);
+        assert_eq!(board.controller, BoardConfig::default().controller);
+        assert_eq!(board_of_bad_config("[board]\nboard = 7\n").board, BoardConfig::default().board);
+        assert_eq!(board_of_bad_config("not toml at all [").board, BoardConfig::default().board);
+    }
 
     #[test]
     fn notifier_sends_datagrams_to_the_notify_socket() {

@@ -278,15 +278,7 @@ fn a_stop_waits_for_a_backup_started_through_the_control_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_node, config, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
     // The SD-card flush model, slowed to 3 s a flush and only in the backup's directory.
-    let shim = dir.path().join("slow_fsync.so");
-    let built = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&shim)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../node/benches/sdcard_fsync.c"))
-        .args(["-ldl", "-lpthread"])
-        .status()
-        .expect("gcc");
-    assert!(built.success());
+    let shim = common::sdcard_shim(dir.path());
     let backups = dir.path().join("slow-stick");
     std::fs::create_dir(&backups).expect("mkdir");
     let preload = format!("LD_PRELOAD={}", shim.display());

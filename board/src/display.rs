@@ -333,13 +333,15 @@ impl ResilientDisplay {
             return;
         }
         let recovered = (self.connect)().and_then(|mut display| {
+            // Initialising turned the panel on: a blank one goes dark again before anything is
+            // drawn, so a panel that comes back while blank is lit only for the moment of init.
+            if !self.on {
+                display.set_on(false)?;
+            }
             if let Some(contrast) = self.contrast {
                 display.set_contrast(contrast)?;
             }
             display.show(&self.frame, &self.caption)?;
-            if !self.on {
-                display.set_on(false)?;
-            }
             Ok(display)
         });
         match recovered {

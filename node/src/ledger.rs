@@ -12,6 +12,10 @@
 //! counted again. The one forward this cannot tell apart: a new forward with every field equal
 //! to the last one (same channels, amounts and fee) arriving first after a crash in the moment
 //! between the mark and the settle; it goes uncounted (the ledger is accounting, not money).
+//! And one replay it cannot see: when the process dies before ldk-node wrote its
+//! ChannelManager after the forward, LDK generates the event anew at the next start (the same
+//! window as its stale-manager force-close, docs/RELIABILITY.md), and ldk-node queues it behind
+//! the one it kept; that copy is counted again.
 
 use std::collections::BTreeMap;
 

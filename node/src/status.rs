@@ -67,8 +67,9 @@ pub struct Balances {
     /// Funds from closed channels on their way back on-chain.
     pub claimable_sats: u64,
     /// HTLCs in flight, all channels together (msat): the ones we offered (payments and
-    /// forwards not yet settled) and the ones offered to us whose preimage we do not know yet.
-    /// An HTLC we are claiming is already in `lightning_sats`.
+    /// forwards not yet settled) and the ones offered to us whose preimage we do not know yet,
+    /// as on our current commitment. An HTLC we are claiming is in `lightning_sats`, but for the
+    /// part below a whole satoshi, which is counted here.
     pub in_flight_htlc_msat: u64,
 }
 

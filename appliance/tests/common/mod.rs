@@ -237,3 +237,18 @@ pub fn observe_stop(link: &mut LinkClient, run: &mut Appliance) {
     assert!(last.caption.contains("node state saved"), "{}", last.caption);
     assert!(run.wait_exit(SHUTDOWN), "boltbox run exits with status 0 after a safe stop");
 }
+
+/// Builds the SD-card flush model (`node/benches/sdcard_fsync.c`: a delay per flush, and the
+/// fault file of tests) into `dir`; returns the library's path, for `LD_PRELOAD`.
+pub fn sdcard_shim(dir: &Path) -> PathBuf {
+    let shim = dir.join("sdcard_fsync.so");
+    let built = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../node/benches/sdcard_fsync.c"))
+        .args(["-ldl", "-lpthread"])
+        .status()
+        .expect("gcc");
+    assert!(built.success(), "the SD-card model builds");
+    shim
+}
