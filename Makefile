@@ -66,11 +66,13 @@ test-image: image
 # The reliability suite at full counts, printing its figures (docs/RELIABILITY.md): `make test`
 # runs the same tests with a few kills and proptest's default case count.
 RELIABILITY_KILLS ?= 200
-reliability:
-	scripts/setup.sh base bitcoind electrs
+RELIABILITY_POWER_CUTS ?= 20
+reliability: image
+	scripts/setup.sh base bitcoind electrs image
 	BOLTBOX_KILLS=$(RELIABILITY_KILLS) cargo test --locked -p boltbox --test kill_storm -- --nocapture
 	cargo test --locked -p boltbox-tests --test storage_faults -- --nocapture
 	PROPTEST_CASES=20000 cargo test --locked -p boltbox-board --lib -- gesture display emulated
+	BOLTBOX_POWER_CUTS=$(RELIABILITY_POWER_CUTS) cargo run --locked -p boltbox-image -- boot-test
 
 aarch64:
 	scripts/setup.sh base cross

@@ -18,7 +18,13 @@
 //! 3. The data partition filled the enlarged disk, and its filesystem with it; the stick holds
 //!    one backup, which opens with the seed read from the data partition (mtools and debugfs,
 //!    no mounts) and is of this node.
-//! 4. Second boot of the same disk: the same node id, and a safe shutdown again.
+//! 4. Power cuts (`BOLTBOX_POWER_CUTS`, 1 by default, 20 in `make reliability`): QEMU is killed
+//!    (SIGKILL: no shutdown, the guest's page cache lost) at a random moment of a boot of the
+//!    same disk — during the kernel's boot, the node's start, or with the node running — and the
+//!    disk kept. The boots after a cut whose console shows the root filesystem's journal
+//!    replayed are counted.
+//! 5. Second boot of the same disk, after the last cut: the same node id (a damaged or missing
+//!    store would show its own screen, never the home screen), and a safe shutdown again.
 //!
 //! Every wait has a deadline; on failure the error names the step, the last caption and the
 //! tail of the guest's serial console.
@@ -83,6 +89,12 @@ pub struct Report {
     pub data_fs_after: u64,
     /// How the guest ran: "KVM" or "TCG (...)".
     pub accel: String,
+    /// The power cuts: seconds from QEMU's start to the kill, and the last screen seen then.
+    pub cuts: Vec<(f64, String)>,
+    /// Boots after a cut whose console shows a journal replayed: the root filesystem's, by
+    /// e2fsck in the initramfs (the data partition's systemd-fsck writes to the journal, not the
+    /// console).
+    pub journal_recoveries: usize,
 }
 
 fn boot_error(what: &str, reason: impl Into<String>) -> ImageError {
@@ -550,7 +562,19 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
         disk_len >> 20
     );
 
+    let cuts = std::env::var("BOLTBOX_POWER_CUTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let cuts = power_cuts(cuts, first_ready, &disk, &stick, &boot_files, dir)?;
     let (second_ready, second_id) = boot_once(&disk, &stick, &boot_files, dir, "boot2", false)?;
+    // The kernel says so on the console of the boot after a cut (and of the second boot).
+    let journal_recoveries = (0..=cuts.len())
+        .filter(|i| {
+            let name = if *i < cuts.len() { format!("cut{}", i + 1) } else { "boot2".into() };
+            let console =
+                std::fs::read_to_string(dir.join(format!("{name}.console.log"))).unwrap_or_default();
+            // The first cut's boot follows a clean shutdown: only later ones can recover.
+            *i > 0 && console.lines().any(|l| l.contains("recovering journal"))
+        })
+        .count();
     if second_id != first_id {
         return Err(boot_error("second boot", format!("node id {second_id}, was {first_id}")));
     }
@@ -564,7 +588,58 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
         data_after: grown.size,
         data_fs_after: fs,
         accel,
+        cuts,
+        journal_recoveries,
     })
+}
+
+/// Boots the disk `count` times and kills QEMU each time at a random moment up to 20 s past
+/// the first boot's time to ready (printed with its seed, `BOLTBOX_POWER_CUT_SEED`); returns
+/// when each cut came and the last screen seen before it.
+fn power_cuts(
+    count: usize,
+    first_ready: Duration,
+    disk: &Path,
+    stick: &Path,
+    boot: &(PathBuf, PathBuf, String),
+    dir: &Path,
+) -> Result<Vec<(f64, String)>, ImageError> {
+    let mut seed =
+        std::env::var("BOLTBOX_POWER_CUT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        }) | 1;
+    println!("boot-test: {count} power cuts, BOLTBOX_POWER_CUT_SEED={seed}");
+    let latest = first_ready.saturating_add(Duration::from_secs(20)).as_millis().max(1) as u64;
+    let mut cuts = Vec::with_capacity(count);
+    for i in 1..=count {
+        // xorshift64*: enough for choosing moments, and replayable by its seed.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        let cut_at = Duration::from_millis(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % latest);
+        let run_name = format!("cut{i}");
+        let mut guest = Guest::start(disk, stick, boot, dir, &run_name)?;
+        let mut link = guest.link(&dir.join(format!("{run_name}.link.sock")))?;
+        let mut last = String::from("(none)");
+        while let Some(left) = cut_at.checked_sub(guest.started.elapsed()) {
+            match link.wait_for_frame(left, |_| true) {
+                Ok(frame) => last = screen(&frame).to_string(),
+                // The time is up (or the link closed: the cut comes now either way).
+                Err(_) => break,
+            }
+        }
+        let at = guest.started.elapsed();
+        guest.child.kill().map_err(io_error("killing QEMU"))?;
+        guest.child.wait().map_err(io_error("waiting for the killed QEMU"))?;
+        println!(
+            "boot-test: {run_name}: QEMU killed {:.1} s into the boot, on the {last:?} screen",
+            at.as_secs_f64()
+        );
+        cuts.push((at.as_secs_f64(), last));
+    }
+    Ok(cuts)
 }
 
 impl Report {
@@ -574,6 +649,13 @@ impl Report {
         for (i, t) in self.boot_to_ready.iter().enumerate() {
             let _ = writeln!(text, "boot {}: boot-to-ready {:.1} s ({})", i + 1, t.as_secs_f64(), self.accel);
         }
+        let _ = writeln!(
+            text,
+            "power cuts: {} (QEMU killed at {} s into a boot, last screen), the root filesystem's journal replayed on {} of the boots after them; the node came back with its id",
+            self.cuts.len(),
+            self.cuts.iter().map(|(at, screen)| format!("{at:.0} ({screen})")).collect::<Vec<_>>().join(", "),
+            self.journal_recoveries
+        );
         let _ = write!(
             text,
             "node id {} on both boots; data partition {} MiB -> {} MiB (filesystem {} MiB)",
