@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use boltbox::control::{Client, ControlError, Request, socket_path};
 use boltbox_node::NodeConfig;
-use boltbox_tests::{BitcoinD, Deadline, TestNode, try_wait_until, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, Rng, TestNode, try_wait_until, wait_until};
 use ldk_node::lightning_invoice::Bolt11Invoice;
 use serde_json::Value;
 
@@ -50,23 +50,6 @@ const CHANNEL_SATS: u64 = 2_000_000;
 const DEFAULT_KILLS: usize = 8;
 /// A payment settles, or a restarted node resolves what was in flight.
 const SETTLE: Duration = Duration::from_secs(120);
-
-/// A small deterministic generator (xorshift64*), so that a storm can be replayed by its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// One of the two services.
 struct Service {
@@ -259,14 +242,8 @@ const STALE_MANAGER: &str = "A ChannelManager is stale compared to the current C
 fn services_killed_at_random_moments_lose_no_payment() {
     let kills: usize =
         std::env::var("BOLTBOX_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(DEFAULT_KILLS);
-    let seed: u64 =
-        std::env::var("BOLTBOX_STORM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        }) | 1;
+    let (mut rng, seed) = Rng::from_env("BOLTBOX_STORM_SEED");
     println!("kill storm: {kills} kills, BOLTBOX_STORM_SEED={seed}");
-    let mut rng = Rng(seed);
     let mut figures = Figures::default();
     while figures.kills < kills {
         figures.rounds += 1;
@@ -413,7 +390,7 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
     let attempts: Mutex<Vec<Attempt>> = Mutex::new(Vec::new());
     let storming = AtomicBool::new(true);
     let mut stale_close: Option<&'static str> = None;
-    let mut stream_rng = Rng(rng.next() | 1);
+    let mut stream_rng = Rng::new(rng.next_u64());
     let (alice_data, bob_data) = (alice.node.data_dir.clone(), bob.node.data_dir.clone());
     std::thread::scope(|scope| {
         let stream = scope.spawn(|| {

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use boltbox_board::{Button, LinkClient, LinkFrame};
 use boltbox_node::Seed;
 use boltbox_node::backup::{Workers, open_backup};
-use boltbox_tests::{BitcoinD, Electrs};
+use boltbox_tests::{BitcoinD, Electrs, Rng};
 
 use crate::disk::{self, Partition};
 use crate::process::{output, run, stream};
@@ -604,21 +604,12 @@ fn power_cuts(
     boot: &(PathBuf, PathBuf, String),
     dir: &Path,
 ) -> Result<Vec<(f64, String)>, ImageError> {
-    let mut seed =
-        std::env::var("BOLTBOX_POWER_CUT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        }) | 1;
+    let (mut rng, seed) = Rng::from_env("BOLTBOX_POWER_CUT_SEED");
     println!("boot-test: {count} power cuts, BOLTBOX_POWER_CUT_SEED={seed}");
     let latest = first_ready.saturating_add(Duration::from_secs(20)).as_millis().max(1) as u64;
     let mut cuts = Vec::with_capacity(count);
     for i in 1..=count {
-        // xorshift64*: enough for choosing moments, and replayable by its seed.
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        let cut_at = Duration::from_millis(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % latest);
+        let cut_at = Duration::from_millis(rng.below(latest));
         let run_name = format!("cut{i}");
         let mut guest = Guest::start(disk, stick, boot, dir, &run_name)?;
         let mut link = guest.link(&dir.join(format!("{run_name}.link.sock")))?;
@@ -651,9 +642,13 @@ impl Report {
         }
         let _ = writeln!(
             text,
-            "power cuts: {} (QEMU killed at {} s into a boot, last screen), the root filesystem's journal replayed on {} of the boots after them; the node came back with its id",
+            "power cuts: {} (QEMU killed so far into a boot, on that screen: {}), the root filesystem's journal replayed on {} of the boots after them; the node came back with its id",
             self.cuts.len(),
-            self.cuts.iter().map(|(at, screen)| format!("{at:.0} ({screen})")).collect::<Vec<_>>().join(", "),
+            self.cuts
+                .iter()
+                .map(|(at, screen)| format!("{at:.0} s, {screen}"))
+                .collect::<Vec<_>>()
+                .join("; "),
             self.journal_recoveries
         );
         let _ = write!(

@@ -10,6 +10,7 @@ mod bitcoind;
 mod electrs;
 mod node;
 mod proxy;
+mod rng;
 mod tmpfs;
 mod wait;
 
@@ -17,6 +18,7 @@ pub use bitcoind::{BitcoinD, HarnessError, free_port};
 pub use electrs::Electrs;
 pub use node::{TestNode, appliance_config, mine_and_sync, open_store, regtest_config};
 pub use proxy::{Fault, FaultProxy};
+pub use rng::Rng;
 pub use tmpfs::Tmpfs;
 pub use wait::{Deadline, try_wait_until, wait_until};
 
