@@ -115,15 +115,11 @@ impl Service {
     }
 
     fn try_call(&self, request: &Request) -> Result<Value, ControlError> {
-        let mut client = Client::connect(&socket_path(&self.node.data_dir))?;
-        client.set_timeout(Duration::from_secs(30))?;
-        client.call(request)
+        control(&self.node.data_dir, request)
     }
 
     fn call(&self, request: &Request) -> Option<Value> {
-        let mut client = Client::connect(&socket_path(&self.node.data_dir)).ok()?;
-        client.set_timeout(Duration::from_secs(30)).ok()?;
-        client.call(request).ok()
+        self.try_call(request).ok()
     }
 
     /// Waits until the node runs with `channels` usable channels; returns how long that took.
@@ -394,11 +390,7 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
     let (alice_data, bob_data) = (alice.node.data_dir.clone(), bob.node.data_dir.clone());
     std::thread::scope(|scope| {
         let stream = scope.spawn(|| {
-            let call = |data_dir: &Path, request: &Request| -> Option<Value> {
-                let mut client = Client::connect(&socket_path(data_dir)).ok()?;
-                client.set_timeout(Duration::from_secs(30)).ok()?;
-                client.call(request).ok()
-            };
+            let call = |data_dir: &Path, request: &Request| control(data_dir, request).ok();
             let invoice = |to: Party, amount_msat: u64| -> Option<String> {
                 let description = "storm".to_string();
                 match to {
@@ -585,11 +577,7 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
         // is that no payment succeeded on one side and failed, or is unknown, on the other (a
         // payee knows every invoice it made; pending is allowed: an HTLC on the closed
         // channel's commitment resolves on chain).
-        let lists = BTreeMap::from([
-            (Party::Alice, by_hash(&alice.payments())),
-            (Party::Bob, by_hash(&bob.payments())),
-            (Party::Carol, by_hash(&carol_payments(&carol))),
-        ]);
+        let lists = payment_lists(&alice, &bob, &carol);
         for a in &attempts {
             let (sent, received) = (lists[&a.from].get(&a.hash), lists[&a.to].get(&a.hash));
             let status = |s: Option<&Seen>| s.map(|s| s.status.clone()).unwrap_or_default();
@@ -619,11 +607,7 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
         panic!("payments or HTLCs still in flight {} s after the storm", SETTLE.as_secs());
     }
 
-    let lists = BTreeMap::from([
-        (Party::Alice, by_hash(&alice.payments())),
-        (Party::Bob, by_hash(&bob.payments())),
-        (Party::Carol, by_hash(&carol_payments(&carol))),
-    ]);
+    let lists = payment_lists(&alice, &bob, &carol);
     // No acknowledged payment lost: succeeded on one side means succeeded on both.
     let mut lost = Vec::new();
     let mut expected: BTreeMap<Party, i128> = BTreeMap::new();
@@ -725,6 +709,26 @@ fn wait_quiet(alice: &Service, bob: &Service, carol: &TestNode) -> bool {
         quiet.then_some(())
     })
     .is_some()
+}
+
+/// One request to the service whose data dir is `data_dir`, through its control socket.
+fn control(data_dir: &Path, request: &Request) -> Result<Value, ControlError> {
+    let mut client = Client::connect(&socket_path(data_dir))?;
+    client.set_timeout(Duration::from_secs(30))?;
+    client.call(request)
+}
+
+/// Every node's bolt11 payments, by payment hash.
+fn payment_lists(
+    alice: &Service,
+    bob: &Service,
+    carol: &TestNode,
+) -> BTreeMap<Party, BTreeMap<String, Seen>> {
+    BTreeMap::from([
+        (Party::Alice, by_hash(&alice.payments())),
+        (Party::Bob, by_hash(&bob.payments())),
+        (Party::Carol, by_hash(&carol_payments(carol))),
+    ])
 }
 
 fn carol_payments(carol: &TestNode) -> Vec<Value> {

@@ -289,10 +289,9 @@ impl BoltNode {
     /// The current status snapshot (one lock, one clone: cheap at display rate).
     pub fn status(&self) -> Status {
         let mut status = self.inner.status.read().unwrap_or_else(|p| p.into_inner()).clone();
-        // The store's health is read here, apart from ldk-node: LDK persists channel monitors
+        // The store's health is read here, live, and only here: LDK persists channel monitors
         // under its channel locks, so a commit stalled on a full disk also stalls a refresh
         // that lists channels, and the snapshot would never say why.
-        status.alerts.retain(|a| !matches!(a, status::Alert::StoreFailing { .. }));
         status.alerts.extend(status::store_alert(&self.inner.store.health(), unix_now()));
         status
     }
@@ -802,7 +801,6 @@ impl Inner {
             reserve_needed_sats: anchor_channels
                 .max(channels.len() as u64)
                 .saturating_mul(reserve_per_channel),
-            store: Some(self.store.health()),
             disk_free_bytes: disk_free(&self.config.raw.data_dir),
             store_bytes: std::fs::metadata(self.config.raw.data_dir.join(STORE_FILE)).map_or(0, |m| m.len()),
         });

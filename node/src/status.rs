@@ -269,8 +269,6 @@ pub struct AlertInputs {
     pub onchain_for_reserve_sats: u64,
     /// Anchor channels times the per-channel reserve.
     pub reserve_needed_sats: u64,
-    /// The store's health.
-    pub store: Option<crate::store::StoreHealth>,
     /// Bytes free on the data partition, when known.
     pub disk_free_bytes: Option<u64>,
     /// The store file's size.
@@ -311,9 +309,6 @@ pub fn alerts(inputs: &AlertInputs) -> Vec<Alert> {
             have_sats: inputs.onchain_for_reserve_sats,
             need_sats: inputs.reserve_needed_sats,
         });
-    }
-    if let Some(health) = &inputs.store {
-        out.extend(store_alert(health, inputs.now));
     }
     let wanted_bytes = DISK_FREE_FLOOR_BYTES.max(inputs.store_bytes);
     if let Some(free_bytes) = inputs.disk_free_bytes.filter(|free| *free < wanted_bytes) {
@@ -363,13 +358,13 @@ mod tests {
         i.onchain_for_reserve_sats = 50_000;
         assert!(alerts(&i).is_empty());
 
-        let mut i = healthy();
-        i.store = Some(crate::store::StoreHealth::Failing {
-            reason: "No space left".into(),
-            since: 9_000,
-            attempts: 3,
-        });
-        assert_eq!(alerts(&i), vec![Alert::StoreFailing { reason: "No space left".into(), seconds: 1_000 }]);
+        let failing =
+            crate::store::StoreHealth::Failing { reason: "No space left".into(), since: 9_000, attempts: 3 };
+        assert_eq!(
+            store_alert(&failing, healthy().now),
+            Some(Alert::StoreFailing { reason: "No space left".into(), seconds: 1_000 })
+        );
+        assert_eq!(store_alert(&crate::store::StoreHealth::Healthy, healthy().now), None);
 
         let mut i = healthy();
         i.disk_free_bytes = Some(DISK_FREE_FLOOR_BYTES);
