@@ -223,6 +223,12 @@ impl DisplayLoop {
                 self.shared.backups.start();
                 None
             }
+            Action::FundingAddress => {
+                if let Some(node) = self.shared.node() {
+                    node.want_funding_address();
+                }
+                None
+            }
             Action::SeedSeen | Action::SeedSkipped if *reminder_done => None,
             Action::SeedSeen | Action::SeedSkipped => {
                 let at = boltbox_node::unix_now();

@@ -5,8 +5,9 @@
 //!
 //! Gestures (see the table in [`Ui::tick`]):
 //! - A short: next status page (home, channels, earnings, network, system, alerts, home...).
-//! - B short: the page's own action: next channel on channels; on network the big QR, then the
-//!   chain source and what it learns, then back.
+//! - B short: the page's own action: next channel on channels, after the last one an on-chain
+//!   address to fund the node ([`Action::FundingAddress`] asks the node for it); on network the
+//!   big QR, then the chain source and what it learns, then back.
 //! - A long: "press A again to shut down"; A short confirms ([`Action::Shutdown`]), B short or
 //!   `confirm_timeout` cancels. Reachable from every screen but the shutdown itself.
 //! - B long (on a status page): "press B again to back up"; B short confirms
@@ -151,6 +152,8 @@ pub enum Action {
     SeedSeen,
     /// The user chose not to be reminded of the seed words.
     SeedSkipped,
+    /// The funding screen is shown: the node should reveal an address for it.
+    FundingAddress,
 }
 
 /// A backup offered on a first start with an empty data dir.
@@ -441,7 +444,12 @@ impl Ui {
             }
             (View::RestoreConfirm | View::EmptyConfirm | View::SeedSkipConfirm, Short(A)) => self.back(),
             (View::Page(Page::Channels), Short(B)) => {
-                self.channel = (self.channel + 1) % ctx.status.channels.len().max(1);
+                // Each channel (or "no channels yet"), then the funding address.
+                let stops = ctx.status.channels.len().max(1) + 1;
+                self.channel = (self.channel + 1) % stops;
+                if self.channel == stops - 1 {
+                    actions.push(Action::FundingAddress);
+                }
             }
             (View::Page(Page::Network), Short(B)) => self.network_view = (self.network_view + 1) % 3,
             (View::Page(_), Short(B)) => {}
@@ -536,6 +544,9 @@ impl Ui {
                 ),
                 Service::Restoring(failed) => screens::restore_progress(failed),
             },
+            View::Page(Page::Channels) if self.channel >= status.channels.len().max(1) => {
+                screens::funding(status)
+            }
             View::Page(Page::Channels) => screens::channels(status, self.channel),
             View::Page(Page::Earnings) => screens::earnings(status),
             View::Page(Page::Network) if self.network_view == 1 => screens::network_qr(status),
@@ -707,6 +718,9 @@ mod tests {
         assert!(rig.tick(0.1).caption.contains("channel 1/3"));
         assert!(rig.short(B).caption.contains("channel 2/3"));
         assert!(rig.short(B).caption.contains("channel 3/3"));
+        let fund = rig.short(B);
+        assert_eq!(name(&fund), "fund", "after the last channel: the funding address");
+        assert_eq!(fund.actions, vec![Action::FundingAddress], "which the node is asked for");
         assert!(rig.short(B).caption.contains("channel 1/3"));
         rig.short(B);
         for _ in 0..6 {
@@ -716,13 +730,24 @@ mod tests {
     }
 
     #[test]
-    fn b_short_on_channels_without_channels_stays() {
+    fn b_short_on_channels_without_channels_shows_the_funding_address_and_back() {
         let mut rig = Rig::new();
         rig.status = samples::fresh();
-        rig.short(A);
+        assert!(rig.short(A).caption.contains("no channels yet"));
+        let out = rig.short(B);
+        assert_eq!((name(&out), out.actions.as_slice()), ("fund", [Action::FundingAddress].as_slice()));
+        assert!(out.caption.contains("getting an address"), "{}", out.caption);
+        rig.status.funding_address = Some("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into());
+        let out = rig.tick(0.3);
+        assert!(
+            out.caption.contains("qr bitcoin:bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"),
+            "{}",
+            out.caption
+        );
         let out = rig.short(B);
         assert_eq!(name(&out), "channels");
         assert!(out.caption.contains("no channels yet"));
+        assert!(out.actions.is_empty());
     }
 
     #[test]

@@ -95,6 +95,17 @@ struct Inner {
     chain_password: Option<String>,
     refresh: Notify,
     started_at: u64,
+    funding: Mutex<Funding>,
+}
+
+/// The address shown to the owner for funding the node: revealed only when asked for (every
+/// revealed address widens the range a restoring wallet must scan), and replaced by a fresh one
+/// once the wallet's on-chain total changes (funds arrived, so the address is used).
+#[derive(Debug, Default)]
+struct Funding {
+    wanted: bool,
+    /// The address and the on-chain total (sats) when it was revealed.
+    shown: Option<(String, u64)>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -236,6 +247,7 @@ impl BoltNode {
             chain_password: credentials.map(|(_, password)| password),
             refresh: Notify::new(),
             started_at: unix_now(),
+            funding: Mutex::new(Funding::default()),
         });
         inner.apply_policy_to_all_channels();
         inner.refresh_status();
@@ -347,6 +359,14 @@ impl BoltNode {
     pub fn uris(&self) -> Vec<String> {
         let id = self.node_id();
         self.inner.config.listen.iter().map(|a| format!("{id}@{a}")).collect()
+    }
+
+    /// Asks for an on-chain address to fund the node (the OLED's funding screen): the next
+    /// status refreshes carry it in [`Status::funding_address`], until funds arrive and a
+    /// fresh one replaces it.
+    pub fn want_funding_address(&self) {
+        self.inner.funding.lock().unwrap_or_else(|p| p.into_inner()).wanted = true;
+        self.inner.refresh.notify_one();
     }
 
     /// A new on-chain address of the node's wallet.
@@ -731,6 +751,32 @@ impl Inner {
         Ok(())
     }
 
+    /// The funding address to show, if the owner asked for one (see [`Funding`]); revealing
+    /// one writes the wallet, so a store that cannot save leaves it `None` until it can.
+    fn funding_address(&self, onchain_total_sats: u64) -> Option<String> {
+        let mut funding = self.funding.lock().unwrap_or_else(|p| p.into_inner());
+        if !funding.wanted {
+            return None;
+        }
+        if let Some((address, at_total)) = &funding.shown {
+            if *at_total == onchain_total_sats {
+                return Some(address.clone());
+            }
+        }
+        match self.node.onchain_payment().new_address() {
+            Ok(address) => {
+                let address = address.to_string();
+                funding.shown = Some((address.clone(), onchain_total_sats));
+                Some(address)
+            }
+            Err(e) => {
+                tracing::warn!("cannot reveal a funding address: {e}");
+                funding.shown = None;
+                None
+            }
+        }
+    }
+
     fn refresh_status(&self) {
         let node = &self.node;
         let ldk = node.status();
@@ -787,6 +833,7 @@ impl Inner {
                 _ => 0,
             })
             .fold(0u64, u64::saturating_add);
+        let funding_address = self.funding_address(balances.total_onchain_balance_sats);
         let anchor_channels = channels.iter().filter(|c| !c.pending || c.usable).count() as u64;
         let reserve_per_channel = self.config.raw.channel.anchor_reserve_sats;
         let alerts = status::alerts(&AlertInputs {
@@ -836,6 +883,7 @@ impl Inner {
             earnings: self.ledger.lock().unwrap_or_else(|p| p.into_inner()).earnings(now),
             payments: self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             alerts,
+            funding_address,
             updated_at: now,
         };
         *self.status.write().unwrap_or_else(|p| p.into_inner()) = status;

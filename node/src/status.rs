@@ -220,6 +220,10 @@ pub struct Status {
     pub payments: PaymentCounts,
     /// Current alerts.
     pub alerts: Vec<Alert>,
+    /// An on-chain address to fund the node, once the owner asked for one (the OLED's funding
+    /// screen); a fresh one after funds arrived at it.
+    #[serde(default)]
+    pub funding_address: Option<String>,
     /// Unix time of this snapshot.
     pub updated_at: u64,
 }
@@ -242,6 +246,7 @@ impl Status {
             earnings: Earnings::default(),
             payments: PaymentCounts::default(),
             alerts: Vec::new(),
+            funding_address: None,
             updated_at: 0,
         }
     }

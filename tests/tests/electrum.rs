@@ -1,7 +1,8 @@
 //! The default chain source's protocol, end to end: a boltbox node that learns the chain only
 //! from a real Electrum server (electrs, the published crate, indexing the test's regtest
-//! bitcoind) is funded, opens a channel to a node on bitcoind, and pays it. Every wait has a
-//! deadline; the Electrum node is synced on demand rather than waited for on ldk-node's timer.
+//! bitcoind) is funded at the address its funding screen shows, opens a channel to a node on
+//! bitcoind, and pays it. Every wait has a deadline; the Electrum node is synced on demand
+//! rather than waited for on ldk-node's timer.
 
 use boltbox_node::NodeEvent;
 use boltbox_tests::{BitcoinD, Deadline, Electrs, TestNode, wait_until};
@@ -26,7 +27,14 @@ fn a_node_on_electrum_is_funded_opens_a_channel_to_a_node_on_bitcoind_and_pays_i
     let mut a = TestNode::start_on_electrum(&bitcoind, "electrum-alice", &electrs.url());
     let mut b = TestNode::start(&bitcoind, "bitcoind-bob", vec![]);
 
-    a.fund(&bitcoind, 1_000_000);
+    // A is funded as an owner would: at the address its OLED shows once asked (and not before).
+    assert_eq!(a.node().refresh_status().funding_address, None, "no address revealed unasked");
+    a.node().want_funding_address();
+    let shown = a.wait_status("A's funding address", 30, |s| s.funding_address.is_some());
+    let address = shown.funding_address.expect("address");
+    assert!(address.starts_with("bcrt1q"), "a regtest P2WPKH address: {address}");
+    assert_eq!(a.node().refresh_status().funding_address.as_deref(), Some(address.as_str()), "kept");
+    bitcoind.send_to(&address, 1_000_000).expect("send");
     b.fund(&bitcoind, 100_000);
     mine(&bitcoind, &mut electrs, &a, &b, 6);
     // Synced on demand: a first sync already running when the coins were mined is joined, not
@@ -37,6 +45,8 @@ fn a_node_on_electrum_is_funded_opens_a_channel_to_a_node_on_bitcoind_and_pays_i
         (status.balances.onchain_spendable_sats >= 900_000).then_some(status)
     });
     assert_eq!(funded.balances.onchain_total_sats, 1_000_000);
+    let next = funded.funding_address.expect("still shown");
+    assert_ne!(next, address, "once funds arrived, a fresh address replaces the used one");
     assert!(funded.sync.chain_tip.is_some(), "the Electrum probe tells the tip: {:?}", funded.sync);
 
     let mempool = bitcoind.mempool().expect("mempool").len();

@@ -131,6 +131,13 @@ pub fn fresh() -> Status {
     s
 }
 
+/// A fresh node that has revealed an address to be funded at (a mainnet P2WPKH address).
+pub fn funded() -> Status {
+    let mut s = fresh();
+    s.funding_address = Some("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq".into());
+    s
+}
+
 /// A Pi 4 under light load.
 pub fn system_info() -> SystemInfo {
     SystemInfo {
@@ -162,6 +169,8 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     }
     out.push(("channels-pending".into(), channels(&syncing, 0)));
     out.push(("channels-none".into(), channels(&fresh, 0)));
+    out.push(("fund".into(), funding(&funded())));
+    out.push(("fund-waiting".into(), funding(&fresh)));
     out.push(("earnings".into(), earnings(&synced)));
     out.push(("earnings-fresh".into(), earnings(&fresh)));
     out.push(("network".into(), network(&synced, Some(SAMPLE_IP))));

@@ -93,8 +93,8 @@ pub fn channels(status: &Status, index: usize) -> Rendered {
     if status.channels.is_empty() {
         header(&mut c, "channels", &badge);
         c.text("no channels yet", BODY, 20, Align::Center);
-        c.text("fund the node, then", SMALL, 38, Align::Center);
-        c.text("open a channel", SMALL, 49, Align::Center);
+        c.text("B: fund the node", SMALL, 38, Align::Center);
+        c.text("then open a channel", SMALL, 49, Align::Center);
         return c.done();
     }
     let i = index % status.channels.len();
@@ -235,6 +235,36 @@ pub fn network_qr(status: &Status) -> Rendered {
     c.done()
 }
 
+/// An on-chain address to fund the node (B after the last channel), as a BIP 21 URI in a QR
+/// code at two pixels per module: upper case, so the code uses QR's alphanumeric mode and a
+/// P2WPKH address fits a version-3 code (29 modules, 58 px). Until the node has revealed one
+/// ([`Status::funding_address`]) the screen says so.
+pub fn funding(status: &Status) -> Rendered {
+    let mut c = Canvas::new("fund");
+    let uri = status.funding_address.as_ref().map(|a| format!("bitcoin:{a}").to_uppercase());
+    let code = uri.as_deref().and_then(|u| QrCode::with_error_correction_level(u, EcLevel::L).ok());
+    let (Some(uri), Some(code)) = (uri, code) else {
+        header(&mut c, "fund the node", &badge(status));
+        let line = if status.running { "getting an address" } else { "the node is not running" };
+        c.text(line, BODY, 28, Align::Center);
+        c.text("B: back", SMALL, 49, Align::Center);
+        return c.done();
+    };
+    let n = code.width() as i32;
+    let scale = (H / (n + 2)).max(1);
+    let quiet_y = (H - n * scale) / 2;
+    let quiet_x = 2 * scale;
+    let size_x = n * scale + 2 * quiet_x;
+    let x = W - size_x;
+    draw_qr(&mut c, &code, x, (H - n * scale - 2 * quiet_y) / 2, scale, quiet_x, quiet_y);
+    c.text_in("fund", SMALL, 0, x, 14, Align::Center);
+    c.text_in("the node", SMALL, 0, x, 25, Align::Center);
+    c.text_in("on-chain", SMALL, 0, x, 36, Align::Center);
+    c.text_in("B: back", SMALL, 0, x, 54, Align::Center);
+    c.note(format!("qr {}", uri.to_lowercase()));
+    c.done()
+}
+
 fn or_dash<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
     value.map_or_else(|| "-".to_string(), show)
 }
@@ -340,6 +370,23 @@ mod tests {
         let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
         assert_eq!(modules_in(&frame, x0, y0, 2, n), dark);
         assert_eq!(modules_in(&frame, x0 + 1, y0 + 1, 2, n), dark, "each module is 2x2");
+    }
+
+    #[test]
+    fn the_funding_address_is_a_bip21_qr_code_at_two_pixels_per_module() {
+        let status = samples::funded();
+        let uri = "BITCOIN:BC1QAR0SRRR7XFKVY5L643LYDNW9RE59GTZZWF5MDQ";
+        let code = QrCode::with_error_correction_level(uri, EcLevel::L).expect("code");
+        let n = code.width();
+        assert_eq!(n, 29, "an upper-case P2WPKH URI is a version-3 code");
+        let shown = funding(&status);
+        assert!(shown.caption.contains(&format!("qr {}", uri.to_lowercase())), "{}", shown.caption);
+        let (x0, y0) = (128 - (2 * n + 8) + 4, (64 - 2 * n) / 2);
+        let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
+        assert_eq!(modules_in(&shown.frame, x0, y0, 2, n), dark);
+        assert_eq!(modules_in(&shown.frame, x0 + 1, y0 + 1, 2, n), dark, "each module is 2x2");
+        let waiting = funding(&samples::fresh());
+        assert!(waiting.caption.contains("getting an address"), "{}", waiting.caption);
     }
 
     #[test]
