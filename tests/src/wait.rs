@@ -12,6 +12,11 @@ impl Deadline {
         Deadline(Instant::now() + Duration::from_secs(secs))
     }
 
+    /// A deadline `duration` from now.
+    pub fn after(duration: Duration) -> Self {
+        Deadline(Instant::now() + duration)
+    }
+
     /// Whether the deadline has passed.
     pub fn passed(&self) -> bool {
         Instant::now() >= self.0

@@ -31,7 +31,8 @@ pub use service::{
     seed_skip_confirm, starting, store_choice, waiting,
 };
 pub use status::{
-    alerts, chain_source, channels, funding, earnings, home, network, network_qr, node_uri, screensaver, system,
+    alerts, chain_source, channels, earnings, funding, home, network, network_qr, node_uri, screensaver,
+    system,
 };
 
 /// A drawn screen.

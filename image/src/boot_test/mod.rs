@@ -11,7 +11,10 @@
 //! 2. First boot, with a USB stick (one FAT32 partition, on QEMU's xHCI): the seed reminder
 //!    greets the owner (the boot-to-ready time is measured up to it) and B, B skips it; the
 //!    home screen shows the alias; A pages through every
-//!    screen; the network screen gives the node id; holding B and confirming writes a backup to
+//!    screen; the network screen gives the node id. A boltbox node on the host (its peer, on
+//!    the host's bitcoind, reaching the guest's port 9735 through QEMU's forwarded port) funds
+//!    the guest at the address its funding screen shows (channels, B) and opens a channel to
+//!    it; the guest's channel screen shows it usable. Holding B and confirming writes a backup to
 //!    the stick, and the OLED says "backup OK — remove the stick" once the image's root helper
 //!    unmounted it; holding A and confirming shuts down: "shutting down", then "safe to
 //!    unplug", and QEMU exits by itself (the guest powered off).
@@ -20,11 +23,15 @@
 //!    no mounts) and is of this node.
 //! 4. Power cuts (`BOLTBOX_POWER_CUTS`, 1 by default, 20 in `make reliability`): QEMU is killed
 //!    (SIGKILL: no shutdown, the guest's page cache lost) at a random moment of a boot of the
-//!    same disk — during the kernel's boot, the node's start, or with the node running — and the
-//!    disk kept. The boots after a cut whose console shows the root filesystem's journal
-//!    replayed are counted.
+//!    same disk — during the kernel's boot, the node's start, or with the node running and the
+//!    host's node paying it by keysend whenever the channel is usable — and the disk kept. The
+//!    boots after a cut whose console shows the root filesystem's journal replayed are counted.
 //! 5. Second boot of the same disk, after the last cut: the same node id (a damaged or missing
-//!    store would show its own screen, never the home screen), and a safe shutdown again.
+//!    store would show its own screen, never the home screen); the channel comes back usable,
+//!    never force-closed (LDK's own stale-ChannelManager close, rust-lightning#4286, is
+//!    recognised on the console and reported apart), every payment in flight at a cut
+//!    resolves, more succeed, and the guest's channel and earnings screens show the balance and
+//!    the count of the payments the host saw succeed; a safe shutdown again.
 //!
 //! Every wait has a deadline; on failure the error names the step, the last caption and the
 //! tail of the guest's serial console.
@@ -36,15 +43,21 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use boltbox_board::{Button, LinkClient, LinkFrame};
 use boltbox_node::Seed;
 use boltbox_node::backup::{Workers, open_backup};
-use boltbox_tests::{BitcoinD, Electrs, Rng};
+use boltbox_tests::{BitcoinD, Electrs, Rng, free_port};
 
 use crate::disk::{self, Partition};
 use crate::process::{output, run, stream};
 use crate::{BOOT_LABEL, DATA_LABEL, ImageError, io_error};
+
+mod peer;
+
+pub use peer::ChannelOutcome;
+use peer::{HostPeer, STALE_MANAGER};
 
 /// How much bigger than the image the test's "card" is.
 const ENLARGE: u64 = 1024 * 1024 * 1024;
@@ -65,6 +78,8 @@ const SHORT_PRESS: Duration = Duration::from_millis(150);
 const BETWEEN_PRESSES: Duration = Duration::from_millis(150);
 /// The guest's name for the link port (udev makes /dev/virtio-ports/<name>).
 const LINK_PORT: &str = "boltbox.link";
+/// The guest's Lightning port (the shipped boltbox.toml's `listen`).
+const GUEST_PEER_PORT: u16 = 9735;
 /// The alias the test sets in boltbox.toml.
 const ALIAS: &str = "qemu-boot-test";
 /// The USB stick: one FAT32 partition of this size at 1 MiB (FAT32 needs 65,525 clusters).
@@ -95,6 +110,10 @@ pub struct Report {
     /// e2fsck in the initramfs (the data partition's systemd-fsck writes to the journal, not the
     /// console).
     pub journal_recoveries: usize,
+    /// Keysend payments the host's node sent the guest during the cuts.
+    pub payments_during_cuts: usize,
+    /// How the channel between the host's node and the guest came through the cuts.
+    pub channel: ChannelOutcome,
 }
 
 fn boot_error(what: &str, reason: impl Into<String>) -> ImageError {
@@ -186,6 +205,17 @@ fn accel() -> (Vec<&'static str>, String) {
     }
 }
 
+/// What every boot of the test runs on: the disk (the "card"), the USB stick, the image's
+/// kernel, initramfs and command line, the work dir, and the host port the guest's Lightning
+/// port is forwarded to.
+struct Card<'a> {
+    disk: &'a Path,
+    stick: &'a Path,
+    boot: &'a (PathBuf, PathBuf, String),
+    dir: &'a Path,
+    peer_port: u16,
+}
+
 /// A running guest; killed if dropped while it runs.
 struct Guest {
     child: Child,
@@ -195,17 +225,12 @@ struct Guest {
 }
 
 impl Guest {
-    fn start(
-        disk: &Path,
-        stick: &Path,
-        boot: &(PathBuf, PathBuf, String),
-        dir: &Path,
-        run_name: &str,
-    ) -> Result<Guest, ImageError> {
+    fn start(card: &Card<'_>, run_name: &str) -> Result<Guest, ImageError> {
+        let dir = card.dir;
         let socket = dir.join(format!("{run_name}.link.sock"));
         let console = dir.join(format!("{run_name}.console.log"));
         let (accel, _) = accel();
-        let (kernel, initrd, cmdline) = boot;
+        let (kernel, initrd, cmdline) = card.boot;
         let mut command = Command::new("qemu-system-aarch64");
         command
             .args(["-machine", "virt", "-smp", "2", "-m", "1024", "-nodefaults", "-display", "none"])
@@ -215,23 +240,30 @@ impl Guest {
             .arg(kernel)
             .arg("-initrd")
             .arg(initrd)
-            // The image's own command line; its consoles are the Pi's, QEMU's UART is ttyAMA0.
-            .args(["-append", &format!("{cmdline} console=ttyAMA0")])
+            // The image's own command line; its consoles are the Pi's, QEMU's UART is ttyAMA0,
+            // and the journal (in RAM, lost at a cut) is copied there for the test to read.
+            .args(["-append", &format!("{cmdline} console=ttyAMA0 systemd.journald.forward_to_console=1")])
             .args([
                 "-chardev",
                 &format!("file,id=console,path={}", console.display()),
                 "-serial",
                 "chardev:console",
             ])
-            .args(["-drive", &format!("file={},format=raw,if=none,id=disk", disk.display())])
+            .args(["-drive", &format!("file={},format=raw,if=none,id=disk", card.disk.display())])
             .args(["-device", "virtio-blk-pci,drive=disk"])
-            // No option ROM: the kernel boots directly, nothing network-boots.
-            .args(["-netdev", "user,id=net", "-device", "virtio-net-pci,netdev=net,romfile="])
+            // No option ROM: the kernel boots directly, nothing network-boots. The guest's
+            // Lightning port is the host's `peer_port` on loopback, for the host's node.
+            .args([
+                "-netdev",
+                &format!("user,id=net,hostfwd=tcp:127.0.0.1:{}-:{GUEST_PEER_PORT}", card.peer_port),
+                "-device",
+                "virtio-net-pci,netdev=net,romfile=",
+            ])
             .args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
             .args(["-chardev", &format!("socket,id=link,path={},server=on,wait=off", socket.display())])
             .args(["-device", &format!("virtserialport,chardev=link,name={LINK_PORT}")])
             .args(["-device", "qemu-xhci,id=usb"])
-            .args(["-drive", &format!("file={},format=raw,if=none,id=stick", stick.display())])
+            .args(["-drive", &format!("file={},format=raw,if=none,id=stick", card.stick.display())])
             .args(["-device", "usb-storage,bus=usb.0,drive=stick"])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
@@ -328,18 +360,17 @@ fn node_id(network: &LinkFrame) -> Option<String> {
 }
 
 /// One boot: home screen with the alias, A through every page (the node id from the network
-/// screen), with `backup` hold B and confirm (a backup to the stick, which is then unmounted),
-/// then hold A, confirm, "safe to unplug", and QEMU exits. Returns (boot-to-ready, node id).
+/// screen), then `during` (with the guest on its home screen, which it leaves it on), with
+/// `backup` hold B and confirm (a backup to the stick, which is then unmounted), then hold A,
+/// confirm, "safe to unplug", and QEMU exits. Returns (boot-to-ready, node id).
 fn boot_once(
-    disk: &Path,
-    stick: &Path,
-    boot: &(PathBuf, PathBuf, String),
-    dir: &Path,
+    card: &Card<'_>,
     run_name: &str,
     backup: bool,
+    during: &mut dyn FnMut(&mut Guest, &mut LinkClient, &str) -> Result<(), ImageError>,
 ) -> Result<(Duration, String), ImageError> {
-    let mut guest = Guest::start(disk, stick, boot, dir, run_name)?;
-    let mut link = guest.link(&dir.join(format!("{run_name}.link.sock")))?;
+    let mut guest = Guest::start(card, run_name)?;
+    let mut link = guest.link(&card.dir.join(format!("{run_name}.link.sock")))?;
     let ready = if backup {
         // A new node: the owner is asked to write the seed words down first, and skips.
         wait_screen(&mut guest, &mut link, "seed reminder", "write down", BOOT)?;
@@ -374,6 +405,7 @@ fn boot_once(
     let id =
         id.ok_or_else(|| guest.failed("reading the node id", "the network screen shows no `qr` line"))?;
     println!("boot-test: {run_name}: A paged through {}; node id {id}", PAGES.join(", "));
+    during(&mut guest, &mut link, &id)?;
 
     if backup {
         link.send_edge(Button::B, true).map_err(|e| guest.failed("holding B", e))?;
@@ -529,7 +561,13 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
     let accel = accel().1;
     println!("boot-test: qemu-system-aarch64 -M virt, {accel}, 2 CPUs, 1 GiB; work dir {}", dir.display());
     let (stick, stick_part) = make_stick(dir)?;
-    let (first_ready, first_id) = boot_once(&disk, &stick, &boot_files, dir, "boot1", true)?;
+    let peer_port =
+        free_port().map_err(|e| boot_error("choosing the guest's forwarded port", e.to_string()))?;
+    let card = Card { disk: &disk, stick: &stick, boot: &boot_files, dir, peer_port };
+    let mut host = HostPeer::start(&bitcoind, peer_port)?;
+    let (first_ready, first_id) = boot_once(&card, "boot1", true, &mut |guest, link, id| {
+        host.open_channel(guest, link, &bitcoind, id)
+    })?;
     let (name, size, entries) = check_backup(&stick, &stick_part, &disk, &data, dir, &first_id)?;
     println!(
         "boot-test: the FAT32 stick holds {name} ({size} bytes): it opens with the node's seed from the data partition, {entries} store entries of node {first_id}"
@@ -563,18 +601,19 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
     );
 
     let cuts = std::env::var("BOLTBOX_POWER_CUTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
-    let cuts = power_cuts(cuts, first_ready, &disk, &stick, &boot_files, dir)?;
-    let (second_ready, second_id) = boot_once(&disk, &stick, &boot_files, dir, "boot2", false)?;
+    let (cuts, payments_during_cuts) = power_cuts(cuts, first_ready, &card, &host)?;
+    let mut channel = None;
+    let (second_ready, second_id) = boot_once(&card, "boot2", false, &mut |guest, link, _| {
+        let stale = consoles(dir, cuts.len()).iter().any(|text| text.contains(STALE_MANAGER));
+        channel = Some(host.settle_and_check(guest, link, stale)?);
+        Ok(())
+    })?;
+    let channel = channel.ok_or_else(|| boot_error("second boot", "the channel was not checked"))?;
     // e2fsck in the initramfs says so on the console of each boot after a cut: the cut boots but the first
     // (it follows boot 1's clean shutdown), and the second boot.
-    let after_cuts =
-        (2..=cuts.len()).map(|i| format!("cut{i}")).chain((!cuts.is_empty()).then(|| "boot2".into()));
-    let journal_recoveries = after_cuts
-        .filter(|name| {
-            let console =
-                std::fs::read_to_string(dir.join(format!("{name}.console.log"))).unwrap_or_default();
-            console.lines().any(|l| l.contains("recovering journal"))
-        })
+    let journal_recoveries = consoles(dir, cuts.len())
+        .iter()
+        .filter(|console| console.lines().any(|l| l.contains("recovering journal")))
         .count();
     if second_id != first_id {
         return Err(boot_error("second boot", format!("node id {second_id}, was {first_id}")));
@@ -591,47 +630,67 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
         accel,
         cuts,
         journal_recoveries,
+        payments_during_cuts,
+        channel,
     })
 }
 
-/// Boots the disk `count` times and kills QEMU each time at a random moment up to 20 s past
-/// the first boot's time to ready (printed with its seed, `BOLTBOX_POWER_CUT_SEED`); returns
-/// when each cut came and the last screen seen before it.
+/// The consoles of the boots after a cut: every cut boot but the first (it follows boot 1's
+/// clean shutdown), and the second boot (after the last cut).
+fn consoles(dir: &Path, cuts: usize) -> Vec<String> {
+    let after_cuts = (2..=cuts).map(|i| format!("cut{i}")).chain((cuts > 0).then(|| "boot2".into()));
+    after_cuts
+        .map(|name| std::fs::read_to_string(dir.join(format!("{name}.console.log"))).unwrap_or_default())
+        .collect()
+}
+
+/// Boots the disk `count` times and kills QEMU each time at a random moment up to 60 s past
+/// the first boot's time to ready (printed with its seed, `BOLTBOX_POWER_CUT_SEED`), while the
+/// host's node pays the guest whenever their channel is usable; returns when each cut came and
+/// the last screen seen before it, and how many payments the host sent during the cuts.
 fn power_cuts(
     count: usize,
     first_ready: Duration,
-    disk: &Path,
-    stick: &Path,
-    boot: &(PathBuf, PathBuf, String),
-    dir: &Path,
-) -> Result<Vec<(f64, String)>, ImageError> {
+    card: &Card<'_>,
+    host: &HostPeer,
+) -> Result<(Vec<(f64, String)>, usize), ImageError> {
     let (mut rng, seed) = Rng::from_env("BOLTBOX_POWER_CUT_SEED");
     println!("boot-test: {count} power cuts, BOLTBOX_POWER_CUT_SEED={seed}");
-    let latest = first_ready.saturating_add(Duration::from_secs(20)).as_millis().max(1) as u64;
+    let latest = first_ready.saturating_add(Duration::from_secs(60)).as_millis().max(1) as u64;
     let mut cuts = Vec::with_capacity(count);
+    let mut payments = 0;
     for i in 1..=count {
         let cut_at = Duration::from_millis(rng.below(latest));
         let run_name = format!("cut{i}");
-        let mut guest = Guest::start(disk, stick, boot, dir, &run_name)?;
-        let mut link = guest.link(&dir.join(format!("{run_name}.link.sock")))?;
-        let mut last = String::from("(none)");
-        while let Some(left) = cut_at.checked_sub(guest.started.elapsed()) {
-            match link.wait_for_frame(left, |_| true) {
-                Ok(frame) => last = screen(&frame).to_string(),
-                // The time is up (or the link closed: the cut comes now either way).
-                Err(_) => break,
+        let mut guest = Guest::start(card, &run_name)?;
+        let mut link = guest.link(&card.dir.join(format!("{run_name}.link.sock")))?;
+        let stop = AtomicBool::new(false);
+        let mut payer_rng = Rng::new(rng.next_u64());
+        let (last, sent) = std::thread::scope(|scope| {
+            let payer = scope.spawn(|| host.pay_until(&stop, &mut payer_rng));
+            let mut last = String::from("(none)");
+            while let Some(left) = cut_at.checked_sub(guest.started.elapsed()) {
+                match link.wait_for_frame(left, |_| true) {
+                    Ok(frame) => last = screen(&frame).to_string(),
+                    // The time is up (or the link closed: the cut comes now either way).
+                    Err(_) => break,
+                }
             }
-        }
+            let killed = guest.child.kill().map_err(io_error("killing QEMU"));
+            stop.store(true, Ordering::SeqCst);
+            let sent = payer.join().unwrap_or(0);
+            killed.map(|()| (last, sent))
+        })?;
         let at = guest.started.elapsed();
-        guest.child.kill().map_err(io_error("killing QEMU"))?;
         guest.child.wait().map_err(io_error("waiting for the killed QEMU"))?;
         println!(
-            "boot-test: {run_name}: QEMU killed {:.1} s into the boot, on the {last:?} screen",
+            "boot-test: {run_name}: QEMU killed {:.1} s into the boot, on the {last:?} screen, after {sent} payments from the host",
             at.as_secs_f64()
         );
+        payments += sent;
         cuts.push((at.as_secs_f64(), last));
     }
-    Ok(cuts)
+    Ok((cuts, payments))
 }
 
 impl Report {
@@ -652,6 +711,18 @@ impl Report {
                 .join("; "),
             self.journal_recoveries
         );
+        let _ = match &self.channel {
+            ChannelOutcome::Kept { payments, sats, failed } => writeln!(
+                text,
+                "channel: kept through the cuts, no force-close; the host sent {} payments during the cuts; the guest holds all {payments} the host saw succeed ({sats} sat), {failed} failed",
+                self.payments_during_cuts
+            ),
+            ChannelOutcome::StaleManagerClose => writeln!(
+                text,
+                "channel: force-closed by LDK's stale ChannelManager at a start after a cut (rust-lightning#4286); the host sent {} payments during the cuts",
+                self.payments_during_cuts
+            ),
+        };
         let _ = write!(
             text,
             "node id {} on both boots; data partition {} MiB -> {} MiB (filesystem {} MiB)",
@@ -670,7 +741,7 @@ mod tests {
 
     #[test]
     fn the_test_config_is_the_shipped_one_with_only_the_owners_edits() {
-        let shipped = include_str!("../boltbox.toml");
+        let shipped = include_str!("../../boltbox.toml");
         let text = test_config(shipped, 50123).expect("every edit finds its line");
         assert!(text.contains("url = \"tcp://10.0.2.2:50123\""), "{text}");
         assert!(text.contains("source = \"electrum\""), "the default source stays: {text}");
