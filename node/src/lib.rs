@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod ledger;
+pub mod mirror;
 pub mod node;
 pub mod probe;
 pub mod seed;

@@ -10,10 +10,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::completion::{BatchDone, Completion};
 use super::{COMMIT_COUNTER, CommitLimits, IDENTITY, KV, META, Opener, RETRY_MAX, StoreError, StoreHealth};
+use crate::mirror::writer::Mirror;
+use crate::mirror::{MirrorSetup, MirrorStatus};
 
 /// One queued operation.
 #[derive(Debug)]
@@ -74,6 +76,14 @@ struct Shared {
     wake: Condvar,
     commits: AtomicU64,
     ops: AtomicU64,
+    /// The commit counter of the last commit (the store's `meta` holds it too).
+    counter: AtomicU64,
+    /// The live mirror, if one is chosen; the committer takes it out for each batch.
+    mirror: Mutex<Option<Mirror>>,
+    /// Bumped by each `set_mirror`: the committer puts its mirror back only if unchanged.
+    mirror_epoch: AtomicU64,
+    /// Where the mirror stands, readable without waiting on a commit.
+    mirror_status: Arc<Mutex<MirrorStatus>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -122,6 +132,16 @@ fn io_of(e: impl Into<redb::Error>) -> io::Error {
 
 impl Committer {
     pub(crate) fn start(db: Database, open: Opener, limits: CommitLimits) -> Result<Arc<Self>, StoreError> {
+        let counter = {
+            let txn = db.begin_read().map_err(StoreError::redb)?;
+            match txn.open_table(META) {
+                Ok(meta) => {
+                    meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0)
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(StoreError::redb(e)),
+            }
+        };
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             closed: AtomicBool::new(false),
@@ -132,6 +152,10 @@ impl Committer {
             wake: Condvar::new(),
             commits: AtomicU64::new(0),
             ops: AtomicU64::new(0),
+            counter: AtomicU64::new(counter),
+            mirror: Mutex::new(None),
+            mirror_epoch: AtomicU64::new(0),
+            mirror_status: Arc::new(Mutex::new(MirrorStatus::Off)),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -172,6 +196,20 @@ impl Committer {
 
     pub(crate) fn submit(&self, op: Op) -> Completion {
         self.shared.submit(op)
+    }
+
+    /// Chooses (or, with `None`, stops) the live mirror; it takes effect at the next commit.
+    pub(crate) fn set_mirror(&self, setup: Option<MirrorSetup>) {
+        let mut mirror = self.shared.mirror.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.mirror_epoch.fetch_add(1, Ordering::SeqCst);
+        *mirror = setup.map(|setup| Mirror::new(setup, Arc::clone(&self.shared.mirror_status)));
+        if mirror.is_none() {
+            *self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner()) = MirrorStatus::Off;
+        }
+    }
+
+    pub(crate) fn mirror_status(&self) -> MirrorStatus {
+        self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -248,10 +286,34 @@ impl Shared {
             }
         };
         let started = Instant::now();
+        // The mirror's copy is written while the card's commit runs; both are durable before
+        // the writers are released (or the mirror is called lost and the card's alone counts).
+        // Taken out for the batch, so that choosing another mirror never waits on a commit
+        // (which a full disk can stall for long).
+        let (mut mirror, epoch) = {
+            let mut slot = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            (slot.take(), self.mirror_epoch.load(Ordering::SeqCst))
+        };
+        let before = self.counter.load(Ordering::SeqCst);
+        let pending = mirror.as_mut().and_then(|m| {
+            m.before_commit(before, &ops, || {
+                let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+                let db = db.as_ref().ok_or_else(|| "the store is not open".to_string())?;
+                db.begin_read().map_err(|e| e.to_string())
+            })
+        });
         if !self.commit_until_stored(&ops) {
             // Closed while commits were failing: these writers were never told their writes are
             // durable, and never will be; the process is going away.
             return false;
+        }
+        if let Some(mut m) = mirror {
+            m.after_commit(pending, self.counter.load(Ordering::SeqCst));
+            let mut slot = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            // Unless another mirror was chosen (or none) meanwhile.
+            if self.mirror_epoch.load(Ordering::SeqCst) == epoch {
+                *slot = Some(m);
+            }
         }
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,7 +335,10 @@ impl Shared {
             let open = self.db.read().unwrap_or_else(|p| p.into_inner()).is_some();
             let error = if open {
                 match self.commit(ops) {
-                    Ok(()) => break,
+                    Ok(counter) => {
+                        self.counter.store(counter, Ordering::SeqCst);
+                        break;
+                    }
                     Err(e) => e,
                 }
             } else {
@@ -353,7 +418,8 @@ impl Shared {
         Ok(())
     }
 
-    fn commit(&self, ops: &[Op]) -> io::Result<()> {
+    /// Applies `ops` in one write transaction and commits it; returns the new commit counter.
+    fn commit(&self, ops: &[Op]) -> io::Result<u64> {
         let db = self.db.read().unwrap_or_else(|p| p.into_inner());
         let db = match db.as_ref() {
             Some(db) => db,
@@ -361,7 +427,7 @@ impl Shared {
             None => return Err(reopening()),
         };
         let txn = db.begin_write().map_err(io_of)?;
-        {
+        let counter = {
             let mut kv = txn.open_table(KV).map_err(io_of)?;
             for op in ops {
                 match op {
@@ -380,11 +446,15 @@ impl Shared {
                     identity.insert(*key, value.as_str()).map_err(io_of)?;
                 }
             }
-            let mut meta = txn.open_table(META).map_err(io_of)?;
+            let meta = txn.open_table(META).map_err(io_of)?;
             let counter = meta.get(COMMIT_COUNTER).map_err(io_of)?.map(|v| v.value()).unwrap_or(0);
-            meta.insert(COMMIT_COUNTER, counter.saturating_add(1)).map_err(io_of)?;
-        }
+            counter.saturating_add(1)
+        };
+        let mut meta = txn.open_table(META).map_err(io_of)?;
+        meta.insert(COMMIT_COUNTER, counter).map_err(io_of)?;
+        drop(meta);
         // Durability::Immediate is redb's default: commit returns after the fsync.
-        txn.commit().map_err(io_of)
+        txn.commit().map_err(io_of)?;
+        Ok(counter)
     }
 }

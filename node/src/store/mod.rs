@@ -15,9 +15,9 @@
 //! - a lazy remove is queued like any operation but does not wait for its commit, so `list` may
 //!   show the key until the next commit (LDK allows exactly this).
 
-mod committer;
+pub(crate) mod committer;
 mod completion;
-mod keys;
+pub(crate) mod keys;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -263,6 +263,37 @@ fn open_checked(path: &Path) -> Result<redb::Database, StoreError> {
         .map_err(|e| StoreError::opening(path, e))
 }
 
+/// The lineage and node recorded in the state `txn` reads.
+pub(crate) fn identity_of(txn: &redb::ReadTransaction) -> Result<StoreIdentity, StoreError> {
+    let identity = txn.open_table(IDENTITY).map_err(StoreError::redb)?;
+    let get = |key| -> Result<Option<String>, StoreError> {
+        Ok(identity.get(key).map_err(StoreError::redb)?.map(|v| v.value().to_string()))
+    };
+    let lineage_id =
+        get(LINEAGE_ID)?.ok_or_else(|| StoreError::Redb("the store has no lineage id".into()))?;
+    Ok(StoreIdentity { lineage_id, node_id: get(NODE_ID)? })
+}
+
+/// Every entry `keep` accepts (by its decoded key) of the state `txn` reads, and its counter.
+pub(crate) fn snapshot_of(
+    txn: &redb::ReadTransaction,
+    keep: &dyn Fn(&Entry) -> bool,
+) -> Result<Snapshot, StoreError> {
+    let meta = txn.open_table(META).map_err(StoreError::redb)?;
+    let counter = meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0);
+    let table = txn.open_table(KV).map_err(StoreError::redb)?;
+    let mut entries = Vec::new();
+    for entry in table.iter().map_err(StoreError::redb)? {
+        let (k, v) = entry.map_err(StoreError::redb)?;
+        let (primary, secondary, key) = keys::decode(k.value()).map_err(StoreError::redb)?;
+        let entry = Entry { primary, secondary, key, value: v.value().to_vec() };
+        if keep(&entry) {
+            entries.push(entry);
+        }
+    }
+    Ok(Snapshot { commit_counter: counter, entries })
+}
+
 /// The redb-backed, group-committing store. Cheap to clone (shared handle).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -384,13 +415,7 @@ impl Store {
     /// The store's lineage and node.
     pub fn identity(&self) -> Result<StoreIdentity, StoreError> {
         let txn = self.committer.db()?.begin_read().map_err(StoreError::redb)?;
-        let identity = txn.open_table(IDENTITY).map_err(StoreError::redb)?;
-        let get = |key| -> Result<Option<String>, StoreError> {
-            Ok(identity.get(key).map_err(StoreError::redb)?.map(|v| v.value().to_string()))
-        };
-        let lineage_id =
-            get(LINEAGE_ID)?.ok_or_else(|| StoreError::Redb("the store has no lineage id".into()))?;
-        Ok(StoreIdentity { lineage_id, node_id: get(NODE_ID)? })
+        identity_of(&txn)
     }
 
     /// Records the node whose state this is (a store made before boltbox recorded it, once the
@@ -472,16 +497,23 @@ impl Store {
     /// transaction while writers go on.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let txn = self.committer.db()?.begin_read().map_err(StoreError::redb)?;
-        let meta = txn.open_table(META).map_err(StoreError::redb)?;
-        let counter = meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0);
-        let table = txn.open_table(KV).map_err(StoreError::redb)?;
-        let mut entries = Vec::new();
-        for entry in table.iter().map_err(StoreError::redb)? {
-            let (k, v) = entry.map_err(StoreError::redb)?;
-            let (primary, secondary, key) = keys::decode(k.value()).map_err(StoreError::redb)?;
-            entries.push(Entry { primary, secondary, key, value: v.value().to_vec() });
-        }
-        Ok(Snapshot { commit_counter: counter, entries })
+        snapshot_of(&txn, &|_| true)
+    }
+
+    /// Mirrors every commit from now on into `setup.dir` (replacing any mirror chosen before),
+    /// see [`crate::mirror`]. Returns at once: the first snapshot is written in the background.
+    pub fn mirror_to(&self, setup: crate::mirror::MirrorSetup) {
+        self.committer.set_mirror(Some(setup));
+    }
+
+    /// Stops mirroring (the files stay where they are).
+    pub fn stop_mirror(&self) {
+        self.committer.set_mirror(None);
+    }
+
+    /// Where the mirror stands.
+    pub fn mirror_status(&self) -> crate::mirror::MirrorStatus {
+        self.committer.mirror_status()
     }
 
     /// Creates the store file at `path` (mode 0600, never over an existing file) holding exactly

@@ -1,0 +1,403 @@
+//! The mirror's writer: the committer's side ([`Mirror`], called on the committer thread
+//! around each commit) and the thread that owns the mirror's files.
+//!
+//! Per batch the committer calls [`Mirror::before_commit`] (which may begin a new log with a
+//! read transaction taken right there, between two commits, and sends the batch's frame to the
+//! writer thread), commits on the card, then [`Mirror::after_commit`], which waits at most
+//! [`MIRROR_WAIT`] for the frame to be durable. The two flushes overlap.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::log::{LogOp, LogSealer};
+use super::{
+    COMPACT_AT, MIRROR_DIR, MIRROR_WAIT, MirrorError, MirrorSetup, MirrorStatus, REBUILDABLE_KEYS,
+    RESYNC_EVERY,
+};
+use crate::backup::BackupInput;
+use crate::store::committer::Op;
+use crate::store::{Entry, keys, snapshot_of};
+use crate::unix_now;
+
+/// Whether a store key (decoded) is mirrored.
+pub(crate) fn mirrored(primary: &str, secondary: &str, key: &str) -> bool {
+    !(primary.is_empty() && secondary.is_empty() && REBUILDABLE_KEYS.contains(&key))
+}
+
+/// The mirror's file names for node `node_id`, lineage `lineage`, base counter `base`.
+pub(crate) fn file_stem(node_id: &str, lineage: &str, base: u64) -> String {
+    format!("mirror-{}-{lineage}-{base:020}", node_id.chars().take(8).collect::<String>())
+}
+
+/// The parts of a mirror file name: (node id prefix, lineage, base, extension).
+pub(crate) fn parse_name(name: &str) -> Option<(&str, &str, u64, &str)> {
+    let rest = name.strip_prefix("mirror-")?;
+    let (stem, ext) = rest.split_once('.')?;
+    let mut parts = stem.splitn(3, '-');
+    let node8 = parts.next()?;
+    let lineage = parts.next()?;
+    let base = parts.next()?;
+    if node8.len() != 8 || lineage.len() != 32 || base.len() != 20 {
+        return None;
+    }
+    Some((node8, lineage, base.parse().ok()?, ext))
+}
+
+enum Msg {
+    /// Begin a new log at `base` with its snapshot read from `txn`.
+    Begin { base: u64, generation: u64, txn: Box<redb::ReadTransaction> },
+    /// Append the commit that brings the store to `counter`.
+    Append { counter: u64, ops: Vec<LogOp>, ack: SyncSender<Result<(), String>> },
+}
+
+/// The committer's handle on the mirror.
+pub(crate) struct Mirror {
+    setup: Arc<MirrorSetup>,
+    status: Arc<Mutex<MirrorStatus>>,
+    /// The writer thread's queue; `None` while lost.
+    writer: Option<Sender<Msg>>,
+    /// Bytes in the current log (the writer counts them), for compaction.
+    log_bytes: Arc<AtomicU64>,
+    /// Bumped at each new log and each loss: a snapshot finishing for an older log (whose
+    /// chain a loss broke) does not get to say "in sync".
+    generation: Arc<AtomicU64>,
+    needs_begin: bool,
+    retry_at: Instant,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror").field("dir", &self.setup.dir).finish_non_exhaustive()
+    }
+}
+
+fn set(status: &Mutex<MirrorStatus>, new: MirrorStatus) {
+    *status.lock().unwrap_or_else(|p| p.into_inner()) = new;
+}
+
+fn get(status: &Mutex<MirrorStatus>) -> MirrorStatus {
+    status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+impl Mirror {
+    /// A mirror into `setup.dir`; its first log and snapshot begin with the next commit.
+    pub(crate) fn new(setup: MirrorSetup, status: Arc<Mutex<MirrorStatus>>) -> Mirror {
+        set(&status, MirrorStatus::Syncing { dir: setup.dir.clone(), percent: 0 });
+        Mirror {
+            setup: Arc::new(setup),
+            status,
+            writer: None,
+            log_bytes: Arc::new(AtomicU64::new(0)),
+            generation: Arc::new(AtomicU64::new(0)),
+            needs_begin: true,
+            retry_at: Instant::now(),
+        }
+    }
+
+    fn lose(&mut self, reason: String) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.writer.take().is_some() || !matches!(get(&self.status), MirrorStatus::Lost { .. }) {
+            tracing::warn!(
+                "mirror lost ({}): {reason}; the node goes on on the card alone",
+                self.setup.dir.display()
+            );
+            set(&self.status, MirrorStatus::Lost { dir: self.setup.dir.clone(), reason, since: unix_now() });
+        }
+        self.retry_at = Instant::now() + RESYNC_EVERY;
+    }
+
+    /// Before the commit that brings the store from `counter` to `counter + 1`: begins a log
+    /// when one is due (`begin_read` gives the state at `counter`: no commit is in flight) and
+    /// sends the batch. Returns what to wait for after the card's commit.
+    pub(crate) fn before_commit(
+        &mut self,
+        counter: u64,
+        ops: &[Op],
+        begin_read: impl FnOnce() -> Result<redb::ReadTransaction, String>,
+    ) -> Option<Receiver<Result<(), String>>> {
+        // The snapshot writer reports its own failure through the status.
+        if self.writer.is_some() {
+            if let MirrorStatus::Lost { reason, .. } = get(&self.status) {
+                self.lose(reason);
+            }
+        }
+        if self.writer.is_none() {
+            if Instant::now() < self.retry_at {
+                return None;
+            }
+            let (tx, rx) = mpsc::channel();
+            let setup = Arc::clone(&self.setup);
+            let status = Arc::clone(&self.status);
+            let bytes = Arc::clone(&self.log_bytes);
+            let generation = Arc::clone(&self.generation);
+            let spawned = std::thread::Builder::new()
+                .name("boltbox-mirror".into())
+                .spawn(move || WriterThread { setup, status, bytes, generation, log: None }.run(rx));
+            if let Err(e) = spawned {
+                self.lose(format!("no mirror thread: {e}"));
+                return None;
+            }
+            self.writer = Some(tx);
+            self.needs_begin = true;
+            if let MirrorStatus::Lost { .. } | MirrorStatus::Off = get(&self.status) {
+                set(&self.status, MirrorStatus::Syncing { dir: self.setup.dir.clone(), percent: 0 });
+            }
+        }
+        if self.log_bytes.load(Ordering::Relaxed) > COMPACT_AT {
+            self.needs_begin = true;
+        }
+        if self.needs_begin {
+            match begin_read() {
+                Ok(txn) => {
+                    self.needs_begin = false;
+                    self.log_bytes.store(0, Ordering::Relaxed);
+                    let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.send(Msg::Begin { base: counter, generation, txn: Box::new(txn) })?;
+                }
+                Err(e) => {
+                    self.lose(format!("cannot read the store for a snapshot: {e}"));
+                    return None;
+                }
+            }
+        }
+        let ops = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put { key, value } if key_mirrored(key) => {
+                    Some(LogOp::Put { key: key.clone(), value: value.clone() })
+                }
+                Op::Delete { key } if key_mirrored(key) => Some(LogOp::Delete { key: key.clone() }),
+                _ => None,
+            })
+            .collect();
+        let (ack, done) = mpsc::sync_channel(1);
+        self.send(Msg::Append { counter: counter.saturating_add(1), ops, ack })?;
+        Some(done)
+    }
+
+    fn send(&mut self, msg: Msg) -> Option<()> {
+        let sent = self.writer.as_ref().is_some_and(|w| w.send(msg).is_ok());
+        if !sent {
+            self.lose("the mirror's writer stopped".into());
+        }
+        sent.then_some(())
+    }
+
+    /// After the card's commit brought the store to `counter`: waits for the mirror's copy.
+    pub(crate) fn after_commit(&mut self, pending: Option<Receiver<Result<(), String>>>, counter: u64) {
+        let Some(done) = pending else { return };
+        match done.recv_timeout(MIRROR_WAIT) {
+            Ok(Ok(())) => {
+                let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                if let MirrorStatus::InSync { counter: at, .. } = &mut *status {
+                    *at = counter;
+                }
+            }
+            Ok(Err(reason)) => self.lose(reason),
+            Err(RecvTimeoutError::Timeout) => {
+                self.lose(format!("a write took longer than {} s", MIRROR_WAIT.as_secs()));
+            }
+            Err(RecvTimeoutError::Disconnected) => self.lose("the mirror's writer stopped".into()),
+        }
+    }
+}
+
+fn key_mirrored(stored: &[u8]) -> bool {
+    keys::decode(stored).map_or(true, |(p, s, k)| mirrored(&p, &s, &k))
+}
+
+/// The log being appended to.
+struct LogFile {
+    file: File,
+    sealer: LogSealer,
+}
+
+struct WriterThread {
+    setup: Arc<MirrorSetup>,
+    status: Arc<Mutex<MirrorStatus>>,
+    bytes: Arc<AtomicU64>,
+    generation: Arc<AtomicU64>,
+    log: Option<LogFile>,
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl WriterThread {
+    fn run(mut self, rx: Receiver<Msg>) {
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Msg::Begin { base, generation, txn } => {
+                    if let Err(e) = self.begin(base, generation, *txn) {
+                        set(
+                            &self.status,
+                            MirrorStatus::Lost {
+                                dir: self.setup.dir.clone(),
+                                reason: e.to_string(),
+                                since: unix_now(),
+                            },
+                        );
+                        self.log = None;
+                    }
+                }
+                Msg::Append { counter, ops, ack } => {
+                    let result = self.append(counter, &ops).map_err(|e| e.to_string());
+                    if result.is_err() {
+                        self.log = None;
+                    }
+                    // The committer may have stopped waiting (it then calls the mirror lost).
+                    let _ = ack.send(result);
+                }
+            }
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.setup.dir.join(MIRROR_DIR)
+    }
+
+    fn begin(&mut self, base: u64, generation: u64, txn: redb::ReadTransaction) -> Result<(), MirrorError> {
+        self.log = None;
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir).map_err(MirrorError::io(format!("creating {}", dir.display())))?;
+        let identity = crate::store::identity_of(&txn).map_err(|e| MirrorError::Store(e.to_string()))?;
+        let setup = &self.setup;
+        let (_, sealer) =
+            LogSealer::new(&setup.seed, setup.config.network, &setup.node_id, &identity.lineage_id, base)?;
+        let stem = file_stem(&setup.node_id, &identity.lineage_id, base);
+        let path = dir.join(format!("{stem}.log"));
+        let io = MirrorError::io(format!("writing {}", path.display()));
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(io)?;
+        let io = MirrorError::io(format!("writing {}", path.display()));
+        file.write_all(sealer.prefix()).and_then(|()| file.sync_all()).map_err(io)?;
+        sync_dir(&dir).map_err(MirrorError::io(format!("syncing {}", dir.display())))?;
+        self.bytes.store(sealer.prefix().len() as u64, Ordering::Relaxed);
+        self.log = Some(LogFile { file, sealer });
+
+        // The snapshot in the background; the chain stays whole meanwhile when the mirror was
+        // in sync (the older log ends where this one begins).
+        let setup = Arc::clone(&self.setup);
+        let status = Arc::clone(&self.status);
+        let lineage = identity.lineage_id;
+        let current = Arc::clone(&self.generation);
+        std::thread::Builder::new()
+            .name("boltbox-mirror-snap".into())
+            .spawn(move || {
+                let result = write_snapshot(&setup, &status, &dir, &stem, &lineage, &txn);
+                drop(txn);
+                if current.load(Ordering::SeqCst) != generation {
+                    // A newer log or a loss since: this snapshot's word is not the last.
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+                        if let MirrorStatus::Syncing { .. } = &*status {
+                            *status = MirrorStatus::InSync { dir: setup.dir.clone(), counter: base };
+                        }
+                    }
+                    Err(e) => set(
+                        &status,
+                        MirrorStatus::Lost {
+                            dir: setup.dir.clone(),
+                            reason: e.to_string(),
+                            since: unix_now(),
+                        },
+                    ),
+                }
+            })
+            .map_err(|e| MirrorError::Io { what: "starting the snapshot thread".into(), source: e })?;
+        Ok(())
+    }
+
+    fn append(&mut self, counter: u64, ops: &[LogOp]) -> Result<(), MirrorError> {
+        let Some(log) = self.log.as_mut() else {
+            return Err(MirrorError::BadLog("no log is open (an earlier write failed)".into()));
+        };
+        let frame = log.sealer.seal(counter, unix_now(), ops)?;
+        let io = MirrorError::io("appending to the mirror's log");
+        log.file.write_all(&frame).and_then(|()| log.file.sync_data()).map_err(io)?;
+        self.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Writes the snapshot of `txn` as `<stem>.snap` (a temporary name, flushed, then renamed), then
+/// deletes this node's older mirror files.
+fn write_snapshot(
+    setup: &MirrorSetup,
+    status: &Mutex<MirrorStatus>,
+    dir: &Path,
+    stem: &str,
+    lineage: &str,
+    txn: &redb::ReadTransaction,
+) -> Result<(), MirrorError> {
+    let keep = |e: &Entry| mirrored(&e.primary, &e.secondary, &e.key);
+    let snapshot = snapshot_of(txn, &keep).map_err(|e| MirrorError::Store(e.to_string()))?;
+    let tmp = dir.join(format!(".{stem}.snap.tmp"));
+    let path = dir.join(format!("{stem}.snap"));
+    let io = |what: &str| MirrorError::io(format!("{what} {}", tmp.display()));
+    let file = File::create(&tmp).map_err(io("creating"))?;
+    let mut out = BufWriter::new(file);
+    let input = BackupInput {
+        seed: &setup.seed,
+        config: &setup.config,
+        node_id: &setup.node_id,
+        lineage_id: lineage,
+        snapshot: &snapshot,
+        created_at: unix_now(),
+    };
+    let mut progress = |percent: u8| {
+        let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+        if let MirrorStatus::Syncing { percent: p, .. } = &mut *status {
+            *p = percent.min(99);
+        }
+    };
+    crate::backup::write_backup(&input, &mut out, &setup.workers, &mut progress)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| MirrorError::Io { what: "writing the snapshot".into(), source: e.into_error() })?;
+    file.sync_all().map_err(io("flushing"))?;
+    std::fs::rename(&tmp, &path).map_err(io("renaming"))?;
+    sync_dir(dir).map_err(MirrorError::io(format!("syncing {}", dir.display())))?;
+    prune(dir, &setup.node_id, lineage, snapshot.commit_counter);
+    Ok(())
+}
+
+/// Deletes this node's mirror files older than the pair at (`lineage`, `base`): other
+/// lineages, and smaller bases of this one. Best effort: a file left over is read past.
+fn prune(dir: &Path, node_id: &str, lineage: &str, base: u64) {
+    let node8: String = node_id.chars().take(8).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((n8, l, b, _)) = name.to_str().and_then(parse_name) else { continue };
+        if n8 == node8 && (l != lineage || b < base) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::debug!("cannot remove the old mirror file {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_others_are_not_ours() {
+        let node = "02aaaaaaaabbbbbbbbccccccccddddddddeeeeeeeeffffffff0000000011111111";
+        let stem = file_stem(node, "0123456789abcdef0123456789abcdef", 42);
+        let name = format!("{stem}.log");
+        assert_eq!(parse_name(&name), Some(("02aaaaaa", "0123456789abcdef0123456789abcdef", 42, "log")));
+        assert_eq!(parse_name("mirror-x.log"), None);
+        assert_eq!(parse_name(&format!(".{stem}.snap.tmp")), None);
+        assert!(!mirrored("", "", "network_graph") && mirrored("monitors", "", "abc"));
+    }
+}

@@ -1,0 +1,224 @@
+//! The live mirror (node/src/mirror, docs/MIRROR.md), on real files and a real node:
+//!
+//! - a store's mirror, once in sync, reads back as exactly the store's state, also while
+//!   writers go on and across a compaction;
+//! - a mirror on a small filesystem that fills: every write is still acknowledged (the card's
+//!   commit alone), the mirror says "lost" with the reason, and once there is room again it
+//!   resynchronises by itself and reads back as the store;
+//! - a node with a channel whose data dir is destroyed after payments and restored from its
+//!   mirror: same node id, the channel's balance what both sides saw, payments go on, no
+//!   force-close.
+//!
+//! The tmpfs tests need root, as CI has.
+
+use std::path::Path;
+
+use boltbox_node::backup::{self, Workers};
+use boltbox_node::mirror::{MirrorSetup, MirrorStatus, read_mirror};
+use boltbox_node::{Network, NodeConfig, NodeEvent, Seed, Store};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, Tmpfs, mine_and_sync, wait_until};
+use ldk_node::lightning::util::persist::KVStoreSync;
+
+const SAT: u64 = 1000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+fn setup(dir: &Path, seed: &Seed, workers: &Workers) -> MirrorSetup {
+    let config = NodeConfig { network: Network::Regtest, ..NodeConfig::default() };
+    MirrorSetup {
+        dir: dir.to_path_buf(),
+        seed: seed.clone(),
+        node_id: seed.node_id(Network::Regtest).expect("node id"),
+        config,
+        workers: workers.clone(),
+    }
+}
+
+fn write(store: &Store, key: &str, value: Vec<u8>) {
+    KVStoreSync::write(store, "monitors", "", key, value).expect("write");
+}
+
+fn wait_in_sync(store: &Store, what: &str) -> u64 {
+    wait_until(Deadline::in_secs(60), what, || match store.mirror_status() {
+        MirrorStatus::InSync { counter, .. } => Some(counter),
+        _ => None,
+    })
+}
+
+/// The store's state without the keys the mirror leaves out.
+fn mirrored_state(store: &Store) -> boltbox_node::store::Snapshot {
+    let mut snapshot = store.snapshot().expect("snapshot");
+    snapshot
+        .entries
+        .retain(|e| !(e.primary.is_empty() && e.secondary.is_empty() && e.key == "network_graph"));
+    snapshot
+}
+
+#[test]
+fn a_mirror_in_sync_reads_back_as_the_store_while_writers_go_on() {
+    let rt = runtime();
+    let workers = Workers(rt.handle().clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = Seed::generate();
+    let node_id = seed.node_id(Network::Regtest).expect("node id");
+    let store = Store::create_new(&dir.path().join("node.redb"), Some(&node_id)).expect("store");
+    for i in 0..50u32 {
+        write(&store, &format!("before{i}"), vec![i as u8; 1000]);
+    }
+    store.mirror_to(setup(&dir.path().join("stick"), &seed, &workers));
+    // Writers from four threads while the first snapshot is written.
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let store = store.clone();
+            s.spawn(move || {
+                for i in 0..100u32 {
+                    write(&store, &format!("t{t}-{i}"), vec![(t + i) as u8; 300]);
+                    if i % 10 == 0 {
+                        KVStoreSync::remove(&store, "monitors", "", &format!("t{t}-{}", i / 2), false)
+                            .expect("remove");
+                    }
+                }
+            });
+        }
+    });
+    wait_in_sync(&store, "the mirror in sync");
+    write(&store, "after", vec![7; 10]);
+    let read = read_mirror(&dir.path().join("stick"), &seed, Network::Regtest, &workers).expect("read");
+    let state = mirrored_state(&store);
+    assert_eq!(read.contents.snapshot, state, "the mirror is the store's state, to the last commit");
+    assert_eq!(read.contents.header.commit_counter, store.commit_counter().expect("counter"));
+    assert!(read.frames > 0, "commits came from the log, not only the snapshot");
+    assert_eq!(read.torn_bytes, 0);
+    assert!(
+        matches!(
+            read_mirror(&dir.path().join("stick"), &Seed::generate(), Network::Regtest, &workers),
+            Err(boltbox_node::mirror::MirrorError::Nothing(_))
+        ),
+        "another seed is another node: none of its files are there"
+    );
+}
+
+#[test]
+fn a_full_mirror_is_lost_without_failing_a_write_and_resyncs_once_there_is_room() {
+    let rt = runtime();
+    let workers = Workers(rt.handle().clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stick = Tmpfs::mount(&dir.path().join("stick"), "4M");
+    let seed = Seed::generate();
+    let node_id = seed.node_id(Network::Regtest).expect("node id");
+    let store = Store::create_new(&dir.path().join("node.redb"), Some(&node_id)).expect("store");
+    store.mirror_to(setup(stick.path(), &seed, &workers));
+    write(&store, "first", vec![1; 100]);
+    wait_in_sync(&store, "the mirror in sync");
+
+    let filler = stick.fill("filler", 0);
+    // Every write is acknowledged by the card alone once the mirror cannot take it.
+    for i in 0..20u32 {
+        write(&store, &format!("while-full{i}"), vec![2; 64 * 1024]);
+    }
+    let reason = wait_until(Deadline::in_secs(30), "the mirror lost", || match store.mirror_status() {
+        MirrorStatus::Lost { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert!(reason.contains("No space left"), "the reason says why: {reason}");
+
+    std::fs::remove_file(&filler).expect("free the stick");
+    // Resyncs come with commits: keep writing until the mirror is in sync again.
+    let mut i = 0u32;
+    wait_until(Deadline::in_secs(60), "the mirror in sync again", || {
+        i += 1;
+        write(&store, &format!("after{i}"), vec![3; 100]);
+        matches!(store.mirror_status(), MirrorStatus::InSync { .. }).then_some(())
+    });
+    write(&store, "last", vec![4; 100]);
+    let read = read_mirror(stick.path(), &seed, Network::Regtest, &workers).expect("read");
+    assert_eq!(read.contents.snapshot, mirrored_state(&store), "resynced to the store's state");
+}
+
+#[test]
+fn a_node_restored_from_its_mirror_keeps_its_channel_and_pays_on() {
+    let rt = runtime();
+    let workers = Workers(rt.handle().clone());
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let mut alice = TestNode::start(&bitcoind, "mirror-alice", vec![]);
+    let bob = TestNode::start(&bitcoind, "mirror-bob", vec![]);
+    let stick = tempfile::tempdir().expect("stick");
+    let alice_setup = MirrorSetup {
+        dir: stick.path().to_path_buf(),
+        seed: alice.seed().clone(),
+        config: alice.config.clone(),
+        node_id: alice.node().node_id(),
+        workers: workers.clone(),
+    };
+    alice.node().store().mirror_to(alice_setup.clone());
+    alice.fund(&bitcoind, 1_000_000);
+    bob.fund(&bitcoind, 100_000);
+    mine_and_sync(&bitcoind, 6, &[&alice, &bob], 60);
+    for node in [&alice, &bob] {
+        node.wait_status("on-chain funds", 60, |s| s.balances.onchain_spendable_sats >= 100_000);
+    }
+    alice.open_channel_to(&bitcoind, &bob, 500_000);
+    mine_and_sync(&bitcoind, 6, &[&alice, &bob], 60);
+    alice.wait_status("the channel usable", 60, |s| s.usable_channels() == 1);
+    bob.wait_status("the channel usable", 60, |s| s.usable_channels() == 1);
+
+    let bob_id = bob.node().node_id();
+    let mut paid = 0;
+    for i in 1..=10u64 {
+        alice.node().keysend(&bob_id, i * 1000 * SAT).expect("keysend");
+        alice.wait_event("a payment", 60, |e| match e {
+            NodeEvent::PaymentSent { .. } => Some(()),
+            NodeEvent::PaymentFailed { reason, .. } => panic!("payment failed: {reason}"),
+            _ => None,
+        });
+        paid += i * 1000;
+    }
+    // PaymentSent comes with the preimage, before the last commitment round trip: wait for
+    // both sides to settle (bob keeps what he received less the 1% reserve).
+    let reserve = 500_000 / 100 * SAT;
+    let bob_before = bob.wait_status("bob holds every payment", 30, |s| {
+        s.channels[0].local_msat == paid * SAT - reserve && s.balances.in_flight_htlc_msat == 0
+    });
+    let bob_before = bob_before.channels[0].clone();
+    let before = alice.wait_status("no HTLC in flight", 30, |s| s.balances.in_flight_htlc_msat == 0);
+    let before = before.channels[0].clone();
+    assert!(matches!(alice.node().store().mirror_status(), MirrorStatus::InSync { .. }));
+    let alice_id = alice.node().node_id();
+
+    // The card dies: the data dir is destroyed while the node is down, and restored from the
+    // mirror alone (the seed is the owner's words).
+    let seed = alice.seed().clone();
+    let network = alice.config.network;
+    alice.restart_after(|config| {
+        std::fs::remove_dir_all(&config.data_dir).expect("destroy the data dir");
+        let read = read_mirror(stick.path(), &seed, network, &workers).expect("read the mirror");
+        backup::restore_backup(&config.data_dir, network, &read.contents, &seed).expect("restore");
+    });
+    assert_eq!(alice.node().node_id(), alice_id, "the same node");
+    let after = alice.wait_status("the channel usable again", 90, |s| s.usable_channels() == 1);
+    let channel = &after.channels[0];
+    assert_eq!(channel.local_msat, before.local_msat, "the balance both sides saw");
+    assert_eq!(channel.channel_id, before.channel_id);
+    let bob_view = bob.wait_status("bob sees alice back", 60, |s| s.usable_channels() == 1);
+    assert_eq!(bob_view.channels[0].local_msat, bob_before.local_msat, "bob agrees");
+    let received: u64 = bob
+        .node()
+        .list_payments()
+        .iter()
+        .filter(|p| p.kind == "keysend" && p.direction == "inbound" && p.status == "succeeded")
+        .filter_map(|p| p.amount_msat)
+        .sum();
+    assert_eq!(received, paid * SAT, "every payment alice made before the card died reached bob");
+
+    alice.node().keysend(&bob_id, 5000 * SAT).expect("keysend after the restore");
+    alice.wait_event("a payment after the restore", 60, |e| match e {
+        NodeEvent::PaymentSent { .. } => Some(()),
+        NodeEvent::PaymentFailed { reason, .. } => panic!("payment failed: {reason}"),
+        _ => None,
+    });
+    assert!(bitcoind.mempool().expect("mempool").is_empty(), "nothing was broadcast: no force-close");
+    assert!(bob.node().list_channels().iter().all(|c| c.usable), "bob's channel is open and usable");
+}
