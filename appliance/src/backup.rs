@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use boltbox_node::unix_now;
 
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
-use boltbox_node::backup::{
-    self, BackupContents, BackupError, BackupHeader, DataDirStore, RestoreReport, Workers, Written,
-};
+use boltbox_node::backup::{self, BackupError, BackupHeader, DataDirStore, RestoreReport, Workers, Written};
 use boltbox_node::datadir::{DataDirLock, LockError, STORE_FILE};
+use boltbox_node::mirror::read_mirror;
 use boltbox_node::{Alert, NodeConfig, Seed, SeedError, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -511,6 +510,9 @@ pub enum CommandError {
     /// The owner did not confirm the restore.
     #[error("restore not confirmed: nothing was changed")]
     NotConfirmed,
+    /// The live mirror cannot be read.
+    #[error("the mirror: {0}")]
+    Mirror(#[from] boltbox_node::mirror::MirrorError),
     /// The service (or another boltbox command) works on the data dir: a restore or an
     /// offline backup must not run beside it.
     #[error(
@@ -613,11 +615,20 @@ pub fn backup_offline(config: &AppConfig, to: &Path, keep: usize) -> Result<Back
     Ok(BackupSummary::of(&written))
 }
 
+/// What `boltbox restore` restores from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// A backup file.
+    Backup(PathBuf),
+    /// The directory a live mirror was written into (its files in `<dir>/boltbox-mirror/`).
+    Mirror(PathBuf),
+}
+
 /// How `boltbox restore` gets the seed and the confirmation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreOptions {
-    /// The backup file.
-    pub backup: PathBuf,
+    /// What to restore from.
+    pub source: RestoreSource,
     /// A file with the 24 words (0600); none: ask on the terminal.
     pub seed_file: Option<PathBuf>,
     /// Confirmed on the command line.
@@ -703,26 +714,33 @@ pub fn restore(
     out: &mut dyn Write,
 ) -> Result<RestoreReport, CommandError> {
     let node = &config.node;
-    let file = boltbox_node::files::read_untrusted(&options.backup, backup::MAX_BACKUP_BYTES).map_err(
-        |e| match e {
-            boltbox_node::files::UntrustedError::Io(source) => {
-                CommandError::Io { what: "reading the backup".into(), source }
-            }
-            other => CommandError::Io {
-                what: "reading the backup".into(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        },
-    )?;
-    let (header, _) = backup::read_header(&file)?;
+    // A backup's plain header is shown and judged before the seed is asked for; a mirror is
+    // read only with the seed.
+    let backup_file = match &options.source {
+        RestoreSource::Backup(path) => Some(
+            boltbox_node::files::read_untrusted(path, backup::MAX_BACKUP_BYTES).map_err(|e| match e {
+                boltbox_node::files::UntrustedError::Io(source) => {
+                    CommandError::Io { what: "reading the backup".into(), source }
+                }
+                other => CommandError::Io {
+                    what: "reading the backup".into(),
+                    source: std::io::Error::other(other.to_string()),
+                },
+            })?,
+        ),
+        RestoreSource::Mirror(_) => None,
+    };
+    let plain_header = backup_file.as_deref().map(backup::read_header).transpose()?.map(|(h, _)| h);
     let _lock = lock_data_dir(&node.data_dir)?;
     backup::recover_restore(&node.data_dir).map_err(io("settling an interrupted restore"))?;
     let current = backup::data_dir_store(&node.data_dir)?;
     let say = |out: &mut dyn Write, text: &str| out.write_all(text.as_bytes()).map_err(io("writing"));
-    say(out, &describe(&header, &node.data_dir, &current))?;
-    backup::check_stale(&header, &current)?;
-    if header.network != node.network {
-        return Err(BackupError::NetworkMismatch { backup: header.network, config: node.network }.into());
+    if let Some(header) = &plain_header {
+        say(out, &describe(header, &node.data_dir, &current))?;
+        backup::check_stale(header, &current)?;
+        if header.network != node.network {
+            return Err(BackupError::NetworkMismatch { backup: header.network, config: node.network }.into());
+        }
     }
     let seed = match &options.seed_file {
         Some(path) => seed_from_file(path)?,
@@ -733,10 +751,36 @@ pub fn restore(
         }
     };
     let runtime = cli_runtime()?;
-    let contents: Result<BackupContents, BackupError> =
-        backup::open_backup(Arc::new(file), &seed, &Workers(runtime.handle().clone()), &mut |_| {});
+    let workers = Workers(runtime.handle().clone());
+    let contents = match (&options.source, backup_file) {
+        (RestoreSource::Backup(_), Some(file)) => {
+            backup::open_backup(Arc::new(file), &seed, &workers, &mut |_| {}).map_err(CommandError::from)
+        }
+        (RestoreSource::Mirror(dir), _) => {
+            read_mirror(dir, &seed, node.network, &workers).map_err(CommandError::from).and_then(|read| {
+                say(out, &describe(&read.contents.header, &node.data_dir, &current))?;
+                say(
+                    out,
+                    &format!(
+                        "  from the live mirror in {}: a snapshot at commit {} and {} commits after it{}\n",
+                        dir.display(),
+                        read.snapshot_counter,
+                        read.frames,
+                        if read.torn_bytes > 0 { " (and a torn last write, never acknowledged)" } else { "" }
+                    ),
+                )?;
+                backup::check_stale(&read.contents.header, &current)?;
+                Ok(read.contents)
+            })
+        }
+        (RestoreSource::Backup(_), None) => Err(CommandError::Io {
+            what: "reading the backup".into(),
+            source: std::io::Error::other("no backup was read"),
+        }),
+    };
     runtime.shutdown_timeout(Duration::from_secs(5));
     let contents = contents?;
+    let header = contents.header.clone();
     say(out, &format!("The backup decrypts and checks out: {} entries.\n", contents.snapshot.entries.len()))?;
     if !options.yes {
         say(out, &format!("Type \"{CONFIRM_WORD}\" to restore: "))?;

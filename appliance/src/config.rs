@@ -177,6 +177,33 @@ impl BackupSettings {
     }
 }
 
+/// `[mirror]`: the live mirror of the channel state (docs/MIRROR.md): every commit of the
+/// node's store also durable in `dir` before anyone is told it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorSettings {
+    /// The directory the mirror is written into (its files go to `<dir>/boltbox-mirror/`): a
+    /// USB stick's mount point on another medium than the data partition. Unset or empty: no
+    /// mirror.
+    pub dir: Option<PathBuf>,
+}
+
+impl MirrorSettings {
+    /// The mirror's directory, if one is set.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref().filter(|d| !d.as_os_str().is_empty())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.dir() {
+            Some(dir) if !dir.is_absolute() => {
+                Err(ConfigError::new("mirror.dir", format!("{} is not an absolute path", dir.display())))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `[system]`: the OS settings of the boltbox image (host name, network, Wi-Fi, SSH). The
 /// image's `boltbox-setup` validates and applies them at boot; boltbox keeps only the Wi-Fi
 /// network's name, to say why there is no network.
@@ -220,6 +247,8 @@ pub struct AppConfig {
     pub power: PowerSettings,
     /// Backups to USB sticks.
     pub backup: BackupSettings,
+    /// The live mirror.
+    pub mirror: MirrorSettings,
     /// The image's OS settings, not boltbox's.
     pub system: SystemSection,
 }
@@ -252,6 +281,7 @@ impl AppConfig {
             .and_then(|plan| plan.with_overrides(&self.runtime))
             .map_err(runtime_error)?;
         self.backup.validate()?;
+        self.mirror.validate()?;
         if let Some([program, ..]) = self.power.off_command.as_deref() {
             if program.is_empty() {
                 return Err(ConfigError::new("power.off_command", "the program name is empty"));

@@ -160,8 +160,12 @@ enum Command {
     /// older, warns, and asks for confirmation.
     Restore {
         /// The backup file.
-        #[arg(long)]
-        backup: PathBuf,
+        #[arg(long, required_unless_present = "mirror", conflicts_with = "mirror")]
+        backup: Option<PathBuf>,
+        /// Restore from the live mirror written into this directory (a USB stick's mount
+        /// point; its files are in DIR/boltbox-mirror) instead of a backup.
+        #[arg(long, value_name = "DIR")]
+        mirror: Option<PathBuf>,
         /// The config file naming the data dir and network to restore into.
         #[arg(long, default_value = "/etc/boltbox/boltbox.toml")]
         config: PathBuf,
@@ -308,9 +312,14 @@ fn command_line(command: Command) -> anyhow::Result<()> {
         Command::Peers(target) => target.call(Request::Peers),
         Command::Sync(target) => target.call(Request::Sync),
         Command::Backup { to, keep, config } => backup(&config, &to, keep),
-        Command::Restore { backup, config, seed_file, yes } => {
+        Command::Restore { backup, mirror, config, seed_file, yes } => {
             let app = load_config(&config)?;
-            let options = boltbox::backup::RestoreOptions { backup, seed_file, yes };
+            let source = match (backup, mirror) {
+                (_, Some(dir)) => boltbox::backup::RestoreSource::Mirror(dir),
+                (Some(file), None) => boltbox::backup::RestoreSource::Backup(file),
+                (None, None) => anyhow::bail!("--backup FILE or --mirror DIR"),
+            };
+            let options = boltbox::backup::RestoreOptions { source, seed_file, yes };
             let mut stdout = std::io::stdout();
             boltbox::backup::restore(&app, &options, &mut std::io::stdin().lock(), &mut stdout)?;
             Ok(())

@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 
 use boltbox_board::{Board, BoardConfig};
 use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
-use boltbox_node::backup::RecoveredRestore;
+use boltbox_node::backup::{RecoveredRestore, Workers};
 use boltbox_node::datadir::{DataDirLock, LockError};
+use boltbox_node::mirror::MirrorSetup;
 use boltbox_node::{Alert, BoltNode, DataDir, Inspection, Seed, Status, Store, StoreProblem};
 
 use crate::backup::{BackupService, BackupTarget};
@@ -841,6 +842,22 @@ impl Life {
         let Some((store, seed)) = self.store.clone() else { return Ok(false) };
         self.set_state(State::Starting);
         let (config, handle, tx) = (self.config.node.clone(), self.runtime.handle().clone(), self.tx.clone());
+        if let Some(dir) = self.config.mirror.dir() {
+            // Before the node starts: its first writes are mirrored too.
+            match seed.node_id(config.network) {
+                Ok(node_id) => {
+                    tracing::info!("mirroring the store into {}", dir.display());
+                    store.mirror_to(MirrorSetup {
+                        dir: dir.to_path_buf(),
+                        seed: seed.clone(),
+                        config: config.clone(),
+                        node_id,
+                        workers: Workers(handle.clone()),
+                    });
+                }
+                Err(e) => tracing::error!("no mirror: {e}"),
+            }
+        }
         std::thread::Builder::new()
             .name("node-start".into())
             .spawn(move || {

@@ -305,6 +305,8 @@ impl BoltNode {
         // under its channel locks, so a commit stalled on a full disk also stalls a refresh
         // that lists channels, and the snapshot would never say why.
         status.alerts.extend(status::store_alert(&self.inner.store.health(), unix_now()));
+        status.mirror = self.inner.store.mirror_status();
+        status.alerts.extend(status::mirror_alert(&status.mirror, unix_now()));
         status
     }
 
@@ -883,6 +885,7 @@ impl Inner {
             earnings: self.ledger.lock().unwrap_or_else(|p| p.into_inner()).earnings(now),
             payments: self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             alerts,
+            mirror: crate::mirror::MirrorStatus::Off,
             funding_address,
             updated_at: now,
         };

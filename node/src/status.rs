@@ -136,6 +136,14 @@ pub enum Alert {
         /// Bytes the rule wants free.
         wanted_bytes: u64,
     },
+    /// The live mirror failed: the node runs on the card alone until it resyncs (see
+    /// [`crate::mirror::MirrorStatus::Lost`]).
+    MirrorLost {
+        /// Why.
+        reason: String,
+        /// For how long, in seconds.
+        seconds: u64,
+    },
     /// A problem of the device around the node (display, buttons, backups), raised by the
     /// appliance rather than the node.
     Device {
@@ -156,6 +164,7 @@ impl Alert {
             Alert::LowOnchainReserve { .. } => "low on-chain reserve".into(),
             Alert::StoreFailing { .. } => "cannot save state!".into(),
             Alert::DiskSpaceLow { .. } => "disk almost full".into(),
+            Alert::MirrorLost { .. } => "mirror lost".into(),
             Alert::Device { headline, .. } => headline.clone(),
         }
     }
@@ -183,9 +192,18 @@ impl std::fmt::Display for Alert {
                 free_bytes >> 20,
                 wanted_bytes >> 20
             ),
+            Alert::MirrorLost { reason, seconds } => write!(
+                f,
+                "the live mirror is lost for {seconds} s ({reason}): the node goes on on the card alone and \
+                 resyncs the mirror once it can write again"
+            ),
             Alert::Device { detail, .. } => f.write_str(detail),
         }
     }
+}
+
+fn mirror_off() -> crate::mirror::MirrorStatus {
+    crate::mirror::MirrorStatus::Off
 }
 
 /// The whole snapshot.
@@ -220,6 +238,9 @@ pub struct Status {
     pub payments: PaymentCounts,
     /// Current alerts.
     pub alerts: Vec<Alert>,
+    /// The live mirror (read live, like the store's health).
+    #[serde(default = "mirror_off")]
+    pub mirror: crate::mirror::MirrorStatus,
     /// An on-chain address to fund the node, once the owner asked for one (the OLED's funding
     /// screen); a fresh one after funds arrived at it.
     #[serde(default)]
@@ -246,6 +267,7 @@ impl Status {
             earnings: Earnings::default(),
             payments: PaymentCounts::default(),
             alerts: Vec::new(),
+            mirror: crate::mirror::MirrorStatus::Off,
             funding_address: None,
             updated_at: 0,
         }
@@ -295,6 +317,16 @@ pub fn store_alert(health: &crate::store::StoreHealth, now: u64) -> Option<Alert
             Some(Alert::StoreFailing { reason: reason.clone(), seconds: now.saturating_sub(*since) })
         }
         crate::store::StoreHealth::Healthy => None,
+    }
+}
+
+/// The alert for the live mirror's state, if it has one.
+pub fn mirror_alert(mirror: &crate::mirror::MirrorStatus, now: u64) -> Option<Alert> {
+    match mirror {
+        crate::mirror::MirrorStatus::Lost { reason, since, .. } => {
+            Some(Alert::MirrorLost { reason: reason.clone(), seconds: now.saturating_sub(*since) })
+        }
+        _ => None,
     }
 }
 

@@ -1,0 +1,234 @@
+//! The SD card dies, and the live mirror brings the node back (issue 13, docs/MIRROR.md): the
+//! real `boltbox run` service (Alice) with `[mirror] dir` on a small filesystem of its own (a
+//! stick the test can fill), a channel to a harness node (Bob), and keysend payments streaming
+//! both ways through Alice's control socket and Bob's node.
+//!
+//! 1. The mirror is in sync; the stick fills: `boltbox status` says the mirror is lost (with
+//!    the reason, as an alert) while every payment still succeeds; room again: in sync again.
+//! 2. Alice is SIGKILLed in the middle of the stream, her data dir destroyed, and restored with
+//!    `boltbox restore --mirror` and her seed words onto an empty data dir.
+//! 3. She comes back as the same node with the channel usable; every payment either side saw
+//!    succeed is succeeded on the other side too; the channel's balances agree; payments go on;
+//!    nothing is broadcast (no force-close) and Bob's channel stays open.
+//!
+//! Needs root for the stick's tmpfs, as CI has.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use boltbox::control::{Client, ControlError, Request, socket_path};
+use boltbox_tests::{BitcoinD, Deadline, Rng, TestNode, Tmpfs, try_wait_until, wait_until};
+use serde_json::Value;
+
+use common::{Appliance, BOOT, cli, link_appliance, status, wait_status};
+
+const SAT: u64 = 1000;
+const CHANNEL_SATS: u64 = 1_000_000;
+
+fn control(data_dir: &Path, request: &Request) -> Result<Value, ControlError> {
+    let mut client = Client::connect(&socket_path(data_dir))?;
+    client.set_timeout(Duration::from_secs(30))?;
+    client.call(request)
+}
+
+/// Keysend payments by id (the payment hash on both sides) and status.
+fn keysends(payments: &[Value]) -> BTreeMap<String, String> {
+    payments
+        .iter()
+        .filter(|p| p["kind"] == "keysend")
+        .filter_map(|p| Some((p["id"].as_str()?.to_string(), p["status"].as_str()?.to_string())))
+        .collect()
+}
+
+fn bob_keysends(bob: &TestNode) -> BTreeMap<String, String> {
+    keysends(
+        serde_json::to_value(bob.node().list_payments())
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .as_deref()
+            .unwrap_or_default(),
+    )
+}
+
+fn alice_keysends(data_dir: &Path) -> BTreeMap<String, String> {
+    control(data_dir, &Request::Payments)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .map(|p| keysends(&p))
+        .unwrap_or_default()
+}
+
+fn mirror_state(status: &Value) -> &str {
+    status["mirror"]["state"].as_str().unwrap_or("")
+}
+
+#[test]
+fn a_node_whose_card_dies_comes_back_from_its_mirror_with_every_payment() {
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stick = Tmpfs::mount(&dir.path().join("stick"), "16M");
+    let alice_dir = dir.path().join("alice");
+    std::fs::create_dir_all(&alice_dir).expect("dir");
+    let (node, config, _socket) = link_appliance(&bitcoind, &alice_dir, "alice");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("\n[mirror]\ndir = \"{}\"\n", stick.path().display()));
+    std::fs::write(&config, text).expect("config");
+    let data_dir = node.data_dir.clone();
+    let mut runs = 0;
+    let start = |runs: &mut usize| {
+        *runs += 1;
+        Appliance::start(&config, alice_dir.join(format!("run{runs}.log")), None)
+    };
+    let mut alice = start(&mut runs);
+    wait_status(&config, "alice running", BOOT, |s| s["running"] == true);
+    let bob = TestNode::start(&bitcoind, "bob", vec![]);
+    let (alice_id, bob_id) = (common::status_node_id(&config), bob.node().node_id());
+
+    // Alice opens to Bob, pushing half: both can pay.
+    let address = control(&data_dir, &Request::NewAddress).expect("address");
+    bitcoind.send_to(address.as_str().expect("an address"), 3 * CHANNEL_SATS).expect("fund alice");
+    bob.fund(&bitcoind, 100_000);
+    bitcoind.mine(6).expect("mine");
+    wait_status(&config, "alice funded", BOOT, |s| {
+        s["balances"]["onchain_spendable_sats"].as_u64().is_some_and(|v| v >= 2 * CHANNEL_SATS)
+    });
+    bob.wait_status("bob funded", 60, |s| s.balances.onchain_spendable_sats >= 100_000);
+    control(
+        &data_dir,
+        &Request::OpenChannel {
+            peer: bob.peer_address().to_string(),
+            amount_sats: CHANNEL_SATS,
+            push_msat: Some(CHANNEL_SATS * SAT / 2),
+            announce: false,
+        },
+    )
+    .expect("alice → bob");
+    bitcoind.wait_for_mempool(1, Deadline::in_secs(60));
+    bitcoind.mine(6).expect("mine");
+    let usable = |s: &Value| s["channels"].as_array().is_some_and(|c| c.len() == 1 && c[0]["usable"] == true);
+    wait_status(&config, "alice's channel usable", BOOT, usable);
+    bob.wait_status("bob's channel usable", 60, |s| s.usable_channels() == 1);
+    let in_sync = wait_status(&config, "the mirror in sync", BOOT, |s| mirror_state(s) == "in_sync");
+    assert_eq!(in_sync["mirror"]["dir"], stick.path().display().to_string());
+
+    // The stream: keysend both ways every 50–300 ms; a payment whose payer is down is not made.
+    let streaming = AtomicBool::new(true);
+    let attempts = Mutex::new(0usize);
+    let mut rng = Rng::from_env("BOLTBOX_MIRROR_SEED").0;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while streaming.load(Ordering::SeqCst) {
+                let amount_msat = (1_000 + rng.below(4_000)) * SAT;
+                let made = if rng.below(2) == 0 {
+                    control(&data_dir, &Request::Keysend { node_id: bob_id.clone(), amount_msat }).is_ok()
+                } else {
+                    bob.node().keysend(&alice_id, amount_msat).is_ok()
+                };
+                if made {
+                    *attempts.lock().expect("attempts") += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50 + rng.below(250)));
+            }
+        });
+        let made = || *attempts.lock().expect("attempts");
+        wait_until(Deadline::in_secs(60), "payments streaming", || (made() >= 10).then_some(()));
+
+        // 1. The stick fills: the mirror is lost, the payments go on.
+        let filler = stick.fill("filler", 0);
+        let lost = wait_status(&config, "the mirror lost", BOOT, |s| mirror_state(s) == "lost");
+        let reason = lost["mirror"]["reason"].as_str().unwrap_or_default().to_string();
+        assert!(reason.contains("No space left"), "the reason: {lost}");
+        assert!(
+            lost["alerts"].as_array().is_some_and(|a| a.iter().any(|a| a["kind"] == "mirror_lost")),
+            "an alert says so: {lost}"
+        );
+        let succeeded = |m: &BTreeMap<String, String>| m.values().filter(|s| *s == "succeeded").count();
+        let before = succeeded(&bob_keysends(&bob));
+        wait_until(Deadline::in_secs(60), "payments succeeding while the mirror is lost", || {
+            (succeeded(&bob_keysends(&bob)) >= before + 5).then_some(())
+        });
+        assert_eq!(mirror_state(&status(&config).expect("status")), "lost", "still lost meanwhile");
+        std::fs::remove_file(&filler).expect("room on the stick again");
+        wait_status(&config, "the mirror in sync again", BOOT, |s| mirror_state(s) == "in_sync");
+
+        // 2. The card dies in the middle of the stream.
+        let at = made();
+        wait_until(Deadline::in_secs(60), "more payments", || (made() >= at + 10).then_some(()));
+        let _ = alice.child.kill();
+        alice.child.wait().expect("the killed service");
+        streaming.store(false, Ordering::SeqCst);
+    });
+    let words = std::fs::read_to_string(data_dir.join("seed.words")).expect("the owner's seed words");
+    std::fs::remove_dir_all(&data_dir).expect("the card is gone");
+    let seed_file = dir.path().join("words");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&seed_file)
+            .expect("seed file");
+        f.write_all(words.as_bytes()).expect("seed file");
+    }
+    let restored = cli(
+        &config,
+        &[
+            "restore",
+            "--mirror",
+            &stick.path().display().to_string(),
+            "--seed-file",
+            &seed_file.display().to_string(),
+            "--yes",
+        ],
+    );
+    let said =
+        String::from_utf8_lossy(&restored.stdout).to_string() + &String::from_utf8_lossy(&restored.stderr);
+    assert!(restored.status.success(), "boltbox restore --mirror: {said}");
+    assert!(said.contains("from the live mirror"), "{said}");
+    common::skip_seed_reminder(&data_dir);
+
+    // 3. Back, with every payment.
+    let mut alice = start(&mut runs);
+    wait_status(&config, "alice running again with her channel", BOOT, |s| s["running"] == true && usable(s));
+    assert_eq!(common::status_node_id(&config), alice_id, "the same node");
+    bob.wait_status("bob's channel usable again", 120, |s| s.usable_channels() == 1);
+    let settled = try_wait_until(Deadline::in_secs(120), || {
+        let (a, b) = (alice_keysends(&data_dir), bob_keysends(&bob));
+        let pending = a.values().chain(b.values()).any(|s| s == "pending");
+        (!pending).then_some((a, b))
+    });
+    let (a, b) = settled.expect("every payment settles after the restore");
+    for (id, bob_saw) in &b {
+        if bob_saw == "succeeded" {
+            assert_eq!(a.get(id).map(String::as_str), Some("succeeded"), "payment {id}: bob saw it succeed");
+        }
+    }
+    for (id, alice_saw) in &a {
+        if alice_saw == "succeeded" {
+            assert_eq!(
+                b.get(id).map(String::as_str),
+                Some("succeeded"),
+                "payment {id}: alice saw it succeed"
+            );
+        }
+    }
+    // One more payment each way.
+    control(&data_dir, &Request::Keysend { node_id: bob_id.clone(), amount_msat: 7_000 * SAT })
+        .expect("alice pays");
+    bob.node().keysend(&alice_id, 7_000 * SAT).expect("bob pays");
+    wait_until(Deadline::in_secs(60), "both new payments succeeded", || {
+        let ok = |m: &BTreeMap<String, String>| m.values().filter(|s| *s == "succeeded").count();
+        (ok(&alice_keysends(&data_dir)) >= ok(&a) + 2).then_some(())
+    });
+    assert!(bitcoind.mempool().expect("mempool").is_empty(), "nothing broadcast: no force-close");
+    assert!(bob.node().list_channels().iter().all(|c| c.usable), "bob's channel is open and usable");
+    let _ = alice.child.kill();
+}
