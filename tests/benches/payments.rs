@@ -1,7 +1,10 @@
 //! `cargo bench -p boltbox-tests --bench payments`: end-to-end payments/s between two regtest
 //! boltbox nodes in one process, A → B over 8 channels, with 32 keysend payments in flight
-//! (a new one starts whenever one completes, driven by A's events), on boltbox's store and on
-//! ldk-node's stock SQLite store, side by side.
+//! (a new one starts whenever one completes, driven by A's events), on boltbox's store, on
+//! boltbox's store with the live mirror on (both nodes mirroring into a directory on the same
+//! disk, modelled like the card), and on ldk-node's stock SQLite store, side by side. Bytes
+//! written per payment are what both nodes passed to write(2) (`wchar`), and of that what went
+//! to the mirrors' logs.
 //!
 //! The local-disk run happens in this process; with `BOLTBOX_SDCARD_SHIM` set (as `make bench`
 //! does) the binary runs itself again with the SD-card flush model preloaded (the bitcoind
@@ -43,6 +46,10 @@ struct Row {
     writes: u64,
     /// CPU seconds this process (both nodes) used per second of the window: 2.0 is both cores.
     cores_busy: f64,
+    /// Bytes both nodes passed to write(2) in the window, all media.
+    wchar: u64,
+    /// Bytes the mirrors' logs grew by in the window.
+    mirror_bytes: u64,
 }
 
 impl Row {
@@ -52,7 +59,7 @@ impl Row {
 
     fn to_line(&self) -> String {
         format!(
-            "ROW {} {} {} {} {:.3} {:.3} {:.3} {} {} {:.3}",
+            "ROW {} {} {} {} {:.3} {:.3} {:.3} {} {} {:.3} {} {}",
             self.storage,
             self.model,
             self.payments,
@@ -62,7 +69,9 @@ impl Row {
             self.p99_ms,
             self.commits,
             self.writes,
-            self.cores_busy
+            self.cores_busy,
+            self.wchar,
+            self.mirror_bytes
         )
     }
 
@@ -79,6 +88,8 @@ impl Row {
             commits: f.get(7)?.parse().ok()?,
             writes: f.get(8)?.parse().ok()?,
             cores_busy: f.get(9)?.parse().ok()?,
+            wchar: f.get(10)?.parse().ok()?,
+            mirror_bytes: f.get(11)?.parse().ok()?,
         })
     }
 }
@@ -106,6 +117,23 @@ fn cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Bytes this process has passed to write(2) and its kin so far (`wchar` of /proc/self/io).
+fn wchar() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("wchar: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The bytes of the mirror logs under `dir`.
+fn log_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir.join(boltbox_node::mirror::MIRROR_DIR)) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -114,11 +142,21 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// Two fresh nodes on `storage`, 8 confirmed channels A → B, then the measured payments.
-fn run(bitcoind: &BitcoinD, storage: Storage, model: &str, parent: &Path, warmup: f64, secs: f64) -> Row {
-    let label = match storage {
-        Storage::Boltbox => "boltbox",
-        Storage::LdkSqlite => "SqliteStore",
+/// Two fresh nodes on `storage` (each mirroring into a directory of `parent` with `mirror`), 8
+/// confirmed channels A → B, then the measured payments.
+fn run(
+    bitcoind: &BitcoinD,
+    storage: Storage,
+    mirror: bool,
+    model: &str,
+    parent: &Path,
+    warmup: f64,
+    secs: f64,
+) -> Row {
+    let label = match (storage, mirror) {
+        (Storage::Boltbox, false) => "boltbox",
+        (Storage::Boltbox, true) => "boltbox+mirror",
+        (Storage::LdkSqlite, _) => "SqliteStore",
     };
     eprintln!("payments: {label}, {model}: setting up {CHANNELS} channels");
     let b = TestNode::start_with_storage(bitcoind, &format!("bob-{label}"), vec![], storage, parent);
@@ -146,6 +184,20 @@ fn run(bitcoind: &BitcoinD, storage: Storage, model: &str, parent: &Path, warmup
     }
     a.wait_status("8 usable channels on A", 120, |s| s.usable_channels() == CHANNELS);
     b.wait_status("8 usable channels on B", 120, |s| s.usable_channels() == CHANNELS);
+    let workers_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+    let mirrors = tempfile::tempdir_in(parent).expect("mirror dir");
+    if mirror {
+        for (node, name) in [(&a, "a"), (&b, "b")] {
+            node.node().store().mirror_to(boltbox_node::mirror::MirrorSetup {
+                dir: mirrors.path().join(name),
+                seed: node.seed().clone(),
+                config: node.config.clone(),
+                node_id: node.node().node_id(),
+                workers: boltbox_node::backup::Workers(workers_rt.handle().clone()),
+            });
+        }
+    }
+    let mirror_log_bytes = || log_bytes(&mirrors.path().join("a")) + log_bytes(&mirrors.path().join("b"));
 
     let b_id = b.node().node_id();
     let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
@@ -178,6 +230,7 @@ fn run(bitcoind: &BitcoinD, storage: Storage, model: &str, parent: &Path, warmup
     };
     let mut stats_start = (0, 0);
     let mut cpu_start = 0.0;
+    let (mut wchar_start, mut mirror_start) = (0, 0);
     let mut last_done = Instant::now();
     loop {
         let now = Instant::now();
@@ -225,6 +278,8 @@ fn run(bitcoind: &BitcoinD, storage: Storage, model: &str, parent: &Path, warmup
                 window_start = Some(done);
                 stats_start = commit_stats(&a, &b);
                 cpu_start = cpu_secs();
+                wchar_start = wchar();
+                mirror_start = mirror_log_bytes();
             }
             if ok {
                 payments += 1;
@@ -237,6 +292,15 @@ fn run(bitcoind: &BitcoinD, storage: Storage, model: &str, parent: &Path, warmup
     let secs = window_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
     let stats_end = commit_stats(&a, &b);
     let cores_busy = (cpu_secs() - cpu_start) / secs.max(f64::MIN_POSITIVE);
+    let wchar_window = wchar().saturating_sub(wchar_start);
+    // A compaction in the window would shrink the sum; the window is far shorter than 64 MiB.
+    let mirror_window = mirror_log_bytes().saturating_sub(mirror_start);
+    if mirror {
+        for (node, name) in [(&a, "a"), (&b, "b")] {
+            let status = node.node().store().mirror_status();
+            eprintln!("payments: mirror of {name} at the end: {status:?}");
+        }
+    }
     if lagged > 0 {
         eprintln!("warning: {lagged} events lost to lag; those payments were not counted");
     }
@@ -252,6 +316,8 @@ fn run(bitcoind: &BitcoinD, storage: Storage, model: &str, parent: &Path, warmup
         commits: stats_end.0 - stats_start.0,
         writes: stats_end.1 - stats_start.1,
         cores_busy,
+        wchar: wchar_window,
+        mirror_bytes: mirror_window,
     };
     eprintln!("payments: {label}, {model}: {:.1}/s", row.per_sec());
     drop(a);
@@ -265,9 +331,9 @@ fn run_both(model: &str) -> Vec<Row> {
     let parent = tempfile::tempdir_in(bench_dir()).expect("bench dir");
     let bitcoind = BitcoinD::start().expect("bitcoind");
     bitcoind.mine(101).expect("mine");
-    [Storage::Boltbox, Storage::LdkSqlite]
+    [(Storage::Boltbox, false), (Storage::Boltbox, true), (Storage::LdkSqlite, false)]
         .into_iter()
-        .map(|storage| run(&bitcoind, storage, model, parent.path(), warmup, secs))
+        .map(|(storage, mirror)| run(&bitcoind, storage, mirror, model, parent.path(), warmup, secs))
         .collect()
 }
 
@@ -277,7 +343,7 @@ fn format_table(rows: &[Row]) -> String {
         PAYMENT_MSAT / 1000
     );
     out += &format!(
-        "{:<12} {:<10} {:>11} {:>9} {:>7} {:>8} {:>8} {:>17} {:>16} {:>14} {:>11}\n",
+        "{:<15} {:<10} {:>11} {:>9} {:>7} {:>8} {:>8} {:>17} {:>16} {:>14} {:>11} {:>15} {:>15}\n",
         "storage",
         "model",
         "payments/s",
@@ -288,10 +354,12 @@ fn format_table(rows: &[Row]) -> String {
         "boltbox ÷ SQLite",
         "commits/payment",
         "writes/commit",
-        "cores busy"
+        "cores busy",
+        "bytes/payment",
+        "mirror B/pay"
     );
     for row in rows {
-        let ratio = if row.storage == "boltbox" {
+        let ratio = if row.storage.starts_with("boltbox") {
             rows.iter()
                 .find(|r| r.storage == "SqliteStore" && r.model == row.model)
                 .map(|s| format!("{:.2}x", row.per_sec() / s.per_sec().max(f64::MIN_POSITIVE)))
@@ -299,7 +367,7 @@ fn format_table(rows: &[Row]) -> String {
         } else {
             String::new()
         };
-        let (per_payment, per_commit) = if row.storage == "boltbox" {
+        let (per_payment, per_commit) = if row.storage.starts_with("boltbox") {
             (
                 format!("{:.1}", row.commits as f64 / row.payments.max(1) as f64),
                 format!("{:.1}", row.writes as f64 / row.commits.max(1) as f64),
@@ -308,7 +376,7 @@ fn format_table(rows: &[Row]) -> String {
             ("-".to_string(), "-".to_string())
         };
         out += &format!(
-            "{:<12} {:<10} {:>11.1} {:>9} {:>7} {:>8.0} {:>8.0} {:>17} {:>16} {:>14} {:>11.2}\n",
+            "{:<15} {:<10} {:>11.1} {:>9} {:>7} {:>8.0} {:>8.0} {:>17} {:>16} {:>14} {:>11.2} {:>15.0} {:>15.0}\n",
             row.storage,
             row.model,
             row.per_sec(),
@@ -319,7 +387,9 @@ fn format_table(rows: &[Row]) -> String {
             ratio,
             per_payment,
             per_commit,
-            row.cores_busy
+            row.cores_busy,
+            row.wchar as f64 / row.payments.max(1) as f64,
+            row.mirror_bytes as f64 / row.payments.max(1) as f64
         );
     }
     out
@@ -346,6 +416,13 @@ fn main() {
     }
     let ms = sdcard::delay_ms();
     println!("{}", format_table(&rows));
+    for model in ["local", "SD-card"] {
+        let rate =
+            |storage: &str| rows.iter().find(|r| r.storage == storage && r.model == model).map(Row::per_sec);
+        if let (Some(on), Some(off)) = (rate("boltbox+mirror"), rate("boltbox")) {
+            println!("mirror on ÷ off, {model}: {:.2}x payments/s", on / off.max(f64::MIN_POSITIVE));
+        }
+    }
     println!(
         "(SD-card model: +{ms} ms per fsync/fdatasync, one at a time per process; both nodes share the card. \
          commits and writes: boltbox's group commits of A and B together)"

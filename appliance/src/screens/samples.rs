@@ -179,6 +179,13 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("chain-source".into(), chain_source(&synced)));
     out.push(("system".into(), system(&synced, &system_info())));
     out.push(("system-unknown".into(), system(&fresh, &SystemInfo::default())));
+    let mut mirrored = synced.clone();
+    mirrored.mirror = boltbox_node::mirror::MirrorStatus::Lost {
+        dir: "/run/boltbox/usb/sda1".into(),
+        reason: "No space left on device (os error 28)".into(),
+        since: 0,
+    };
+    out.push(("system-mirror-lost".into(), system(&mirrored, &system_info())));
     out.push(("alerts".into(), alerts(&synced)));
     out.push(("alerts-none".into(), alerts(&fresh)));
     out.push(("screensaver".into(), screensaver(&synced, 3)));

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use boltbox_node::mirror::MirrorStatus;
 use boltbox_node::{Network, Status};
 use qrcode::{Color, EcLevel, QrCode};
 
@@ -281,12 +282,26 @@ pub fn system(status: &Status, info: &SystemInfo) -> Rendered {
     let disk = or_dash(info.disk, |d| format!("{}%", d.percent()));
     c.text_in(&format!("mem {mem}"), BODY, 0, W, 26, Align::Left);
     c.text_in(&format!("disk {disk}"), BODY, 0, W, 26, Align::Right);
-    c.row("workers", &or_dash(info.executor_workers, |n| n.to_string()), 39, 13, &[BODY]);
+    // With a live mirror its state matters more to the owner than the executor's workers.
+    match mirror_line(&status.mirror) {
+        Some(state) => c.row("mirror", &state, 39, 13, &[BODY, SMALL]),
+        None => c.row("workers", &or_dash(info.executor_workers, |n| n.to_string()), 39, 13, &[BODY]),
+    }
     let backup = info
         .last_backup_age
         .map_or_else(|| "never".to_string(), |age| format!("{} ago", short_duration(age)));
     c.row("backup", &backup, 52, 12, &[BODY, SMALL]);
     c.done()
+}
+
+/// The live mirror's state in a few characters, if a mirror is chosen.
+fn mirror_line(mirror: &MirrorStatus) -> Option<String> {
+    match mirror {
+        MirrorStatus::Off => None,
+        MirrorStatus::Syncing { percent, .. } => Some(format!("sync {percent}%")),
+        MirrorStatus::InSync { .. } => Some("in sync".into()),
+        MirrorStatus::Lost { .. } => Some("LOST".into()),
+    }
 }
 
 /// Alerts: one headline per line (three, then "+N more"), or "no alerts".
@@ -387,6 +402,24 @@ mod tests {
         assert_eq!(modules_in(&shown.frame, x0 + 1, y0 + 1, 2, n), dark, "each module is 2x2");
         let waiting = funding(&samples::fresh());
         assert!(waiting.caption.contains("getting an address"), "{}", waiting.caption);
+    }
+
+    #[test]
+    fn the_system_page_shows_the_mirror_in_place_of_the_workers_once_one_is_chosen() {
+        let mut status = samples::synced();
+        let info = samples::system_info();
+        assert!(system(&status, &info).caption.contains("workers"));
+        let dir = std::path::PathBuf::from("/stick");
+        for (mirror, shown) in [
+            (MirrorStatus::Syncing { dir: dir.clone(), percent: 40 }, "sync 40%"),
+            (MirrorStatus::InSync { dir: dir.clone(), counter: 9 }, "in sync"),
+            (MirrorStatus::Lost { dir: dir.clone(), reason: "gone".into(), since: 0 }, "LOST"),
+        ] {
+            status.mirror = mirror;
+            let caption = system(&status, &info).caption;
+            assert!(caption.contains("mirror") && caption.contains(shown), "{caption}");
+            assert!(!caption.contains("workers"), "{caption}");
+        }
     }
 
     #[test]
