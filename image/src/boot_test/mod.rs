@@ -43,7 +43,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use boltbox_board::{Button, LinkClient, LinkFrame};
 use boltbox_node::Seed;
@@ -104,8 +104,8 @@ pub struct Report {
     pub data_fs_after: u64,
     /// How the guest ran: "KVM" or "TCG (...)".
     pub accel: String,
-    /// The power cuts: seconds from QEMU's start to the kill, and the last screen seen then.
-    pub cuts: Vec<(f64, String)>,
+    /// The power cuts.
+    pub cuts: Vec<Cut>,
     /// Boots after a cut whose console shows a journal replayed: the root filesystem's, by
     /// e2fsck in the initramfs (the data partition's systemd-fsck writes to the journal, not the
     /// console).
@@ -644,53 +644,107 @@ fn consoles(dir: &Path, cuts: usize) -> Vec<String> {
         .collect()
 }
 
-/// Boots the disk `count` times and kills QEMU each time at a random moment up to 60 s past
-/// the first boot's time to ready (printed with its seed, `BOLTBOX_POWER_CUT_SEED`), while the
-/// host's node pays the guest whenever their channel is usable; returns when each cut came and
-/// the last screen seen before it, and how many payments the host sent during the cuts.
+/// Where in a boot a power cut lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutMoment {
+    /// At a random moment up to the first boot's time to ready: the kernel, systemd, the
+    /// node's start.
+    Booting,
+    /// Once the host's node has paid the guest in this boot, a random 0–10 s later: payments
+    /// in flight.
+    Paying,
+}
+
+/// How long a cut boot may take to get a payment through (boot, reconnect, reestablish).
+const PAYING: Duration = Duration::from_secs(400);
+
+/// Boots the disk `count` times and kills QEMU each time, half of the cuts (at random) while
+/// booting and half while the host's node pays the guest, which it does whenever their
+/// channel is usable (the moments printed with their seed, `BOLTBOX_POWER_CUT_SEED`); returns
+/// when each cut came, its moment and the last screen seen before it, and how many payments
+/// the host sent during the cuts.
 fn power_cuts(
     count: usize,
     first_ready: Duration,
     card: &Card<'_>,
     host: &HostPeer,
-) -> Result<(Vec<(f64, String)>, usize), ImageError> {
+) -> Result<(Vec<Cut>, usize), ImageError> {
     let (mut rng, seed) = Rng::from_env("BOLTBOX_POWER_CUT_SEED");
     println!("boot-test: {count} power cuts, BOLTBOX_POWER_CUT_SEED={seed}");
-    let latest = first_ready.saturating_add(Duration::from_secs(60)).as_millis().max(1) as u64;
+    let booting = first_ready.as_millis().max(1) as u64;
     let mut cuts = Vec::with_capacity(count);
     let mut payments = 0;
     for i in 1..=count {
-        let cut_at = Duration::from_millis(rng.below(latest));
+        // Once the channel is gone (LDK's stale-manager close) there is nothing to pay over.
+        let moment = if rng.below(2) == 0 || !host.has_channel() { CutMoment::Booting } else { CutMoment::Paying };
+        let delay = Duration::from_millis(match moment {
+            CutMoment::Booting => rng.below(booting),
+            CutMoment::Paying => rng.below(10_000),
+        });
         let run_name = format!("cut{i}");
         let mut guest = Guest::start(card, &run_name)?;
         let mut link = guest.link(&card.dir.join(format!("{run_name}.link.sock")))?;
         let stop = AtomicBool::new(false);
+        let sent = AtomicUsize::new(0);
         let mut payer_rng = Rng::new(rng.next_u64());
-        let (last, sent) = std::thread::scope(|scope| {
-            let payer = scope.spawn(|| host.pay_until(&stop, &mut payer_rng));
+        let last = std::thread::scope(|scope| {
+            scope.spawn(|| host.pay_until(&stop, &sent, &mut payer_rng));
             let mut last = String::from("(none)");
-            while let Some(left) = cut_at.checked_sub(guest.started.elapsed()) {
-                match link.wait_for_frame(left, |_| true) {
-                    Ok(frame) => last = screen(&frame).to_string(),
-                    // The time is up (or the link closed: the cut comes now either way).
-                    Err(_) => break,
+            let mut frames = |until: Duration, done: &dyn Fn() -> bool| {
+                while let Some(left) = until.checked_sub(guest.started.elapsed()) {
+                    if done() {
+                        break;
+                    }
+                    let asked = Instant::now();
+                    let wait = left.min(Duration::from_millis(500));
+                    match link.wait_for_frame(wait, |_| true) {
+                        Ok(frame) => last = screen(&frame).to_string(),
+                        // A closed link answers at once: poll it at the same pace.
+                        Err(_) => std::thread::sleep(wait.saturating_sub(asked.elapsed())),
+                    }
                 }
-            }
+            };
+            let cut_at = match moment {
+                CutMoment::Booting => delay,
+                CutMoment::Paying => {
+                    // Or until the channel is closed at this start (LDK's stale-manager close).
+                    frames(PAYING, &|| sent.load(Ordering::SeqCst) > 0 || !host.has_channel());
+                    guest.started.elapsed() + delay
+                }
+            };
+            frames(cut_at, &|| false);
             let killed = guest.child.kill().map_err(io_error("killing QEMU"));
             stop.store(true, Ordering::SeqCst);
-            let sent = payer.join().unwrap_or(0);
-            killed.map(|()| (last, sent))
+            killed.map(|()| last)
         })?;
         let at = guest.started.elapsed();
         guest.child.wait().map_err(io_error("waiting for the killed QEMU"))?;
+        let sent = sent.load(Ordering::SeqCst);
+        if moment == CutMoment::Paying && sent == 0 && host.has_channel() {
+            return Err(guest.failed(
+                &format!("{run_name}: the host's payments"),
+                format!("none got through in {} s of the boot", PAYING.as_secs()),
+            ));
+        }
         println!(
-            "boot-test: {run_name}: QEMU killed {:.1} s into the boot, on the {last:?} screen, after {sent} payments from the host",
+            "boot-test: {run_name}: QEMU killed {:.1} s into the boot ({moment:?}), on the {last:?} screen, after {sent} payments from the host",
             at.as_secs_f64()
         );
         payments += sent;
-        cuts.push((at.as_secs_f64(), last));
+        cuts.push(Cut { at_secs: at.as_secs_f64(), moment, last_screen: last });
     }
     Ok((cuts, payments))
+}
+
+/// One power cut.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    /// Seconds from QEMU's start to the kill.
+    pub at_secs: f64,
+    /// Where it was meant to land.
+    pub moment: CutMoment,
+    /// The last screen seen before it.
+    pub last_screen: String,
 }
 
 impl Report {
@@ -702,11 +756,13 @@ impl Report {
         }
         let _ = writeln!(
             text,
-            "power cuts: {} (QEMU killed so far into a boot, on that screen: {}), the root filesystem's journal replayed on {} of the boots after them; the node came back with its id",
+            "power cuts: {} ({} while booting, {} while paying; QEMU killed so far into a boot, on that screen: {}), the root filesystem's journal replayed on {} of the boots after them; the node came back with its id",
             self.cuts.len(),
+            self.cuts.iter().filter(|c| c.moment == CutMoment::Booting).count(),
+            self.cuts.iter().filter(|c| c.moment == CutMoment::Paying).count(),
             self.cuts
                 .iter()
-                .map(|(at, screen)| format!("{at:.0} s, {screen}"))
+                .map(|c| format!("{:.0} s, {}", c.at_secs, c.last_screen))
                 .collect::<Vec<_>>()
                 .join("; "),
             self.journal_recoveries

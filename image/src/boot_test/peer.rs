@@ -6,7 +6,7 @@
 //! on the guest's channel screen and the payments counted on its earnings screen are what the
 //! host's succeeded payments make, the channel is open and usable, and more payments succeed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use boltbox_board::{Button, LinkClient, LinkFrame};
@@ -113,6 +113,11 @@ impl HostPeer {
         self.node.node().list_channels().into_iter().find(|c| c.peer == guest)
     }
 
+    /// Whether the host still has a channel to the guest (LDK's stale-manager close ends it).
+    pub fn has_channel(&self) -> bool {
+        self.channel().is_some()
+    }
+
     fn connected(&self) -> bool {
         let Some(guest) = &self.guest else { return false };
         let id = guest.node_id.to_string();
@@ -183,11 +188,10 @@ impl HostPeer {
     }
 
     /// Pays the guest by keysend (1 to [`MAX_PAYMENT_SATS`] sats) whenever the channel is usable,
-    /// reconnecting when it is not, until `stop`. Returns how many payments were sent.
-    pub fn pay_until(&self, stop: &AtomicBool, rng: &mut Rng) -> usize {
-        let Some(guest) = &self.guest else { return 0 };
+    /// reconnecting when it is not, until `stop`; counts the payments sent in `sent`.
+    pub fn pay_until(&self, stop: &AtomicBool, sent: &AtomicUsize, rng: &mut Rng) {
+        let Some(guest) = &self.guest else { return };
         let id = guest.node_id.to_string();
-        let mut sent = 0;
         while !stop.load(Ordering::SeqCst) {
             if !self.connected() {
                 // Refused while the guest is down: tried again shortly.
@@ -198,13 +202,12 @@ impl HostPeer {
             if self.channel().is_some_and(|c| c.usable) {
                 let sats = 1 + rng.below(MAX_PAYMENT_SATS);
                 if self.node.node().keysend(&id, sats * 1000).is_ok() {
-                    sent += 1;
+                    sent.fetch_add(1, Ordering::SeqCst);
                 }
             }
             // A stream, not a flood: the guest under TCG takes a while per payment.
             std::thread::sleep(Duration::from_millis(300));
         }
-        sent
     }
 
     /// After the last cut, with the guest on its home screen: the channel comes back, every
