@@ -100,6 +100,54 @@ fn a_mirror_in_sync_reads_back_as_the_store_while_writers_go_on() {
     );
 }
 
+fn copy_dir(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if keep(&name) {
+            std::fs::copy(entry.path(), to.join(&name)).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_mirror_that_fell_behind_the_card_is_refused_not_restored() {
+    let rt = runtime();
+    let workers = Workers(rt.handle().clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = Seed::generate();
+    let node_id = seed.node_id(Network::Regtest).expect("node id");
+    let store = Store::create_new(&dir.path().join("node.redb"), Some(&node_id)).expect("store");
+    let stick = dir.path().join("stick");
+    store.mirror_to(setup(&stick, &seed, &workers));
+    write(&store, "first", vec![1; 100]);
+    let old_end = wait_in_sync(&store, "the mirror in sync");
+    // The stick as it was while in sync: a chain up to here.
+    let files = stick.join(boltbox_node::mirror::MIRROR_DIR);
+    let old = dir.path().join("old");
+    copy_dir(&files, &old.join(boltbox_node::mirror::MIRROR_DIR), |_| true);
+    // The card goes on without the mirror, then the mirror resyncs: a new log begins further on.
+    store.stop_mirror();
+    for i in 0..10u32 {
+        write(&store, &format!("unmirrored{i}"), vec![2; 100]);
+    }
+    store.mirror_to(setup(&stick, &seed, &workers));
+    write(&store, "resync", vec![3; 100]);
+    wait_in_sync(&store, "in sync again");
+    // The stick as a cut in the middle of the resync leaves it: the old chain and the new log,
+    // without the new snapshot.
+    copy_dir(&files, &old.join(boltbox_node::mirror::MIRROR_DIR), |name| name.ends_with(".log"));
+    match read_mirror(&old, &seed, Network::Regtest, &workers) {
+        Err(boltbox_node::mirror::MirrorError::Behind { chain, newer_log }) => {
+            assert!(chain <= old_end + 1 && newer_log > chain, "{chain} {newer_log}");
+        }
+        other => panic!("a stale chain must not be offered: {other:?}"),
+    }
+    // The stick itself, resynced, is the store.
+    let read = read_mirror(&stick, &seed, Network::Regtest, &workers).expect("read");
+    assert_eq!(read.contents.snapshot, mirrored_state(&store));
+}
+
 #[test]
 fn a_full_mirror_is_lost_without_failing_a_write_and_resyncs_once_there_is_room() {
     let rt = runtime();

@@ -676,7 +676,8 @@ fn power_cuts(
     let mut payments = 0;
     for i in 1..=count {
         // Once the channel is gone (LDK's stale-manager close) there is nothing to pay over.
-        let moment = if rng.below(2) == 0 || !host.has_channel() { CutMoment::Booting } else { CutMoment::Paying };
+        let moment =
+            if rng.below(2) == 0 || !host.has_channel() { CutMoment::Booting } else { CutMoment::Paying };
         let delay = Duration::from_millis(match moment {
             CutMoment::Booting => rng.below(booting),
             CutMoment::Paying => rng.below(10_000),

@@ -147,6 +147,18 @@ pub enum MirrorError {
     /// The store could not be read for a snapshot.
     #[error("reading the store for the mirror: {0}")]
     Store(String),
+    /// The newest chain ends before a newer log of the same lineage begins: the mirror fell
+    /// behind the card (it was lost, or is still resyncing) and is not restored.
+    #[error(
+        "the mirror is behind the node it mirrored: its state ends at commit {chain} but a newer log begins at \
+         {newer_log} (the mirror was lost or was resyncing); restoring it would bring back an old channel state"
+    )]
+    Behind {
+        /// Where the newest complete chain ends.
+        chain: u64,
+        /// The base of the newer log.
+        newer_log: u64,
+    },
     /// Nothing to restore.
     #[error("no mirror of this node in {0}: no complete snapshot with its log")]
     Nothing(PathBuf),

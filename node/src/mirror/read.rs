@@ -82,10 +82,12 @@ pub fn read_mirror(
                     best = Some(found);
                 }
             }
-            // A wrong seed is the answer, not a damaged file to read past.
+            // A wrong seed, or a mirror behind the card, is the answer, not a damaged file to
+            // read past to an older chain.
             Err(MirrorError::Snapshot(crate::backup::BackupError::WrongSeed)) => {
                 return Err(MirrorError::WrongSeed);
             }
+            Err(e @ MirrorError::Behind { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!("mirror file {} not used: {e}", path.display());
                 last_error = Some(e);
@@ -153,6 +155,12 @@ fn chain(
             }
         }
         (counter, written_at) = last;
+    }
+    // A log of this lineage that begins after the chain ends holds commits the chain lacks:
+    // the mirror fell behind (it was lost, or the card went on without it) and a resync had
+    // begun. Restoring the chain would put the node back on an old state.
+    if let Some(newer) = logs.keys().filter(|(l, b)| l == lineage && *b > counter).map(|(_, b)| *b).max() {
+        return Err(MirrorError::Behind { chain: counter, newer_log: newer });
     }
     let entries = entries
         .into_iter()
