@@ -308,10 +308,11 @@ impl Shared {
             return false;
         }
         if let Some(mut m) = mirror {
-            m.after_commit(pending, self.counter.load(Ordering::SeqCst));
+            // Under the slot's lock (at most MIRROR_WAIT), so that a mirror chosen meanwhile
+            // (or none) is not then given this one's state; that one is simply dropped.
             let mut slot = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
-            // Unless another mirror was chosen (or none) meanwhile.
             if self.mirror_epoch.load(Ordering::SeqCst) == epoch {
+                m.after_commit(pending, self.counter.load(Ordering::SeqCst));
                 *slot = Some(m);
             }
         }
