@@ -47,6 +47,15 @@ fn wait_in_sync(store: &Store, what: &str) -> u64 {
     })
 }
 
+/// A runtime for sealing, a temp dir, a seed and a new store of its node in the dir.
+fn fresh_store() -> (tokio::runtime::Runtime, tempfile::TempDir, Seed, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = Seed::generate();
+    let node_id = seed.node_id(Network::Regtest).expect("node id");
+    let store = Store::create_new(&dir.path().join("node.redb"), Some(&node_id)).expect("store");
+    (runtime(), dir, seed, store)
+}
+
 /// The store's state without the keys the mirror leaves out.
 fn mirrored_state(store: &Store) -> boltbox_node::store::Snapshot {
     let mut snapshot = store.snapshot().expect("snapshot");
@@ -58,12 +67,8 @@ fn mirrored_state(store: &Store) -> boltbox_node::store::Snapshot {
 
 #[test]
 fn a_mirror_in_sync_reads_back_as_the_store_while_writers_go_on() {
-    let rt = runtime();
+    let (rt, dir, seed, store) = fresh_store();
     let workers = Workers(rt.handle().clone());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let seed = Seed::generate();
-    let node_id = seed.node_id(Network::Regtest).expect("node id");
-    let store = Store::create_new(&dir.path().join("node.redb"), Some(&node_id)).expect("store");
     for i in 0..50u32 {
         write(&store, &format!("before{i}"), vec![i as u8; 1000]);
     }
@@ -112,12 +117,8 @@ fn copy_dir(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) {
 
 #[test]
 fn a_mirror_that_fell_behind_the_card_is_refused_not_restored() {
-    let rt = runtime();
+    let (rt, dir, seed, store) = fresh_store();
     let workers = Workers(rt.handle().clone());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let seed = Seed::generate();
-    let node_id = seed.node_id(Network::Regtest).expect("node id");
-    let store = Store::create_new(&dir.path().join("node.redb"), Some(&node_id)).expect("store");
     let stick = dir.path().join("stick");
     store.mirror_to(setup(&stick, &seed, &workers));
     write(&store, "first", vec![1; 100]);

@@ -39,9 +39,12 @@ pub const MAX_BACKUP_BYTES: u64 = 1 << 30;
 /// Plaintext bytes per chunk: small enough that sealing one takes well under a millisecond on
 /// a Pi (the runtime's workers stay responsive), large enough that the 16-byte tags cost 0.02%.
 pub const CHUNK_SIZE: u32 = 64 * 1024;
-const TAG_LEN: usize = 16;
-const SALT_LEN: usize = 32;
-const KEY_CHECK_LEN: usize = 16;
+/// ChaCha20-Poly1305's tag.
+pub(crate) const TAG_LEN: usize = 16;
+/// A file's random HKDF salt.
+pub(crate) const SALT_LEN: usize = 32;
+/// The key check in a header.
+pub(crate) const KEY_CHECK_LEN: usize = 16;
 /// Bytes before the header: magic, version, header length.
 pub const FIXED_LEN: usize = 8 + 2 + 4;
 /// The longest header read: a header is a few hundred bytes; anything longer is not one of ours.
@@ -191,12 +194,23 @@ impl Workers {
 
 /// The per-file key and key check, from the seed and the file's salt.
 fn derive_keys(seed: &Seed, salt: &[u8]) -> ([u8; 32], [u8; KEY_CHECK_LEN]) {
+    seed_keys(seed, salt, KEY_LABEL, CHECK_LABEL)
+}
+
+/// A file's key and key check: HKDF-SHA256 of the 64-byte BIP39 seed with the file's `salt`,
+/// expanded under `key_label` and `check_label` (each kind of file has labels of its own).
+pub(crate) fn seed_keys(
+    seed: &Seed,
+    salt: &[u8],
+    key_label: &[u8],
+    check_label: &[u8],
+) -> ([u8; 32], [u8; KEY_CHECK_LEN]) {
     let hkdf = Hkdf::<Sha256>::new(Some(salt), &seed.to_seed_bytes());
     let mut key = [0u8; 32];
     let mut check = [0u8; KEY_CHECK_LEN];
     // Both lengths are far below HKDF-SHA256's limit of 8160 bytes.
-    hkdf.expand(KEY_LABEL, &mut key).unwrap_or_else(|_| unreachable!("32 bytes of HKDF output"));
-    hkdf.expand(CHECK_LABEL, &mut check).unwrap_or_else(|_| unreachable!("16 bytes of HKDF output"));
+    hkdf.expand(key_label, &mut key).unwrap_or_else(|_| unreachable!("32 bytes of HKDF output"));
+    hkdf.expand(check_label, &mut check).unwrap_or_else(|_| unreachable!("16 bytes of HKDF output"));
     (key, check)
 }
 
@@ -207,11 +221,11 @@ fn nonce(index: u64, last: bool) -> Nonce {
     Nonce::from(n)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str, len: usize, field: &str) -> Result<Vec<u8>, BackupError> {
+pub(crate) fn unhex(text: &str, len: usize, field: &str) -> Result<Vec<u8>, BackupError> {
     let bad = || BackupError::BadHeader(format!("{field} is not {len} bytes of hex"));
     if text.len() != 2 * len {
         return Err(bad());

@@ -19,11 +19,10 @@
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
-use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use super::MirrorError;
+use crate::backup::file::{KEY_CHECK_LEN, SALT_LEN, TAG_LEN, hex, seed_keys, unhex};
 use crate::config::Network;
 use crate::seed::Seed;
 
@@ -37,9 +36,6 @@ const FIXED_LEN: usize = 8 + 2 + 4;
 const MAX_HEADER_LEN: usize = 16 * 1024;
 /// The largest frame read: a batch is at most about 32 MiB of values (the committer's limit).
 pub const MAX_FRAME: usize = 64 << 20;
-const TAG_LEN: usize = 16;
-const SALT_LEN: usize = 32;
-const KEY_CHECK_LEN: usize = 16;
 const KEY_LABEL: &[u8] = b"boltbox mirror v1: log key";
 const CHECK_LABEL: &[u8] = b"boltbox mirror v1: key check";
 
@@ -92,17 +88,8 @@ pub struct Frame {
     pub ops: Vec<LogOp>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn keys(seed: &Seed, salt: &[u8]) -> ([u8; 32], [u8; KEY_CHECK_LEN]) {
-    let hkdf = Hkdf::<Sha256>::new(Some(salt), &seed.to_seed_bytes());
-    let mut key = [0u8; 32];
-    let mut check = [0u8; KEY_CHECK_LEN];
-    hkdf.expand(KEY_LABEL, &mut key).unwrap_or_else(|_| unreachable!("32 bytes of HKDF output"));
-    hkdf.expand(CHECK_LABEL, &mut check).unwrap_or_else(|_| unreachable!("16 bytes of HKDF output"));
-    (key, check)
+    seed_keys(seed, salt, KEY_LABEL, CHECK_LABEL)
 }
 
 fn nonce(counter: u64) -> Nonce {
@@ -310,10 +297,7 @@ pub struct LogContents {
 /// Opens a whole log with `seed`.
 pub fn open_log(file: &[u8], seed: &Seed) -> Result<LogContents, MirrorError> {
     let (header, prefix_len) = read_header(file)?;
-    let salt: Vec<u8> = (0..SALT_LEN)
-        .map(|i| u8::from_str_radix(header.salt.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| MirrorError::BadLog("salt".into()))?;
+    let salt = unhex(&header.salt, SALT_LEN, "salt").map_err(|e| MirrorError::BadLog(e.to_string()))?;
     let (key, check) = keys(seed, &salt);
     if hex(&check) != header.key_check {
         return Err(MirrorError::WrongSeed);
