@@ -7,6 +7,11 @@
 //! `boltbox.toml`; after a restore that file is deleted from the stick: the seed then lives only
 //! in the data dir (0600).
 //!
+//! A stick that holds this node's live mirror (docs/MIRROR.md) offers the mirror instead of a
+//! backup: it is the node's newest state. Its facts come from the plain parts (the snapshot's
+//! header, the log's modification time); the restore reads and checks the whole chain, and
+//! refuses a mirror that fell behind.
+//!
 //! Everything on a stick is untrusted: only regular files are read (never through a symlink,
 //! never a FIFO or a device), each within a bound; only the first [`MAX_LISTED`] names of the
 //! backup directory are looked at; a backup's header is read from its first bytes and checked
@@ -36,10 +41,13 @@ const MAX_WORDS_BYTES: u64 = 4096;
 pub struct StickBackup {
     /// The stick's name (for the log).
     pub stick: String,
-    /// The backup file.
+    /// The backup file (for a mirror: its newest snapshot).
     pub file: PathBuf,
     /// Its plain header, checked.
     pub header: BackupHeader,
+    /// The live mirror on offer instead of a backup: the directory holding it (the stick),
+    /// and when its log was last written (Unix seconds).
+    pub mirror: Option<(PathBuf, u64)>,
     /// Where the seed words are expected for a first start.
     pub words: PathBuf,
 }
@@ -47,10 +55,12 @@ pub struct StickBackup {
 impl StickBackup {
     /// What the OLED shows of it.
     pub fn facts(&self) -> BackupFacts {
+        let written = self.mirror.as_ref().map_or(self.header.created_at, |(_, at)| *at);
         BackupFacts {
             node_id8: self.header.node_id8(),
-            age: Duration::from_secs(boltbox_node::unix_now().saturating_sub(self.header.created_at)),
+            age: Duration::from_secs(boltbox_node::unix_now().saturating_sub(written)),
             commit: self.header.commit_counter,
+            mirror: self.mirror.is_some(),
         }
     }
 
@@ -72,8 +82,50 @@ pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBac
         None => seed_from_words(&words).ok().and_then(|seed| seed.node_id(config.node.network).ok()),
     };
     let node_id = node_id.or(words_node.as_deref());
+    if let Some((file, header, written)) = newest_mirror(&stick.path, config.node.network, node_id) {
+        let mirror = Some((stick.path.clone(), written));
+        return Some(StickBackup { stick: stick.name, file, header, mirror, words });
+    }
     let (file, header) = newest_backup(&dir, config.node.network, node_id)?;
-    Some(StickBackup { stick: stick.name, file, header, words })
+    Some(StickBackup { stick: stick.name, file, header, mirror: None, words })
+}
+
+/// The newest snapshot of a live mirror in `stick` (of `node_id` when given, on `network`),
+/// with when its node's newest log was last modified. Plain parts only: names, the snapshot's
+/// header, file times.
+fn newest_mirror(
+    stick: &Path,
+    network: Network,
+    node_id: Option<&str>,
+) -> Option<(PathBuf, BackupHeader, u64)> {
+    let dir = stick.join(boltbox_node::mirror::MIRROR_DIR);
+    let names: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .ok()?
+        .take(MAX_LISTED)
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
+        .collect();
+    let mut snaps: Vec<(PathBuf, BackupHeader)> = names
+        .iter()
+        .filter(|(name, _)| name.ends_with(".snap") && name.starts_with("mirror-"))
+        .filter_map(|(_, path)| {
+            let header = backup::read_header_of(path).ok()?;
+            let ours = header.network == network && node_id.is_none_or(|id| id == header.node_id);
+            ours.then(|| (path.clone(), header))
+        })
+        .collect();
+    snaps.sort_by_key(|(_, h)| (h.created_at, h.commit_counter));
+    let (file, header) = snaps.pop()?;
+    let prefix = format!("mirror-{}-", header.node_id8());
+    let written = names
+        .iter()
+        .filter(|(name, _)| name.starts_with(&prefix) && name.ends_with(".log"))
+        .filter_map(|(_, path)| std::fs::symlink_metadata(path).ok()?.modified().ok())
+        .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .max()
+        .unwrap_or(header.created_at);
+    Some((file, header, written))
 }
 
 /// The seed in a stick's words file.
@@ -124,9 +176,18 @@ pub fn restore(config: &AppConfig, workers: &Workers) -> Result<RestoreReport, R
             (offer, seed, true)
         }
     };
-    let file = read_untrusted(&offer.file, backup::MAX_BACKUP_BYTES)
-        .map_err(|e| RestoreError::Read(e.to_string()))?;
-    let contents = backup::open_backup(Arc::new(file), &seed, workers, &mut |_| {})?;
+    let contents = match &offer.mirror {
+        Some((stick, _)) => {
+            boltbox_node::mirror::read_mirror(stick, &seed, network, workers)
+                .map_err(|e| RestoreError::Read(e.to_string()))?
+                .contents
+        }
+        None => {
+            let file = read_untrusted(&offer.file, backup::MAX_BACKUP_BYTES)
+                .map_err(|e| RestoreError::Read(e.to_string()))?;
+            backup::open_backup(Arc::new(file), &seed, workers, &mut |_| {})?
+        }
+    };
     let report = backup::restore_backup(data_dir, network, &contents, &seed)?;
     if from_stick {
         // The owner has the words: they just wrote them onto the stick.
@@ -245,6 +306,52 @@ mod tests {
         std::fs::create_dir_all(dir).expect("mkdir");
         std::fs::write(dir.join(backup::file_name(&header)), bytes).expect("write");
         header
+    }
+
+    #[test]
+    fn a_stick_with_the_nodes_mirror_offers_it_and_restores_its_newest_state() {
+        use boltbox_node::mirror::{MirrorSetup, MirrorStatus};
+        use ldk_node::lightning::util::persist::KVStoreSync;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sticks = dir.path().join("usb");
+        let data = dir.path().join("data");
+        let config = config(&data, &sticks);
+        let stick = sticks.join("sda1");
+        let seed = Seed::generate();
+        let store = store_of(&seed, &config, dir.path());
+        // A backup, then the mirror going on past it.
+        let backed_up =
+            backup_of(&store, &seed, &config, &stick.join(STICK_DIR), 2, boltbox_node::unix_now());
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+        let workers = Workers(runtime.handle().clone());
+        store.mirror_to(MirrorSetup {
+            dir: stick.clone(),
+            seed: seed.clone(),
+            config: config.node.clone(),
+            node_id: seed.node_id(config.node.network).expect("node id"),
+            workers: workers.clone(),
+        });
+        for n in 0..5u8 {
+            KVStoreSync::write(&store, "", "", "after", vec![n]).expect("write");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !matches!(store.mirror_status(), MirrorStatus::InSync { .. }) {
+            assert!(std::time::Instant::now() < deadline, "the mirror in sync: {:?}", store.mirror_status());
+            KVStoreSync::write(&store, "", "", "after", vec![9]).expect("write");
+        }
+        let counter = store.commit_counter().expect("counter");
+
+        // The node's own seed on the device (its store lost): the mirror is offered.
+        seed.store(&data).expect("seed");
+        let offer = find_backup(&config, Some(&backed_up.node_id)).expect("an offer");
+        assert!(offer.mirror.is_some() && offer.facts().mirror, "the mirror, not the backup: {offer:?}");
+        let report = restore(&config, &workers).expect("restore");
+        assert_eq!(
+            report.commit_counter, counter,
+            "the mirror's last commit, past the backup's {}",
+            backed_up.commit_counter
+        );
+        assert!(report.commit_counter > backed_up.commit_counter);
     }
 
     #[test]

@@ -536,12 +536,7 @@ impl Ui {
                 Service::Starting => screens::starting(&status.alias),
                 Service::Waiting(waiting) => screens::waiting(waiting),
                 Service::Store(choice) => screens::store_choice(choice),
-                Service::Offer(offer) => screens::restore_offer(
-                    &offer.backup.node_id8,
-                    offer.backup.age,
-                    offer.backup.commit,
-                    offer.words,
-                ),
+                Service::Offer(offer) => screens::restore_offer(&offer.backup, offer.words),
                 Service::Restoring(failed) => screens::restore_progress(failed),
             },
             View::Page(Page::Channels) if self.channel >= status.channels.len().max(1) => {
@@ -1096,7 +1091,12 @@ mod tests {
         StoreChoice {
             headline: "node store missing".into(),
             reason: "the seed is here but the store is not".into(),
-            backup: backup.then(|| BackupFacts { node_id8: "02abcdef".into(), age: secs(60.0), commit: 7 }),
+            backup: backup.then(|| BackupFacts {
+                node_id8: "02abcdef".into(),
+                age: secs(60.0),
+                commit: 7,
+                mirror: false,
+            }),
             start_empty,
         }
     }
@@ -1157,7 +1157,7 @@ mod tests {
 
     #[test]
     fn the_first_start_offer_restores_with_the_words_or_makes_a_new_node() {
-        let backup = BackupFacts { node_id8: "02abcdef".into(), age: secs(60.0), commit: 7 };
+        let backup = BackupFacts { node_id8: "02abcdef".into(), age: secs(60.0), commit: 7, mirror: false };
         let mut rig = Rig::new();
         rig.service = TestService::Offer(Offer { backup: backup.clone(), words: false });
         let out = rig.tick(0.1);

@@ -100,14 +100,27 @@ pub fn backup_confirm() -> Rendered {
     confirm("backup confirm", "hold done: back up?", ["press B again", "to back up"], "A: cancel")
 }
 
-/// First start with an empty data dir and a backup on a USB stick: which node, how old, and
-/// what the buttons do. Without the seed words on the stick (`words` false) it says so.
-pub fn restore_offer(node_id8: &str, age: std::time::Duration, commit: u64, words: bool) -> Rendered {
+/// First start with an empty data dir and a backup (or the node's live mirror) on a USB stick:
+/// which node, how old (for a mirror: when its log was last written), and what the buttons do.
+/// Without the seed words on the stick (`words` false) it says so.
+pub fn restore_offer(backup: &super::BackupFacts, words: bool) -> Rendered {
     let mut c = Canvas::new("restore offer");
-    c.header("restore backup?", "");
-    c.text(&format!("node {node_id8}"), BODY, 12, Align::Center);
-    c.text(&format!("{} old", short_duration(age)), BODY, 23, Align::Center);
-    c.text(&format!("commit {}", super::thousands(commit)), BODY, 34, Align::Center);
+    c.header(if backup.mirror { "restore mirror?" } else { "restore backup?" }, "");
+    c.text(&format!("node {}", backup.node_id8), BODY, 12, Align::Center);
+    let age = short_duration(backup.age);
+    c.text(
+        &if backup.mirror { format!("written {age} ago") } else { format!("{age} old") },
+        BODY,
+        23,
+        Align::Center,
+    );
+    let commit = super::thousands(backup.commit);
+    c.text(
+        &if backup.mirror { format!("commit {commit}+") } else { format!("commit {commit}") },
+        BODY,
+        34,
+        Align::Center,
+    );
     let action = if words { "B: restore" } else { "no restore.words" };
     c.text(action, SMALL, 45, Align::Center);
     c.text("hold B: new node", SMALL, 54, Align::Center);

@@ -225,6 +225,7 @@ pub fn render_all() -> Vec<(String, Rendered)> {
                 node_id8: "02d96ead".into(),
                 age: Duration::from_secs(7200),
                 commit: 1_874,
+                mirror: false,
             }),
             start_empty: true,
         }),
@@ -245,9 +246,16 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("not-saved".into(), not_saved("the store cannot write: No space left on device")));
     out.push(("restarting".into(), restarting("the node did not start: it could not listen")));
     out.push(("backup-confirm".into(), backup_confirm()));
-    let age = Duration::from_secs(3 * 3600 + 20 * 60);
-    out.push(("restore-offer".into(), restore_offer("02d96ead", age, 1_874, true)));
-    out.push(("restore-offer-no-words".into(), restore_offer("02d96ead", age, 1_874, false)));
+    let offered = BackupFacts {
+        node_id8: "02d96ead".into(),
+        age: Duration::from_secs(3 * 3600 + 20 * 60),
+        commit: 1_874,
+        mirror: false,
+    };
+    out.push(("restore-offer".into(), restore_offer(&offered, true)));
+    out.push(("restore-offer-no-words".into(), restore_offer(&offered, false)));
+    let mirror = BackupFacts { age: Duration::from_secs(90), mirror: true, ..offered };
+    out.push(("restore-offer-mirror".into(), restore_offer(&mirror, true)));
     out.push(("restore-confirm".into(), restore_confirm()));
     out.push(("restore-running".into(), restore_progress(None)));
     out.push((

@@ -41,8 +41,10 @@ pub struct BackupFacts {
     pub node_id8: String,
     /// How old it is.
     pub age: Duration,
-    /// Its commit counter.
+    /// Its commit counter (for a mirror: its snapshot's; the log goes further).
     pub commit: u64,
+    /// Whether it is the node's live mirror rather than a backup.
+    pub mirror: bool,
 }
 
 /// A data dir that needs the owner (a missing, empty or damaged store, and others), with what
@@ -67,6 +69,7 @@ pub fn store_choice(s: &StoreChoice) -> Rendered {
         c.text_in(line, BODY, 0, W, 12 + 13 * i as i32, Align::Left);
     }
     let backup = match &s.backup {
+        Some(b) if b.mirror => "B: restore the mirror".to_string(),
         Some(b) => format!("B: restore, {} old", short_duration(b.age)),
         None if s.start_empty => "no backup on a stick".to_string(),
         None => String::new(),
@@ -176,8 +179,12 @@ mod tests {
         };
         let screen = store_choice(&s);
         assert!(screen.caption.contains("hold B: start empty") && !screen.caption.contains("B: restore"));
-        s.backup =
-            Some(BackupFacts { node_id8: "02abcdef".into(), age: Duration::from_secs(7200), commit: 1234 });
+        s.backup = Some(BackupFacts {
+            node_id8: "02abcdef".into(),
+            age: Duration::from_secs(7200),
+            commit: 1234,
+            mirror: false,
+        });
         let screen = store_choice(&s);
         assert!(screen.caption.contains("B: restore, 2 h old"), "{}", screen.caption);
         s.start_empty = false;
