@@ -153,7 +153,11 @@ fn a_node_whose_card_dies_comes_back_from_its_mirror_with_every_payment() {
         wait_until(Deadline::in_secs(60), "payments succeeding while the mirror is lost", || {
             (succeeded(&bob_keysends(&bob)) >= before + 5).then_some(())
         });
-        assert_eq!(mirror_state(&status(&config).expect("status")), "lost", "still lost meanwhile");
+        assert_eq!(
+            mirror_state(&status(&config).expect("status")),
+            "lost",
+            "still lost while the stick is full"
+        );
         std::fs::remove_file(&filler).expect("room on the stick again");
         wait_status(&config, "the mirror in sync again", BOOT, |s| mirror_state(s) == "in_sync");
 

@@ -159,6 +159,9 @@ pub enum MirrorError {
         /// The base of the newer log.
         newer_log: u64,
     },
+    /// A commit came while no log was open: beginning the log, or an earlier write, failed.
+    #[error("no log is open: an earlier write failed")]
+    NotOpen,
     /// Nothing to restore.
     #[error("no mirror of this node in {0}: no complete snapshot with its log")]
     Nothing(PathBuf),

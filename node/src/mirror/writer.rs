@@ -80,6 +80,29 @@ fn set(status: &Mutex<MirrorStatus>, new: MirrorStatus) {
     *status.lock().unwrap_or_else(|p| p.into_inner()) = new;
 }
 
+/// Marks the mirror lost for `reason`; a mirror already lost keeps the time it was first lost
+/// (a resync that fails again is the same outage), and the log hears of a new reason only.
+fn mark_lost(status: &Mutex<MirrorStatus>, dir: &Path, reason: String) {
+    let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+    // A write refused for want of a log follows a failure already said: keep that one.
+    if reason == MirrorError::NotOpen.to_string() && matches!(&*status, MirrorStatus::Lost { .. }) {
+        return;
+    }
+    let since = match &*status {
+        MirrorStatus::Lost { reason: old, since, .. } => {
+            if *old != reason {
+                tracing::warn!("mirror still lost ({}): {reason}", dir.display());
+            }
+            *since
+        }
+        _ => {
+            tracing::warn!("mirror lost ({}): {reason}; the node goes on on the card alone", dir.display());
+            unix_now()
+        }
+    };
+    *status = MirrorStatus::Lost { dir: dir.to_path_buf(), reason, since };
+}
+
 fn get(status: &Mutex<MirrorStatus>) -> MirrorStatus {
     status.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
@@ -101,13 +124,8 @@ impl Mirror {
 
     fn lose(&mut self, reason: String) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if self.writer.take().is_some() || !matches!(get(&self.status), MirrorStatus::Lost { .. }) {
-            tracing::warn!(
-                "mirror lost ({}): {reason}; the node goes on on the card alone",
-                self.setup.dir.display()
-            );
-            set(&self.status, MirrorStatus::Lost { dir: self.setup.dir.clone(), reason, since: unix_now() });
-        }
+        self.writer = None;
+        mark_lost(&self.status, &self.setup.dir, reason);
         self.retry_at = Instant::now() + RESYNC_EVERY;
     }
 
@@ -144,9 +162,6 @@ impl Mirror {
             }
             self.writer = Some(tx);
             self.needs_begin = true;
-            if let MirrorStatus::Lost { .. } | MirrorStatus::Off = get(&self.status) {
-                set(&self.status, MirrorStatus::Syncing { dir: self.setup.dir.clone(), percent: 0 });
-            }
         }
         if self.log_bytes.load(Ordering::Relaxed) > COMPACT_AT {
             self.needs_begin = true;
@@ -235,14 +250,7 @@ impl WriterThread {
             match msg {
                 Msg::Begin { base, generation, txn } => {
                     if let Err(e) = self.begin(base, generation, *txn) {
-                        set(
-                            &self.status,
-                            MirrorStatus::Lost {
-                                dir: self.setup.dir.clone(),
-                                reason: e.to_string(),
-                                since: unix_now(),
-                            },
-                        );
+                        mark_lost(&self.status, &self.setup.dir, e.to_string());
                         self.log = None;
                     }
                 }
@@ -279,6 +287,14 @@ impl WriterThread {
         sync_dir(&dir).map_err(MirrorError::io(format!("syncing {}", dir.display())))?;
         self.bytes.store(sealer.prefix().len() as u64, Ordering::Relaxed);
         self.log = Some(LogFile { file, sealer });
+        // A resync says so once its log is there: a stick that is still full or read-only
+        // stays "lost" rather than flickering to "syncing" at each attempt.
+        if self.generation.load(Ordering::SeqCst) == generation {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if let MirrorStatus::Lost { .. } = &*status {
+                *status = MirrorStatus::Syncing { dir: self.setup.dir.clone(), percent: 0 };
+            }
+        }
 
         // The snapshot in the background; the chain stays whole meanwhile when the mirror was
         // in sync (the older log ends where this one begins).
@@ -302,14 +318,7 @@ impl WriterThread {
                             *status = MirrorStatus::InSync { dir: setup.dir.clone(), counter: base };
                         }
                     }
-                    Err(e) => set(
-                        &status,
-                        MirrorStatus::Lost {
-                            dir: setup.dir.clone(),
-                            reason: e.to_string(),
-                            since: unix_now(),
-                        },
-                    ),
+                    Err(e) => mark_lost(&status, &setup.dir, e.to_string()),
                 }
             })
             .map_err(|e| MirrorError::Io { what: "starting the snapshot thread".into(), source: e })?;
@@ -318,7 +327,7 @@ impl WriterThread {
 
     fn append(&mut self, counter: u64, ops: &[LogOp]) -> Result<(), MirrorError> {
         let Some(log) = self.log.as_mut() else {
-            return Err(MirrorError::BadLog("no log is open (an earlier write failed)".into()));
+            return Err(MirrorError::NotOpen);
         };
         let frame = log.sealer.seal(counter, unix_now(), ops)?;
         let io = MirrorError::io("appending to the mirror's log");
