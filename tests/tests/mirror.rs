@@ -11,7 +11,7 @@
 //!
 //! The tmpfs tests need root, as CI has.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use boltbox_node::backup::{self, Workers};
 use boltbox_node::mirror::{MirrorSetup, MirrorStatus, read_mirror};
@@ -149,6 +149,113 @@ fn a_mirror_that_fell_behind_the_card_is_refused_not_restored() {
     assert_eq!(read.contents.snapshot, mirrored_state(&store));
 }
 
+/// Files as the writer names them, made by hand: a snapshot at `base` holding `entries`, and a
+/// log at `base` holding `frames` (counter, key, value).
+struct Stick<'a> {
+    dir: PathBuf,
+    seed: &'a Seed,
+    node_id: String,
+    workers: &'a Workers,
+}
+
+const LINEAGE: &str = "0123456789abcdef0123456789abcdef";
+
+impl Stick<'_> {
+    fn stem(&self, base: u64) -> PathBuf {
+        let files = self.dir.join(boltbox_node::mirror::MIRROR_DIR);
+        std::fs::create_dir_all(&files).expect("mkdir");
+        let node8: String = self.node_id.chars().take(8).collect();
+        files.join(format!("mirror-{node8}-{LINEAGE}-{base:020}"))
+    }
+
+    fn snap(&self, base: u64, entries: &[(&str, &[u8])]) {
+        let snapshot = boltbox_node::store::Snapshot {
+            commit_counter: base,
+            entries: entries
+                .iter()
+                .map(|(k, v)| boltbox_node::store::Entry {
+                    primary: "monitors".into(),
+                    secondary: String::new(),
+                    key: k.to_string(),
+                    value: v.to_vec(),
+                })
+                .collect(),
+        };
+        let config = NodeConfig { network: Network::Regtest, ..NodeConfig::default() };
+        let input = backup::BackupInput {
+            seed: self.seed,
+            config: &config,
+            node_id: &self.node_id,
+            lineage_id: LINEAGE,
+            snapshot: &snapshot,
+            created_at: 1_700_000_000 + base,
+        };
+        let mut bytes = Vec::new();
+        backup::write_backup(&input, &mut bytes, self.workers, &mut |_| {}).expect("snapshot");
+        std::fs::write(self.stem(base).with_extension("snap"), bytes).expect("write");
+    }
+
+    fn log(&self, base: u64, frames: &[(u64, &str, &[u8])]) {
+        use boltbox_node::mirror::log::{LogOp, LogSealer};
+        let (_, sealer) =
+            LogSealer::new(self.seed, Network::Regtest, &self.node_id, LINEAGE, base).expect("log");
+        let mut file = sealer.prefix().to_vec();
+        for (counter, key, value) in frames {
+            let op = LogOp::Put { key: format!("monitors\0\0{key}").into_bytes(), value: value.to_vec() };
+            file.extend(sealer.seal(*counter, 1_700_000_000 + counter, &[op]).expect("seal"));
+        }
+        std::fs::write(self.stem(base).with_extension("log"), file).expect("write");
+    }
+
+    fn read(&self) -> Result<boltbox_node::mirror::MirrorContents, boltbox_node::mirror::MirrorError> {
+        read_mirror(&self.dir, self.seed, Network::Regtest, self.workers)
+    }
+}
+
+fn value_of(read: &boltbox_node::mirror::MirrorContents, key: &str) -> Option<Vec<u8>> {
+    read.contents.snapshot.entries.iter().find(|e| e.key == key).map(|e| e.value.clone())
+}
+
+#[test]
+fn a_chain_follows_the_later_history_and_a_log_left_off_it_means_behind() {
+    let rt = runtime();
+    let workers = Workers(rt.handle().clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = Seed::generate();
+    let node_id = seed.node_id(Network::Regtest).expect("node id");
+    let stick = Stick { dir: dir.path().to_path_buf(), seed: &seed, node_id, workers: &workers };
+    stick.snap(0, &[("a", b"0")]);
+    // A restart at commit 2: the log of the first run had a frame 3 the card never committed
+    // (the stick's flush came first); the second run's log begins at 2.
+    stick.log(0, &[(1, "k1", b"x"), (2, "k2", b"y"), (3, "k3", b"never committed")]);
+    stick.log(2, &[(3, "k3", b"z"), (4, "k4", b"w")]);
+    let read = stick.read().expect("read");
+    assert_eq!(read.contents.header.commit_counter, 4);
+    assert_eq!(value_of(&read, "k3"), Some(b"z".to_vec()), "the later history from commit 2 on");
+    assert_eq!((value_of(&read, "k1"), value_of(&read, "k4")), (Some(b"x".to_vec()), Some(b"w".to_vec())));
+
+    // A log that begins where no chain reaches: commits the mirror lacks.
+    stick.log(10, &[(11, "k11", b"v")]);
+    match stick.read() {
+        Err(boltbox_node::mirror::MirrorError::Behind { chain: 4, newer_log: 10 }) => {}
+        other => panic!("behind, not {other:?}"),
+    }
+
+    // Its snapshot written: the current chain is read; the older snapshot (its log pruned
+    // later) stays behind but does not stand in the way.
+    stick.snap(10, &[("a", b"0"), ("k10", b"t")]);
+    let read = stick.read().expect("read");
+    assert_eq!(read.contents.header.commit_counter, 11);
+    assert_eq!(value_of(&read, "k11"), Some(b"v".to_vec()));
+    std::fs::remove_file(stick.stem(0).with_extension("log")).expect("prune the old log");
+    std::fs::remove_file(stick.stem(2).with_extension("log")).expect("prune the old log");
+    assert_eq!(
+        stick.read().expect("read").contents.header.commit_counter,
+        11,
+        "a leftover snapshot is read past"
+    );
+}
+
 #[test]
 fn a_full_mirror_is_lost_without_failing_a_write_and_resyncs_once_there_is_room() {
     let rt = runtime();
@@ -234,7 +341,7 @@ fn a_node_restored_from_its_mirror_keeps_its_channel_and_pays_on() {
     let bob_before = bob_before.channels[0].clone();
     let before = alice.wait_status("no HTLC in flight", 30, |s| s.balances.in_flight_htlc_msat == 0);
     let before = before.channels[0].clone();
-    assert!(matches!(alice.node().store().mirror_status(), MirrorStatus::InSync { .. }));
+    wait_in_sync(alice.node().store(), "alice's mirror in sync");
     let alice_id = alice.node().node_id();
 
     // The card dies: the data dir is destroyed while the node is down, and restored from the

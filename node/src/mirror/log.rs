@@ -307,25 +307,40 @@ pub fn open_log(file: &[u8], seed: &Seed) -> Result<LogContents, MirrorError> {
     let mut frames = Vec::new();
     let mut at = prefix_len;
     let mut expected = header.base_counter;
-    while let Some(b) = file.get(at..at.saturating_add(4)) {
+    // The frame at `at` with counter `counter`, if it is whole and authentic; and its length.
+    let frame_at = |at: usize, counter: u64| -> Option<(Frame, usize)> {
+        let b = file.get(at..at.checked_add(4)?)?;
         let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
         if !(TAG_LEN..=MAX_FRAME).contains(&len) {
-            break;
+            return None;
         }
-        let Some(sealed) = file.get(at + 4..at + 4 + len) else { break };
-        let Some(next) = expected.checked_add(1) else { break };
+        let sealed = file.get(at + 4..at + 4 + len)?;
         let (body, tag) = sealed.split_at(len - TAG_LEN);
-        let Ok(tag) = Tag::try_from(tag) else { break };
+        let tag = Tag::try_from(tag).ok()?;
         let mut buf = body.to_vec();
-        if cipher.decrypt_inout_detached(&nonce(next), aad, buf.as_mut_slice().into(), &tag).is_err() {
-            break;
+        cipher.decrypt_inout_detached(&nonce(counter), aad, buf.as_mut_slice().into(), &tag).ok()?;
+        decode_plain(&buf).filter(|f| f.counter == counter).map(|f| (f, 4 + len))
+    };
+    while let Some(next) = expected.checked_add(1) {
+        match frame_at(at, next) {
+            Some((frame, len)) => {
+                frames.push(frame);
+                expected = next;
+                at += len;
+            }
+            None => {
+                // A torn append is the last thing in a log. A bad frame with an authentic one
+                // after it is damage in the middle: what follows would be lost silently.
+                let b = file.get(at..at.saturating_add(4)).unwrap_or_default();
+                let len =
+                    if b.len() == 4 { u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize } else { 0 };
+                let after = at.saturating_add(4).saturating_add(len);
+                if len >= TAG_LEN && next.checked_add(1).is_some_and(|n| frame_at(after, n).is_some()) {
+                    return Err(MirrorError::BadLog(format!("the frame of commit {next} is damaged")));
+                }
+                break;
+            }
         }
-        match decode_plain(&buf) {
-            Some(frame) if frame.counter == next => frames.push(frame),
-            _ => break,
-        }
-        expected = next;
-        at += 4 + len;
     }
     Ok(LogContents { header, frames, torn_bytes: file.len() - at })
 }
@@ -390,6 +405,17 @@ mod tests {
         let last = flipped.len() - 20;
         flipped[last] ^= 1;
         assert_eq!(open_log(&flipped, &seed).expect("open").frames.len(), 2);
+    }
+
+    #[test]
+    fn a_damaged_frame_in_the_middle_is_an_error_not_a_shorter_log() {
+        let seed = Seed::generate();
+        let whole = log_of(&seed, 0, 3);
+        let (_, prefix_len) = read_header(&whole).expect("header");
+        // A byte inside the first frame's ciphertext: the frames after it are authentic.
+        let mut bad = whole.clone();
+        bad[prefix_len + 10] ^= 1;
+        assert!(matches!(open_log(&bad, &seed), Err(MirrorError::BadLog(_))), "{:?}", open_log(&bad, &seed));
     }
 
     #[test]

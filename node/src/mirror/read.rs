@@ -2,7 +2,7 @@
 //! it, replayed in order. Every file on the mirror's medium is untrusted (bounded reads, no
 //! symlinks, authenticated contents).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,8 +40,15 @@ fn untrusted(path: &Path, max: u64) -> Result<Vec<u8>, MirrorError> {
 }
 
 /// Reads the mirror of the node `seed` gives on `network` from the directory chosen for it
-/// (its files are in [`MIRROR_DIR`] there). Of several complete chains (files a prune left
-/// behind) the one written last wins.
+/// (its files are in [`MIRROR_DIR`] there).
+///
+/// A chain is a snapshot and the logs that continue it, each from the commit the one before
+/// reached. A log that begins at a commit inside an earlier log is a later history from that
+/// commit (a restart or a resync there): the chain switches to it, and the earlier log's frames
+/// after that commit (written, never committed on the card) are not used. A chain is current
+/// only if every log of its lineage from its snapshot on is on it; a log left off holds commits
+/// the chain lacks, and the mirror is refused as behind. Of several current chains (an older
+/// snapshot a prune left behind reaches the same state) the one written last wins.
 pub fn read_mirror(
     dir: &Path,
     seed: &Seed,
@@ -55,7 +62,14 @@ pub fn read_mirror(
         std::fs::read_dir(&mirror).map_err(MirrorError::io(format!("reading {}", mirror.display())))?;
     let mut snaps: Vec<(String, u64, PathBuf)> = Vec::new();
     let mut logs: HashMap<(String, u64), PathBuf> = HashMap::new();
-    for entry in listing.take(MAX_ENTRIES).flatten() {
+    for (i, entry) in listing.flatten().enumerate() {
+        // A file not looked at could be the log that shows a chain behind: refuse instead.
+        if i >= MAX_ENTRIES {
+            return Err(MirrorError::BadLog(format!(
+                "{} has more than {MAX_ENTRIES} files",
+                mirror.display()
+            )));
+        }
         let name = entry.file_name();
         let Some((n8, lineage, base, ext)) = name.to_str().and_then(parse_name) else { continue };
         if n8 != node8 {
@@ -70,33 +84,32 @@ pub fn read_mirror(
         }
     }
     snaps.sort_by_key(|s| std::cmp::Reverse(s.1));
-    let mut best: Option<MirrorContents> = None;
+    let mut current: Vec<MirrorContents> = Vec::new();
+    let mut behind = None;
     let mut last_error = None;
     for (lineage, base, path) in &snaps {
         match chain(path, lineage, *base, &logs, seed, &node_id, workers) {
-            Ok(found) => {
-                if best
-                    .as_ref()
-                    .is_none_or(|b| found.contents.header.created_at > b.contents.header.created_at)
-                {
-                    best = Some(found);
-                }
-            }
-            // A wrong seed, or a mirror behind the card, is the answer, not a damaged file to
-            // read past to an older chain.
+            Ok(found) => current.push(found),
+            // A wrong seed is the answer, not a damaged file to read past.
             Err(MirrorError::Snapshot(crate::backup::BackupError::WrongSeed)) => {
                 return Err(MirrorError::WrongSeed);
             }
-            Err(e @ MirrorError::Behind { .. }) => return Err(e),
+            Err(e @ MirrorError::Behind { .. }) => {
+                behind.get_or_insert(e);
+            }
             Err(e) => {
                 tracing::warn!("mirror file {} not used: {e}", path.display());
                 last_error = Some(e);
             }
         }
     }
-    match (best, last_error) {
-        (Some(found), _) => Ok(found),
-        (None, Some(e)) => Err(e),
+    if let Some(best) =
+        current.into_iter().max_by_key(|c| (c.contents.header.created_at, c.contents.header.commit_counter))
+    {
+        return Ok(best);
+    }
+    match (behind, last_error) {
+        (Some(e), _) | (None, Some(e)) => Err(e),
         (None, None) => Err(MirrorError::Nothing(dir.to_path_buf())),
     }
 }
@@ -125,12 +138,18 @@ fn chain(
         .drain(..)
         .map(|e| (keys::encode(&e.primary, &e.secondary, &e.key), e.value))
         .collect();
+    // This lineage's logs from the snapshot on, by base.
+    let lineage_logs: BTreeMap<u64, &PathBuf> =
+        logs.iter().filter(|((l, b), _)| l == lineage && *b >= base).map(|((_, b), p)| (*b, p)).collect();
+    let mut used = BTreeSet::new();
     let mut counter = base;
     let mut written_at = contents.header.created_at;
     let mut frames = 0;
     let mut torn_bytes = 0;
-    // Each log continues from the counter the one before ended at.
-    while let Some(path) = logs.get(&(lineage.to_string(), counter)) {
+    while let Some(path) = lineage_logs.get(&counter) {
+        if !used.insert(counter) {
+            break;
+        }
         let file = untrusted(path, COMPACT_AT.saturating_add(2 * MAX_FRAME as u64))?;
         let log = open_log(&file, seed)?;
         if log.header.node_id != node_id
@@ -140,7 +159,6 @@ fn chain(
             return Err(MirrorError::BadLog(format!("{} is not the log its name says", path.display())));
         }
         torn_bytes = log.torn_bytes;
-        let Some(last) = log.frames.last().map(|f| (f.counter, f.written_at)) else { break };
         for frame in log.frames {
             frames += 1;
             for op in frame.ops {
@@ -153,14 +171,18 @@ fn chain(
                     }
                 }
             }
+            (counter, written_at) = (frame.counter, frame.written_at);
+            // A later history begins here: go on with it.
+            if lineage_logs.contains_key(&counter) && !used.contains(&counter) {
+                torn_bytes = 0;
+                break;
+            }
         }
-        (counter, written_at) = last;
     }
-    // A log of this lineage that begins after the chain ends holds commits the chain lacks:
-    // the mirror fell behind (it was lost, or the card went on without it) and a resync had
-    // begun. Restoring the chain would put the node back on an old state.
-    if let Some(newer) = logs.keys().filter(|(l, b)| l == lineage && *b > counter).map(|(_, b)| *b).max() {
-        return Err(MirrorError::Behind { chain: counter, newer_log: newer });
+    // Every log of the lineage from the snapshot on must be on the chain: one that is not holds
+    // commits the chain lacks (the mirror was lost, or is resyncing).
+    if let Some(newer) = lineage_logs.keys().filter(|b| !used.contains(b)).max() {
+        return Err(MirrorError::Behind { chain: counter, newer_log: *newer });
     }
     let entries = entries
         .into_iter()

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::backup::BackupInput;
 use crate::store::committer::Op;
-use crate::store::{Entry, keys, snapshot_of};
+use crate::store::{Entry, Snapshot, keys, snapshot_of};
 use crate::unix_now;
 
 /// Whether a store key (decoded) is mirrored.
@@ -50,7 +50,7 @@ pub(crate) fn parse_name(name: &str) -> Option<(&str, &str, u64, &str)> {
 
 enum Msg {
     /// Begin a new log at `base` with its snapshot read from `txn`.
-    Begin { base: u64, generation: u64, txn: Box<redb::ReadTransaction> },
+    Begin { base: u64, generation: u64, after_loss: bool, txn: Box<redb::ReadTransaction> },
     /// Append the commit that brings the store to `counter`.
     Append { counter: u64, ops: Vec<LogOp>, ack: SyncSender<Result<(), String>> },
 }
@@ -63,9 +63,16 @@ pub(crate) struct Mirror {
     writer: Option<Sender<Msg>>,
     /// Bytes in the current log (the writer counts them), for compaction.
     log_bytes: Arc<AtomicU64>,
-    /// Bumped at each new log and each loss: a snapshot finishing for an older log (whose
-    /// chain a loss broke) does not get to say "in sync".
+    /// Bumped at each new log, each loss and each mirror chosen (shared by every mirror of the
+    /// store): a thread of an older log, a broken chain or a replaced mirror does not get to
+    /// change the status.
     generation: Arc<AtomicU64>,
+    /// Held by this mirror's writer and snapshot threads: while one of an earlier attempt is
+    /// still alive (stuck on a dead stick), no new one is started.
+    alive: Arc<()>,
+    /// The last attempt ended in a loss: the next log's older chain is behind, and is removed
+    /// once the new log is there.
+    after_loss: bool,
     needs_begin: bool,
     retry_at: Instant,
 }
@@ -76,16 +83,27 @@ impl std::fmt::Debug for Mirror {
     }
 }
 
-fn set(status: &Mutex<MirrorStatus>, new: MirrorStatus) {
-    *status.lock().unwrap_or_else(|p| p.into_inner()) = new;
+/// Marks the mirror lost for a thread of generation `generation`, judged under the status's
+/// lock (the generation is bumped under it too), so that an older thread never speaks for a
+/// newer one.
+fn mark_lost_if(
+    status: &Mutex<MirrorStatus>,
+    current: &AtomicU64,
+    generation: u64,
+    dir: &Path,
+    reason: String,
+) {
+    let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+    if current.load(Ordering::SeqCst) == generation {
+        lost(&mut status, dir, reason);
+    }
 }
 
-/// Marks the mirror lost for `reason`; a mirror already lost keeps the time it was first lost
-/// (a resync that fails again is the same outage), and the log hears of a new reason only.
-fn mark_lost(status: &Mutex<MirrorStatus>, dir: &Path, reason: String) {
-    let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+/// Marks `status` lost for `reason`; a mirror already lost keeps the time it was first lost (a
+/// resync that fails again is the same outage), and the log hears of a new reason only.
+fn lost(status: &mut MirrorStatus, dir: &Path, reason: String) {
     // A write refused for want of a log follows a failure already said: keep that one.
-    if reason == MirrorError::NotOpen.to_string() && matches!(&*status, MirrorStatus::Lost { .. }) {
+    if reason == MirrorError::NotOpen.to_string() && matches!(status, MirrorStatus::Lost { .. }) {
         return;
     }
     let since = match &*status {
@@ -109,23 +127,38 @@ fn get(status: &Mutex<MirrorStatus>) -> MirrorStatus {
 
 impl Mirror {
     /// A mirror into `setup.dir`; its first log and snapshot begin with the next commit.
-    pub(crate) fn new(setup: MirrorSetup, status: Arc<Mutex<MirrorStatus>>) -> Mirror {
-        set(&status, MirrorStatus::Syncing { dir: setup.dir.clone(), percent: 0 });
+    /// `generation` is the store's (see [`Mirror::generation`]).
+    pub(crate) fn new(
+        setup: MirrorSetup,
+        status: Arc<Mutex<MirrorStatus>>,
+        generation: Arc<AtomicU64>,
+    ) -> Mirror {
+        {
+            let mut shown = status.lock().unwrap_or_else(|p| p.into_inner());
+            generation.fetch_add(1, Ordering::SeqCst);
+            *shown = MirrorStatus::Syncing { dir: setup.dir.clone(), percent: 0 };
+        }
         Mirror {
             setup: Arc::new(setup),
             status,
             writer: None,
             log_bytes: Arc::new(AtomicU64::new(0)),
-            generation: Arc::new(AtomicU64::new(0)),
+            generation,
+            alive: Arc::new(()),
+            after_loss: false,
             needs_begin: true,
             retry_at: Instant::now(),
         }
     }
 
     fn lose(&mut self, reason: String) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
         self.writer = None;
-        mark_lost(&self.status, &self.setup.dir, reason);
+        self.after_loss = true;
+        {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            lost(&mut status, &self.setup.dir, reason);
+        }
         self.retry_at = Instant::now() + RESYNC_EVERY;
     }
 
@@ -148,14 +181,20 @@ impl Mirror {
             if Instant::now() < self.retry_at {
                 return None;
             }
+            if Arc::strong_count(&self.alive) > 1 {
+                // A thread of the last attempt still waits on the stick: at most one at a time.
+                self.retry_at = Instant::now() + RESYNC_EVERY;
+                return None;
+            }
             let (tx, rx) = mpsc::channel();
             let setup = Arc::clone(&self.setup);
             let status = Arc::clone(&self.status);
             let bytes = Arc::clone(&self.log_bytes);
             let generation = Arc::clone(&self.generation);
+            let alive = Arc::clone(&self.alive);
             let spawned = std::thread::Builder::new()
                 .name("boltbox-mirror".into())
-                .spawn(move || WriterThread { setup, status, bytes, generation, log: None }.run(rx));
+                .spawn(move || WriterThread { setup, status, bytes, generation, alive, log: None }.run(rx));
             if let Err(e) = spawned {
                 self.lose(format!("no mirror thread: {e}"));
                 return None;
@@ -172,7 +211,8 @@ impl Mirror {
                     self.needs_begin = false;
                     self.log_bytes.store(0, Ordering::Relaxed);
                     let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-                    self.send(Msg::Begin { base: counter, generation, txn: Box::new(txn) })?;
+                    let after_loss = std::mem::take(&mut self.after_loss);
+                    self.send(Msg::Begin { base: counter, generation, after_loss, txn: Box::new(txn) })?;
                 }
                 Err(e) => {
                     self.lose(format!("cannot read the store for a snapshot: {e}"));
@@ -203,9 +243,21 @@ impl Mirror {
         sent.then_some(())
     }
 
-    /// After the card's commit brought the store to `counter`: waits for the mirror's copy.
-    pub(crate) fn after_commit(&mut self, pending: Option<Receiver<Result<(), String>>>, counter: u64) {
+    /// After the card's commit brought the store to `counter` (the mirror's copy was sealed
+    /// as `counter_sent`): waits for the mirror's copy.
+    pub(crate) fn after_commit(
+        &mut self,
+        pending: Option<Receiver<Result<(), String>>>,
+        counter_sent: u64,
+        counter: u64,
+    ) {
         let Some(done) = pending else { return };
+        if counter != counter_sent {
+            // A failed card commit that had reached the disk after all, then a retry: the
+            // mirror's frame carries another counter, and its log now has a gap.
+            self.lose(format!("the card's commit was retried at counter {counter}, not {counter_sent}"));
+            return;
+        }
         match done.recv_timeout(MIRROR_WAIT) {
             Ok(Ok(())) => {
                 let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,6 +289,7 @@ struct WriterThread {
     status: Arc<Mutex<MirrorStatus>>,
     bytes: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
+    alive: Arc<()>,
     log: Option<LogFile>,
 }
 
@@ -248,10 +301,16 @@ impl WriterThread {
     fn run(mut self, rx: Receiver<Msg>) {
         while let Ok(msg) = rx.recv() {
             match msg {
-                Msg::Begin { base, generation, txn } => {
-                    if let Err(e) = self.begin(base, generation, *txn) {
-                        mark_lost(&self.status, &self.setup.dir, e.to_string());
+                Msg::Begin { base, generation, after_loss, txn } => {
+                    if let Err(e) = self.begin(base, generation, after_loss, *txn) {
                         self.log = None;
+                        mark_lost_if(
+                            &self.status,
+                            &self.generation,
+                            generation,
+                            &self.setup.dir,
+                            e.to_string(),
+                        );
                     }
                 }
                 Msg::Append { counter, ops, ack } => {
@@ -270,12 +329,24 @@ impl WriterThread {
         self.setup.dir.join(MIRROR_DIR)
     }
 
-    fn begin(&mut self, base: u64, generation: u64, txn: redb::ReadTransaction) -> Result<(), MirrorError> {
+    fn begin(
+        &mut self,
+        base: u64,
+        generation: u64,
+        after_loss: bool,
+        txn: redb::ReadTransaction,
+    ) -> Result<(), MirrorError> {
         self.log = None;
+        // Read at once and let go: a read transaction held through a stick's slow writes would
+        // keep redb from reusing the card's pages.
+        let identity = crate::store::identity_of(&txn).map_err(|e| MirrorError::Store(e.to_string()))?;
+        let keep = |e: &Entry| mirrored(&e.primary, &e.secondary, &e.key);
+        let snapshot = snapshot_of(&txn, &keep).map_err(|e| MirrorError::Store(e.to_string()))?;
+        drop(txn);
         let dir = self.dir();
         std::fs::create_dir_all(&dir).map_err(MirrorError::io(format!("creating {}", dir.display())))?;
-        let identity = crate::store::identity_of(&txn).map_err(|e| MirrorError::Store(e.to_string()))?;
         let setup = &self.setup;
+        remove_leftovers(&dir, &setup.node_id);
         let (_, sealer) =
             LogSealer::new(&setup.seed, setup.config.network, &setup.node_id, &identity.lineage_id, base)?;
         let stem = file_stem(&setup.node_id, &identity.lineage_id, base);
@@ -287,12 +358,19 @@ impl WriterThread {
         sync_dir(&dir).map_err(MirrorError::io(format!("syncing {}", dir.display())))?;
         self.bytes.store(sealer.prefix().len() as u64, Ordering::Relaxed);
         self.log = Some(LogFile { file, sealer });
+        if after_loss {
+            // The older chain ends before this log begins (commits were made without the
+            // mirror): a reader refuses it now anyway, and on a small stick its room is needed.
+            prune(&dir, &setup.node_id, &identity.lineage_id, base);
+        }
         // A resync says so once its log is there: a stick that is still full or read-only
         // stays "lost" rather than flickering to "syncing" at each attempt.
-        if self.generation.load(Ordering::SeqCst) == generation {
+        {
             let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            if let MirrorStatus::Lost { .. } = &*status {
-                *status = MirrorStatus::Syncing { dir: self.setup.dir.clone(), percent: 0 };
+            if self.generation.load(Ordering::SeqCst) == generation {
+                if let MirrorStatus::Lost { .. } = &*status {
+                    *status = MirrorStatus::Syncing { dir: self.setup.dir.clone(), percent: 0 };
+                }
             }
         }
 
@@ -302,23 +380,28 @@ impl WriterThread {
         let status = Arc::clone(&self.status);
         let lineage = identity.lineage_id;
         let current = Arc::clone(&self.generation);
+        let alive = Arc::clone(&self.alive);
         std::thread::Builder::new()
             .name("boltbox-mirror-snap".into())
             .spawn(move || {
-                let result = write_snapshot(&setup, &status, &dir, &stem, &lineage, &txn);
-                drop(txn);
-                if current.load(Ordering::SeqCst) != generation {
-                    // A newer log or a loss since: this snapshot's word is not the last.
+                let _alive = alive;
+                let is_current = || current.load(Ordering::SeqCst) == generation;
+                let result = write_snapshot(&setup, &status, &dir, &stem, &lineage, &snapshot, &is_current);
+                if !is_current() {
+                    // A newer log, a loss or another mirror since: this snapshot's word is not
+                    // the last.
                     return;
                 }
                 match result {
                     Ok(()) => {
                         let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
-                        if let MirrorStatus::Syncing { .. } = &*status {
-                            *status = MirrorStatus::InSync { dir: setup.dir.clone(), counter: base };
+                        if current.load(Ordering::SeqCst) == generation {
+                            if let MirrorStatus::Syncing { .. } = &*status {
+                                *status = MirrorStatus::InSync { dir: setup.dir.clone(), counter: base };
+                            }
                         }
                     }
-                    Err(e) => mark_lost(&status, &setup.dir, e.to_string()),
+                    Err(e) => mark_lost_if(&status, &current, generation, &setup.dir, e.to_string()),
                 }
             })
             .map_err(|e| MirrorError::Io { what: "starting the snapshot thread".into(), source: e })?;
@@ -337,18 +420,17 @@ impl WriterThread {
     }
 }
 
-/// Writes the snapshot of `txn` as `<stem>.snap` (a temporary name, flushed, then renamed), then
-/// deletes this node's older mirror files.
+/// Writes `snapshot` as `<stem>.snap` (a temporary name, flushed, then renamed while
+/// `is_current`), then deletes this node's older files of the lineage.
 fn write_snapshot(
     setup: &MirrorSetup,
     status: &Mutex<MirrorStatus>,
     dir: &Path,
     stem: &str,
     lineage: &str,
-    txn: &redb::ReadTransaction,
+    snapshot: &Snapshot,
+    is_current: &dyn Fn() -> bool,
 ) -> Result<(), MirrorError> {
-    let keep = |e: &Entry| mirrored(&e.primary, &e.secondary, &e.key);
-    let snapshot = snapshot_of(txn, &keep).map_err(|e| MirrorError::Store(e.to_string()))?;
     let tmp = dir.join(format!(".{stem}.snap.tmp"));
     let path = dir.join(format!("{stem}.snap"));
     let io = |what: &str| MirrorError::io(format!("{what} {}", tmp.display()));
@@ -359,10 +441,13 @@ fn write_snapshot(
         config: &setup.config,
         node_id: &setup.node_id,
         lineage_id: lineage,
-        snapshot: &snapshot,
+        snapshot,
         created_at: unix_now(),
     };
     let mut progress = |percent: u8| {
+        if !is_current() {
+            return;
+        }
         let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
         if let MirrorStatus::Syncing { percent: p, .. } = &mut *status {
             *p = percent.min(99);
@@ -373,24 +458,48 @@ fn write_snapshot(
         .into_inner()
         .map_err(|e| MirrorError::Io { what: "writing the snapshot".into(), source: e.into_error() })?;
     file.sync_all().map_err(io("flushing"))?;
+    if !is_current() {
+        // Superseded: a newer snapshot may already have pruned this one's log.
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(());
+    }
     std::fs::rename(&tmp, &path).map_err(io("renaming"))?;
     sync_dir(dir).map_err(MirrorError::io(format!("syncing {}", dir.display())))?;
     prune(dir, &setup.node_id, lineage, snapshot.commit_counter);
     Ok(())
 }
 
-/// Deletes this node's mirror files older than the pair at (`lineage`, `base`): other
-/// lineages, and smaller bases of this one. Best effort: a file left over is read past.
+/// Deletes this node's mirror files of `lineage` older than `base`: snapshots first, so that
+/// a cut in the middle never leaves a snapshot whose log is gone. Other lineages (the node's
+/// state before a start on an empty store) are left to the owner. Best effort: a file left over
+/// is read past.
 fn prune(dir: &Path, node_id: &str, lineage: &str, base: u64) {
     let node8: String = node_id.chars().take(8).collect();
     let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut old: Vec<(bool, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let (n8, l, b, ext) = name.to_str().and_then(parse_name)?;
+            (n8 == node8 && l == lineage && b < base).then(|| (ext != "snap", entry.path()))
+        })
+        .collect();
+    old.sort();
+    for (_, path) in old {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::debug!("cannot remove the old mirror file {}: {e}", path.display());
+        }
+    }
+}
+
+/// Deletes this node's temporary snapshot files that a cut or a failure left behind.
+fn remove_leftovers(dir: &Path, node_id: &str) {
+    let prefix = format!(".mirror-{}-", node_id.chars().take(8).collect::<String>());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some((n8, l, b, _)) = name.to_str().and_then(parse_name) else { continue };
-        if n8 == node8 && (l != lineage || b < base) {
-            if let Err(e) = std::fs::remove_file(entry.path()) {
-                tracing::debug!("cannot remove the old mirror file {}: {e}", entry.path().display());
-            }
+        if name.to_str().is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".snap.tmp")) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

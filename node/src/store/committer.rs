@@ -82,6 +82,8 @@ struct Shared {
     mirror: Mutex<Option<Mirror>>,
     /// Bumped by each `set_mirror`: the committer puts its mirror back only if unchanged.
     mirror_epoch: AtomicU64,
+    /// The mirrors' generation (see `Mirror`), shared by every mirror this store has.
+    mirror_generation: Arc<AtomicU64>,
     /// Where the mirror stands, readable without waiting on a commit.
     mirror_status: Arc<Mutex<MirrorStatus>>,
 }
@@ -155,6 +157,7 @@ impl Committer {
             counter: AtomicU64::new(counter),
             mirror: Mutex::new(None),
             mirror_epoch: AtomicU64::new(0),
+            mirror_generation: Arc::new(AtomicU64::new(0)),
             mirror_status: Arc::new(Mutex::new(MirrorStatus::Off)),
         });
         let worker = shared.clone();
@@ -202,9 +205,18 @@ impl Committer {
     pub(crate) fn set_mirror(&self, setup: Option<MirrorSetup>) {
         let mut mirror = self.shared.mirror.lock().unwrap_or_else(|p| p.into_inner());
         self.shared.mirror_epoch.fetch_add(1, Ordering::SeqCst);
-        *mirror = setup.map(|setup| Mirror::new(setup, Arc::clone(&self.shared.mirror_status)));
+        *mirror = setup.map(|setup| {
+            Mirror::new(
+                setup,
+                Arc::clone(&self.shared.mirror_status),
+                Arc::clone(&self.shared.mirror_generation),
+            )
+        });
         if mirror.is_none() {
-            *self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner()) = MirrorStatus::Off;
+            // Threads of the mirror stopped here say nothing more.
+            let mut status = self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.mirror_generation.fetch_add(1, Ordering::SeqCst);
+            *status = MirrorStatus::Off;
         }
     }
 
@@ -312,7 +324,7 @@ impl Shared {
             // (or none) is not then given this one's state; that one is simply dropped.
             let mut slot = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
             if self.mirror_epoch.load(Ordering::SeqCst) == epoch {
-                m.after_commit(pending, self.counter.load(Ordering::SeqCst));
+                m.after_commit(pending, before.saturating_add(1), self.counter.load(Ordering::SeqCst));
                 *slot = Some(m);
             }
         }
