@@ -70,24 +70,45 @@ impl StickBackup {
     }
 }
 
-/// The backup with the newest state (by commit counter: [`backup::sort_by_state`]) of a node on
-/// `config`'s network on the first usable stick: of `node_id` when given, else of the node the
-/// stick's seed words give (when they are there and valid), else of any node.
+/// The newest state of a node on `config`'s network that a stick offers: of `node_id` when
+/// given, else of the node the stick's seed words give (when they are there and valid), else of
+/// any node. That is its live mirror (in `[mirror] dir`, else on the first usable stick) unless
+/// a backup there is plainly newer (made after the mirror was last written, and further on in
+/// the same lineage); else its newest backup (by commit counter: [`backup::sort_by_state`]).
 pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBackup> {
-    let stick = find_stick(&config.backup.sticks, config.eject_request().is_some()).ok()?;
-    let dir = stick.path.join(STICK_DIR);
-    let words = dir.join(WORDS_FILE);
+    let network = config.node.network;
+    let stick = find_stick(&config.backup.sticks, config.eject_request().is_some()).ok();
+    let home =
+        stick.as_ref().map(|s| s.path.clone()).or_else(|| config.mirror.dir().map(Path::to_path_buf))?;
+    let words = home.join(STICK_DIR).join(WORDS_FILE);
     let words_node = match node_id {
         Some(_) => None,
-        None => seed_from_words(&words).ok().and_then(|seed| seed.node_id(config.node.network).ok()),
+        None => seed_from_words(&words).ok().and_then(|seed| seed.node_id(network).ok()),
     };
     let node_id = node_id.or(words_node.as_deref());
-    if let Some((file, header, written)) = newest_mirror(&stick.path, config.node.network, node_id) {
-        let mirror = Some((stick.path.clone(), written));
-        return Some(StickBackup { stick: stick.name, file, header, mirror, words });
+    let name = stick.as_ref().map_or_else(|| home.display().to_string(), |s| s.name.clone());
+    let mirror = config
+        .mirror
+        .dir()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(stick.as_ref().map(|s| s.path.clone()))
+        .find_map(|dir| newest_mirror(&dir, network, node_id).map(|found| (dir, found)));
+    let backup = stick.as_ref().and_then(|s| newest_backup(&s.path.join(STICK_DIR), network, node_id));
+    match (mirror, backup) {
+        (Some((_, (_, mirror, written))), Some((file, header)))
+            if header.created_at > written
+                && (header.lineage_id != mirror.lineage_id
+                    || header.commit_counter > mirror.commit_counter) =>
+        {
+            Some(StickBackup { stick: name, file, header, mirror: None, words })
+        }
+        (Some((dir, (file, header, written))), _) => {
+            Some(StickBackup { stick: name, file, header, mirror: Some((dir, written)), words })
+        }
+        (None, Some((file, header))) => Some(StickBackup { stick: name, file, header, mirror: None, words }),
+        (None, None) => None,
     }
-    let (file, header) = newest_backup(&dir, config.node.network, node_id)?;
-    Some(StickBackup { stick: stick.name, file, header, mirror: None, words })
 }
 
 /// The newest snapshot of a live mirror in `stick` (of `node_id` when given, on `network`),
@@ -345,6 +366,19 @@ mod tests {
         seed.store(&data).expect("seed");
         let offer = find_backup(&config, Some(&backed_up.node_id)).expect("an offer");
         assert!(offer.mirror.is_some() && offer.facts().mirror, "the mirror, not the backup: {offer:?}");
+
+        // A mirror given up (no longer written) and a backup made later, further on: the backup.
+        store.stop_mirror();
+        let later =
+            backup_of(&store, &seed, &config, &stick.join(STICK_DIR), 3, boltbox_node::unix_now() + 3600);
+        let offer = find_backup(&config, Some(&later.node_id)).expect("an offer");
+        assert_eq!(
+            (offer.mirror.is_none(), offer.header.commit_counter),
+            (true, later.commit_counter),
+            "{offer:?}"
+        );
+        std::fs::remove_file(&offer.file).expect("take the later backup away again");
+
         let report = restore(&config, &workers).expect("restore");
         assert_eq!(
             report.commit_counter, counter,

@@ -10,12 +10,13 @@
 //!
 //! The key is HKDF-SHA256 of the 64-byte BIP39 seed with the file's random salt and a label of
 //! the mirror's own (a second label gives the key check, as in backups). The nonce is the
-//! frame's commit counter: within one file (one key) each counter is sealed once, or again
-//! with the very same plaintext when the card's commit was retried. Everything before the
-//! first frame is every frame's associated data, so a frame cannot be moved to another file
-//! (another lineage or base). A frame is the commit it carries or nothing: a power cut in the
-//! middle of an append leaves a torn last frame, which fails its length or its tag, and the
-//! log is read up to the frame before it (that commit's writers were never released).
+//! frame's commit counter: within one file (one key, one writer) each counter is sealed once
+//! (a retried card commit is not sealed again: the mirror is lost and a new file begun).
+//! Everything before the first frame is every frame's associated data, so a frame cannot be
+//! moved to another file (another lineage or base). A frame is the commit it carries or
+//! nothing: a power cut in the middle of an append leaves a torn last frame, which fails its
+//! length or its tag, and the log is read up to the frame before it (that commit's writers
+//! were never released); a bad frame with an authentic one after it is damage, an error.
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
