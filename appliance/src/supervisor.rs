@@ -845,6 +845,19 @@ impl Life {
         if let Some(dir) = self.config.mirror.dir() {
             // Before the node starts: its first writes are mirrored too.
             match seed.node_id(config.network) {
+                // A mirror on the card itself dies with it: said, and not written.
+                Ok(_) if same_device(dir, &config.data_dir) => {
+                    let detail = format!(
+                        "[mirror] dir {} is on the same device as the data dir: a mirror must be on another medium (a USB stick); no mirror is written",
+                        dir.display()
+                    );
+                    tracing::error!("{detail}");
+                    let alert = Alert::Device { headline: "mirror on the card".into(), detail };
+                    let mut notices = self.shared.notices.lock().unwrap_or_else(|p| p.into_inner());
+                    if !notices.contains(&alert) {
+                        notices.push(alert);
+                    }
+                }
                 Ok(node_id) => {
                     tracing::info!("mirroring the store into {}", dir.display());
                     store.mirror_to(MirrorSetup {
@@ -1213,9 +1226,25 @@ impl Notifier {
     }
 }
 
+/// Whether `a` and `b` are on one device (a directory that does not exist yet counts by its
+/// nearest existing parent).
+fn same_device(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &std::path::Path| p.ancestors().find_map(|a| std::fs::metadata(a).ok()).map(|m| m.dev());
+    matches!((dev(a), dev(b)), (Some(x), Some(y)) if x == y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mirror_dir_on_the_data_dirs_device_is_the_same_device_and_tmpfs_is_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(same_device(&dir.path().join("stick/not/yet"), dir.path()), "by its nearest parent");
+        // /proc is never the device a temp dir is on.
+        assert!(!same_device(std::path::Path::new("/proc/self"), dir.path()));
+    }
 
     /// One bad field of `[board]` keeps the others: the error shows on the board asked for.
     #[test]
