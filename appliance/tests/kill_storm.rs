@@ -7,7 +7,8 @@
 //! the node must say "cannot save state" meanwhile and go on by itself afterwards. After each kill the service is started again and must come back to running with its
 //! channels usable; at the end, once every payment has settled:
 //!
-//! - every payment one side saw succeed is succeeded on the other side too (none lost);
+//! - every payment one side saw succeed is succeeded on the other side too (none lost), and
+//!   each service counts its payments (the earnings screen's sent and recv) as its list does;
 //! - every node's Lightning balance moved by exactly what the succeeded payments say (the
 //!   amounts and fees as the *other* side recorded them);
 //! - the router's fee ledger holds exactly the fees its forwards earned;
@@ -660,6 +661,28 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
             .collect();
         if moves.iter().any(|(_, moved, want)| (moved - want).abs() > 2) {
             return Err(format!("balances moved (party, sat, the payments say sat): {moves:?}"));
+        }
+        // The payments each service counts (the earnings screen's "sent" and "recv") are its
+        // own payment list's: an event replayed after a kill must not count one twice.
+        for (service, status) in [(&alice, &alice_status), (&bob, &bob_status)] {
+            let payments = service.payments();
+            let count = |direction: &str| {
+                payments
+                    .iter()
+                    .filter(|p| {
+                        p["kind"] != "onchain" && p["status"] == "succeeded" && p["direction"] == direction
+                    })
+                    .count() as u64
+            };
+            let counted = (status["payments"]["sent"].as_u64(), status["payments"]["received"].as_u64());
+            if counted != (Some(count("outbound")), Some(count("inbound"))) {
+                return Err(format!(
+                    "{} counts {counted:?} payments sent and received, its list {} and {}",
+                    service.name,
+                    count("outbound"),
+                    count("inbound")
+                ));
+            }
         }
         let (fees, count) = earnings(&alice_status);
         let (fees, count) = (fees.unwrap_or(0) - fees_before, count.unwrap_or(0) - forwards_before);

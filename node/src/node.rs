@@ -88,7 +88,6 @@ struct Inner {
     status: RwLock<Status>,
     events: broadcast::Sender<NodeEvent>,
     ledger: Mutex<Ledger>,
-    counts: Mutex<PaymentCounts>,
     chain: Mutex<ChainState>,
     probe: Option<ChainProbe>,
     /// The bitcoind password the node's chain client was built with (from the cookie, maybe).
@@ -232,7 +231,6 @@ impl BoltNode {
 
         let probe = ChainProbe::new(config).map_err(|e| tracing::warn!("no chain probe: {e}")).ok();
         let ledger = Ledger::load(&store)?;
-        let counts = count_payments(&node);
         let (events, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             status: RwLock::new(Status::starting(config.network, &config.alias)),
@@ -241,7 +239,6 @@ impl BoltNode {
             config: valid,
             events,
             ledger: Mutex::new(ledger),
-            counts: Mutex::new(counts),
             chain: Mutex::new(ChainState::default()),
             probe,
             chain_password: credentials.map(|(_, password)| password),
@@ -706,14 +703,12 @@ impl Inner {
                 }
             }
             Event::PaymentReceived { payment_hash, amount_msat, .. } => {
-                self.counts.lock().unwrap_or_else(|p| p.into_inner()).received += 1;
                 self.publish(NodeEvent::PaymentReceived {
                     payment_hash: hex(&payment_hash.0),
                     amount_msat: *amount_msat,
                 });
             }
             Event::PaymentSuccessful { payment_hash, fee_paid_msat, .. } => {
-                self.counts.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
                 self.publish(NodeEvent::PaymentSent {
                     payment_hash: hex(&payment_hash.0),
                     fee_msat: *fee_paid_msat,
@@ -883,7 +878,9 @@ impl Inner {
             },
             channels,
             earnings: self.ledger.lock().unwrap_or_else(|p| p.into_inner()).earnings(now),
-            payments: self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            // Counted from ldk-node's payment store at each refresh, not from events: an event
+            // replayed after a crash would count its payment twice.
+            payments: count_payments(node),
             alerts,
             mirror: crate::mirror::MirrorStatus::Off,
             funding_address,
