@@ -728,7 +728,14 @@ pub fn restore(
                 },
             })?,
         ),
-        RestoreSource::Mirror(_) => None,
+        RestoreSource::Mirror(dir) => {
+            // Said before the seed words are asked for.
+            let files = dir.join(boltbox_node::mirror::MIRROR_DIR);
+            if !files.is_dir() {
+                return Err(boltbox_node::mirror::MirrorError::Nothing(dir.clone()).into());
+            }
+            None
+        }
     };
     let plain_header = backup_file.as_deref().map(backup::read_header).transpose()?.map(|(h, _)| h);
     let _lock = lock_data_dir(&node.data_dir)?;

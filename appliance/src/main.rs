@@ -155,12 +155,13 @@ enum Command {
         #[arg(long, default_value = "/etc/boltbox/boltbox.toml")]
         config: PathBuf,
     },
-    /// Restore a backup onto the config's data dir (empty, or holding an older state of the
-    /// same node). Shows the backup's age and commit counter, refuses a data dir that is not
-    /// older, warns, and asks for confirmation.
+    /// Restore a backup (or the live mirror) onto the config's data dir (empty, or holding an
+    /// older state of the same node). Shows its age and commit counter, refuses a data dir that
+    /// is not older, warns, and asks for confirmation.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["backup", "mirror"])))]
     Restore {
         /// The backup file.
-        #[arg(long, required_unless_present = "mirror", conflicts_with = "mirror")]
+        #[arg(long)]
         backup: Option<PathBuf>,
         /// Restore from the live mirror written into this directory (a USB stick's mount
         /// point; its files are in DIR/boltbox-mirror) instead of a backup.
