@@ -716,33 +716,38 @@ pub fn restore(
     let node = &config.node;
     // A backup's plain header is shown and judged before the seed is asked for; a mirror is
     // read only with the seed.
-    let backup_file = match &options.source {
-        RestoreSource::Backup(path) => Some(
-            boltbox_node::files::read_untrusted(path, backup::MAX_BACKUP_BYTES).map_err(|e| match e {
-                boltbox_node::files::UntrustedError::Io(source) => {
-                    CommandError::Io { what: "reading the backup".into(), source }
-                }
-                other => CommandError::Io {
-                    what: "reading the backup".into(),
-                    source: std::io::Error::other(other.to_string()),
-                },
-            })?,
-        ),
+    enum Read<'a> {
+        Backup { file: Vec<u8>, header: Box<BackupHeader> },
+        Mirror(&'a Path),
+    }
+    let source = match &options.source {
+        RestoreSource::Backup(path) => {
+            let file =
+                boltbox_node::files::read_untrusted(path, backup::MAX_BACKUP_BYTES).map_err(|e| match e {
+                    boltbox_node::files::UntrustedError::Io(source) => {
+                        CommandError::Io { what: "reading the backup".into(), source }
+                    }
+                    other => CommandError::Io {
+                        what: "reading the backup".into(),
+                        source: std::io::Error::other(other.to_string()),
+                    },
+                })?;
+            let (header, _) = backup::read_header(&file)?;
+            Read::Backup { file, header: Box::new(header) }
+        }
         RestoreSource::Mirror(dir) => {
             // Said before the seed words are asked for.
-            let files = dir.join(boltbox_node::mirror::MIRROR_DIR);
-            if !files.is_dir() {
+            if !dir.join(boltbox_node::mirror::MIRROR_DIR).is_dir() {
                 return Err(boltbox_node::mirror::MirrorError::Nothing(dir.clone()).into());
             }
-            None
+            Read::Mirror(dir)
         }
     };
-    let plain_header = backup_file.as_deref().map(backup::read_header).transpose()?.map(|(h, _)| h);
     let _lock = lock_data_dir(&node.data_dir)?;
     backup::recover_restore(&node.data_dir).map_err(io("settling an interrupted restore"))?;
     let current = backup::data_dir_store(&node.data_dir)?;
     let say = |out: &mut dyn Write, text: &str| out.write_all(text.as_bytes()).map_err(io("writing"));
-    if let Some(header) = &plain_header {
+    if let Read::Backup { header, .. } = &source {
         say(out, &describe(header, &node.data_dir, &current))?;
         backup::check_stale(header, &current)?;
         if header.network != node.network {
@@ -759,11 +764,11 @@ pub fn restore(
     };
     let runtime = cli_runtime()?;
     let workers = Workers(runtime.handle().clone());
-    let contents = match (&options.source, backup_file) {
-        (RestoreSource::Backup(_), Some(file)) => {
+    let contents = match source {
+        Read::Backup { file, .. } => {
             backup::open_backup(Arc::new(file), &seed, &workers, &mut |_| {}).map_err(CommandError::from)
         }
-        (RestoreSource::Mirror(dir), _) => {
+        Read::Mirror(dir) => {
             read_mirror(dir, &seed, node.network, &workers).map_err(CommandError::from).and_then(|read| {
                 say(out, &describe(&read.contents.header, &node.data_dir, &current))?;
                 say(
@@ -780,10 +785,6 @@ pub fn restore(
                 Ok(read.contents)
             })
         }
-        (RestoreSource::Backup(_), None) => Err(CommandError::Io {
-            what: "reading the backup".into(),
-            source: std::io::Error::other("no backup was read"),
-        }),
     };
     runtime.shutdown_timeout(Duration::from_secs(5));
     let contents = contents?;

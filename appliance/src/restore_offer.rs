@@ -93,7 +93,9 @@ pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBac
         .map(Path::to_path_buf)
         .into_iter()
         .chain(stick.as_ref().map(|s| s.path.clone()))
-        .find_map(|dir| newest_mirror(&dir, network, node_id).map(|found| (dir, found)));
+        .find_map(|dir| {
+            boltbox_node::mirror::newest_snapshot(&dir, network, node_id).map(|found| (dir, found))
+        });
     let backup = stick.as_ref().and_then(|s| newest_backup(&s.path.join(STICK_DIR), network, node_id));
     match (mirror, backup) {
         (Some((_, (_, mirror, written))), Some((file, header)))
@@ -109,44 +111,6 @@ pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBac
         (None, Some((file, header))) => Some(StickBackup { stick: name, file, header, mirror: None, words }),
         (None, None) => None,
     }
-}
-
-/// The newest snapshot of a live mirror in `stick` (of `node_id` when given, on `network`),
-/// with when its node's newest log was last modified. Plain parts only: names, the snapshot's
-/// header, file times.
-fn newest_mirror(
-    stick: &Path,
-    network: Network,
-    node_id: Option<&str>,
-) -> Option<(PathBuf, BackupHeader, u64)> {
-    let dir = stick.join(boltbox_node::mirror::MIRROR_DIR);
-    let names: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
-        .ok()?
-        .take(MAX_LISTED)
-        .filter_map(Result::ok)
-        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
-        .collect();
-    let mut snaps: Vec<(PathBuf, BackupHeader)> = names
-        .iter()
-        .filter(|(name, _)| name.ends_with(".snap") && name.starts_with("mirror-"))
-        .filter_map(|(_, path)| {
-            let header = backup::read_header_of(path).ok()?;
-            let ours = header.network == network && node_id.is_none_or(|id| id == header.node_id);
-            ours.then(|| (path.clone(), header))
-        })
-        .collect();
-    snaps.sort_by_key(|(_, h)| (h.created_at, h.commit_counter));
-    let (file, header) = snaps.pop()?;
-    let prefix = format!("mirror-{}-", header.node_id8());
-    let written = names
-        .iter()
-        .filter(|(name, _)| name.starts_with(&prefix) && name.ends_with(".log"))
-        .filter_map(|(_, path)| std::fs::symlink_metadata(path).ok()?.modified().ok())
-        .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .max()
-        .unwrap_or(header.created_at);
-    Some((file, header, written))
 }
 
 /// The seed in a stick's words file.

@@ -33,7 +33,7 @@ pub(crate) mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use read::{MirrorContents, read_mirror};
+pub use read::{MirrorContents, newest_snapshot, read_mirror};
 
 use crate::backup::{BackupError, Workers};
 use crate::config::NodeConfig;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::log::{LogOp, open_log};
 use super::writer::parse_name;
 use super::{COMPACT_AT, MIRROR_DIR, MirrorError, log::MAX_FRAME};
-use crate::backup::{BackupContents, MAX_BACKUP_BYTES, Workers, open_backup};
+use crate::backup::{BackupContents, BackupHeader, MAX_BACKUP_BYTES, Workers, open_backup};
 use crate::config::Network;
 use crate::files::{UntrustedError, read_untrusted};
 use crate::seed::Seed;
@@ -112,6 +112,47 @@ pub fn read_mirror(
         (Some(e), _) | (None, Some(e)) => Err(e),
         (None, None) => Err(MirrorError::Nothing(dir.to_path_buf())),
     }
+}
+
+/// The plain facts of the newest mirror snapshot in `dir` (its files in [`MIRROR_DIR`] there)
+/// of `node_id` when given, on `network`, without the seed: the snapshot's path and header, and
+/// when the node's newest log was last modified (Unix seconds; the snapshot's time if it has no
+/// log). For the OLED's restore offer; a restore reads and checks the whole chain
+/// ([`read_mirror`]).
+pub fn newest_snapshot(
+    dir: &Path,
+    network: Network,
+    node_id: Option<&str>,
+) -> Option<(PathBuf, BackupHeader, u64)> {
+    // (node id prefix, whether a log, path) of each mirror snapshot and log.
+    let files: Vec<(String, bool, PathBuf)> = std::fs::read_dir(dir.join(MIRROR_DIR))
+        .ok()?
+        .take(MAX_ENTRIES)
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let (node8, _, _, ext) = parse_name(name.to_str()?)?;
+            matches!(ext, "snap" | "log").then(|| (node8.to_string(), ext == "log", e.path()))
+        })
+        .collect();
+    let (file, header) = files
+        .iter()
+        .filter(|(_, is_log, _)| !is_log)
+        .filter_map(|(_, _, path)| {
+            let header = crate::backup::read_header_of(path).ok()?;
+            let ours = header.network == network && node_id.is_none_or(|id| id == header.node_id);
+            ours.then(|| (path.clone(), header))
+        })
+        .max_by_key(|(_, h)| (h.created_at, h.commit_counter))?;
+    let written = files
+        .iter()
+        .filter(|(node8, is_log, _)| *is_log && *node8 == header.node_id8())
+        .filter_map(|(_, _, path)| std::fs::symlink_metadata(path).ok()?.modified().ok())
+        .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .max()
+        .unwrap_or(header.created_at);
+    Some((file, header, written))
 }
 
 fn chain(

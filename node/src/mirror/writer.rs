@@ -274,8 +274,13 @@ impl Mirror {
     }
 }
 
+/// [`mirrored`] on a key as the store encodes it, without decoding it (it runs for every
+/// operation of every commit): the rebuildable keys are in the empty namespaces.
 fn key_mirrored(stored: &[u8]) -> bool {
-    keys::decode(stored).map_or(true, |(p, s, k)| mirrored(&p, &s, &k))
+    match stored {
+        [keys::SEP, keys::SEP, key @ ..] => !REBUILDABLE_KEYS.iter().any(|r| r.as_bytes() == key),
+        _ => true,
+    }
 }
 
 /// The log being appended to.
@@ -291,10 +296,6 @@ struct WriterThread {
     generation: Arc<AtomicU64>,
     alive: Arc<()>,
     log: Option<LogFile>,
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl WriterThread {
@@ -355,7 +356,7 @@ impl WriterThread {
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(io)?;
         let io = MirrorError::io(format!("writing {}", path.display()));
         file.write_all(sealer.prefix()).and_then(|()| file.sync_all()).map_err(io)?;
-        sync_dir(&dir).map_err(MirrorError::io(format!("syncing {}", dir.display())))?;
+        crate::files::sync_dir(&dir).map_err(MirrorError::io("syncing the mirror's directory"))?;
         self.bytes.store(sealer.prefix().len() as u64, Ordering::Relaxed);
         self.log = Some(LogFile { file, sealer });
         if after_loss {
@@ -387,11 +388,8 @@ impl WriterThread {
                 let _alive = alive;
                 let is_current = || current.load(Ordering::SeqCst) == generation;
                 let result = write_snapshot(&setup, &status, &dir, &stem, &lineage, &snapshot, &is_current);
-                if !is_current() {
-                    // A newer log, a loss or another mirror since: this snapshot's word is not
-                    // the last.
-                    return;
-                }
+                // Judged under the status's lock: after a newer log, a loss or another mirror,
+                // this snapshot's word is not the last.
                 match result {
                     Ok(()) => {
                         let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
@@ -464,7 +462,7 @@ fn write_snapshot(
         return Ok(());
     }
     std::fs::rename(&tmp, &path).map_err(io("renaming"))?;
-    sync_dir(dir).map_err(MirrorError::io(format!("syncing {}", dir.display())))?;
+    crate::files::sync_dir(dir).map_err(MirrorError::io("syncing the mirror's directory"))?;
     prune(dir, &setup.node_id, lineage, snapshot.commit_counter);
     Ok(())
 }
@@ -517,5 +515,15 @@ mod tests {
         assert_eq!(parse_name("mirror-x.log"), None);
         assert_eq!(parse_name(&format!(".{stem}.snap.tmp")), None);
         assert!(!mirrored("", "", "network_graph") && mirrored("monitors", "", "abc"));
+        for (primary, secondary, key) in
+            [("", "", "network_graph"), ("", "", "scorer"), ("monitors", "", "scorer"), ("", "", "abc")]
+        {
+            let stored = keys::encode(primary, secondary, key);
+            assert_eq!(
+                key_mirrored(&stored),
+                mirrored(primary, secondary, key),
+                "{primary:?} {secondary:?} {key:?}"
+            );
+        }
     }
 }

@@ -134,16 +134,8 @@ fn io_of(e: impl Into<redb::Error>) -> io::Error {
 
 impl Committer {
     pub(crate) fn start(db: Database, open: Opener, limits: CommitLimits) -> Result<Arc<Self>, StoreError> {
-        let counter = {
-            let txn = db.begin_read().map_err(StoreError::redb)?;
-            match txn.open_table(META) {
-                Ok(meta) => {
-                    meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0)
-                }
-                Err(redb::TableError::TableDoesNotExist(_)) => 0,
-                Err(e) => return Err(StoreError::redb(e)),
-            }
-        };
+        // The store made its tables before starting the committer.
+        let counter = super::counter_of(&db.begin_read().map_err(StoreError::redb)?)?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             closed: AtomicBool::new(false),

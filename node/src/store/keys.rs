@@ -6,7 +6,7 @@ use ldk_node::lightning::util::persist::{KVSTORE_NAMESPACE_KEY_ALPHABET, KVSTORE
 
 /// The separator between the parts of a stored key. It is outside LDK's alphabet, so the
 /// encoding is unambiguous and a namespace's keys form one contiguous range.
-const SEP: u8 = 0;
+pub(crate) const SEP: u8 = 0;
 
 fn valid_str(s: &str) -> bool {
     s.len() <= KVSTORE_NAMESPACE_KEY_MAX_LEN && s.chars().all(|c| KVSTORE_NAMESPACE_KEY_ALPHABET.contains(c))

@@ -263,6 +263,12 @@ fn open_checked(path: &Path) -> Result<redb::Database, StoreError> {
         .map_err(|e| StoreError::opening(path, e))
 }
 
+/// The commit counter of the state `txn` reads.
+pub(crate) fn counter_of(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META).map_err(StoreError::redb)?;
+    Ok(meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0))
+}
+
 /// The lineage and node recorded in the state `txn` reads.
 pub(crate) fn identity_of(txn: &redb::ReadTransaction) -> Result<StoreIdentity, StoreError> {
     let identity = txn.open_table(IDENTITY).map_err(StoreError::redb)?;
@@ -279,8 +285,7 @@ pub(crate) fn snapshot_of(
     txn: &redb::ReadTransaction,
     keep: &dyn Fn(&Entry) -> bool,
 ) -> Result<Snapshot, StoreError> {
-    let meta = txn.open_table(META).map_err(StoreError::redb)?;
-    let counter = meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0);
+    let counter = counter_of(txn)?;
     let table = txn.open_table(KV).map_err(StoreError::redb)?;
     let mut entries = Vec::new();
     for entry in table.iter().map_err(StoreError::redb)? {
@@ -407,9 +412,7 @@ impl Store {
 
     /// The number of commits this store has made over its whole lineage.
     pub fn commit_counter(&self) -> Result<u64, StoreError> {
-        let txn = self.committer.db()?.begin_read().map_err(StoreError::redb)?;
-        let meta = txn.open_table(META).map_err(StoreError::redb)?;
-        Ok(meta.get(COMMIT_COUNTER).map_err(StoreError::redb)?.map(|v| v.value()).unwrap_or(0))
+        counter_of(&self.committer.db()?.begin_read().map_err(StoreError::redb)?)
     }
 
     /// The store's lineage and node.
