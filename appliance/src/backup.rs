@@ -148,7 +148,7 @@ fn is_mount_point(path: &Path) -> bool {
 
 impl Stick {
     /// Whether the stick is still there (mounted, on the device).
-    fn present(&self, device: bool) -> bool {
+    pub(crate) fn present(&self, device: bool) -> bool {
         if device { is_mount_point(&self.path) } else { self.path.is_dir() }
     }
 }
@@ -156,6 +156,14 @@ impl Stick {
 /// The stick to back up to: the first directory by name under `sticks`; on the device
 /// (`device`), the first mount point with a usable filesystem.
 pub fn find_stick(sticks: &Path, device: bool) -> Result<Stick, StickError> {
+    let mut found = usable_sticks(sticks, device)?;
+    Ok(found.remove(0))
+}
+
+/// Every stick boltbox may write to, by name (never empty): directories under `sticks`; on
+/// the device (`device`), mount points with a usable filesystem that are not read-only. The
+/// error names the first stick when none is usable.
+pub fn usable_sticks(sticks: &Path, device: bool) -> Result<Vec<Stick>, StickError> {
     let Ok(entries) = std::fs::read_dir(sticks) else { return Err(StickError::NoStick) };
     let mut found: Vec<Stick> = entries
         .filter_map(|e| e.ok())
@@ -166,20 +174,25 @@ pub fn find_stick(sticks: &Path, device: bool) -> Result<Stick, StickError> {
     found.sort_by(|a, b| a.name.cmp(&b.name));
     let first = found.first().cloned().ok_or(StickError::NoStick)?;
     if !device {
-        return Ok(first);
+        return Ok(found);
     }
     // `f_type`'s integer type differs between architectures; i128 holds every one of them.
     let usable = |s: &Stick| {
         rustix::fs::statfs(&s.path)
             .is_ok_and(|st| STICK_FILESYSTEMS.iter().any(|magic| i128::from(st.f_type) == i128::from(*magic)))
     };
-    let stick = found.into_iter().find(usable).ok_or(StickError::WrongFilesystem(first.name))?;
-    let read_only = rustix::fs::statvfs(&stick.path)
-        .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
-    if read_only {
-        return Err(StickError::ReadOnly(stick.name));
+    let read_only = |s: &Stick| {
+        rustix::fs::statvfs(&s.path).is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    };
+    let found: Vec<Stick> = found.into_iter().filter(usable).collect();
+    let Some(first_usable) = found.first().cloned() else {
+        return Err(StickError::WrongFilesystem(first.name));
+    };
+    let writable: Vec<Stick> = found.into_iter().filter(|s| !read_only(s)).collect();
+    if writable.is_empty() {
+        return Err(StickError::ReadOnly(first_usable.name));
     }
-    Ok(stick)
+    Ok(writable)
 }
 
 /// The owner's words for `error` from writing to `stick`.
@@ -448,7 +461,11 @@ impl BackupService {
         .map_err(|e| classify(e, &stick, device))?;
         log_written(&written);
         self.record(&written);
+        // The mirror stick stays in: it is written at every commit.
+        let mirror_stick = crate::mirror::Choice::load(&self.data_dir)
+            .is_some_and(|c| crate::mirror::carries(&stick.path, &c.id));
         let ejected = match &self.eject_request {
+            Some(_) if mirror_stick => false,
             Some(request) => eject(request, &stick),
             None => true,
         };
@@ -764,6 +781,10 @@ pub fn restore(
     };
     let runtime = cli_runtime()?;
     let workers = Workers(runtime.handle().clone());
+    let mirror_dir = match &source {
+        Read::Mirror(dir) => Some(dir.to_path_buf()),
+        Read::Backup { .. } => None,
+    };
     let contents = match source {
         Read::Backup { file, .. } => {
             backup::open_backup(Arc::new(file), &seed, &workers, &mut |_| {}).map_err(CommandError::from)
@@ -800,6 +821,12 @@ pub fn restore(
         }
     }
     let report = backup::restore_backup(&node.data_dir, node.network, &contents, &seed)?;
+    // The stick restored from stays the mirror, if it was the chosen one.
+    if let Some(dir) = &mirror_dir
+        && crate::mirror::adopt(&node.data_dir, dir).is_some()
+    {
+        say(out, &format!("The mirror goes on on {} once boltbox runs.\n", dir.display()))?;
+    }
     say(
         out,
         &format!(

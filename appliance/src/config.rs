@@ -89,6 +89,7 @@ impl UiSettings {
             shift_every: Duration::from_secs(self.shift_every_secs),
             confirm_timeout: Duration::from_secs(self.confirm_timeout_secs),
             seed_timeout: Duration::from_secs(self.seed_timeout_secs),
+            ask_timeout: crate::mirror::ASK_WAIT,
             bright: self.bright,
             dim: self.dim,
         }
@@ -178,13 +179,14 @@ impl BackupSettings {
 }
 
 /// `[mirror]`: the live mirror of the channel state (docs/MIRROR.md): every commit of the
-/// node's store also durable in `dir` before anyone is told it is.
+/// node's store also durable on a second medium before anyone is told it is. That medium is a
+/// USB stick the owner chooses on the device ([`crate::mirror`]), or `dir`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MirrorSettings {
-    /// The directory the mirror is written into (its files go to `<dir>/boltbox-mirror/`): a
-    /// USB stick's mount point on another medium than the data partition. Unset or empty: no
-    /// mirror.
+    /// A fixed directory the mirror is written into instead of a chosen stick (its files go to
+    /// `<dir>/boltbox-mirror/`), on another medium than the data partition. Unset or empty:
+    /// the stick chosen on the device, if any.
     pub dir: Option<PathBuf>,
 }
 
@@ -639,6 +641,7 @@ mod tests {
                     seed: &none,
                     service: Service::Running,
                     seed_reminder: false,
+                    mirror_ask: None,
                 };
                 for secs in [0, 1, 3600, u64::MAX / 4, u64::MAX] {
                     ui.tick(Duration::from_secs(secs), &[], &ctx);

@@ -78,6 +78,8 @@ pub trait Service: Send + Sync {
     fn backups(&self) -> &BackupService;
     /// Where the service can write a backup, in words.
     fn writable_places(&self) -> String;
+    /// The live mirror's stick, chosen on the device.
+    fn mirror(&self) -> &crate::mirror::MirrorChoice;
 }
 
 /// The socket of the service whose data dir is `data_dir`.
@@ -169,6 +171,16 @@ pub enum Request {
     /// Starts the node on an empty store, when the store is missing, empty or damaged and the
     /// owner has decided to (the CLI asks for confirmation first).
     StartEmpty,
+    /// Asks on the OLED whether `stick` (a name under `[backup] sticks`, e.g. `sda1`; without
+    /// one, the first stick that is not the mirror) is to be the live mirror, and answers once
+    /// the owner pressed B (`{"stick": name}`) or A, or [`crate::mirror::ASK_WAIT`] passed (an
+    /// error). Only a press on the device chooses.
+    MirrorUse {
+        /// The stick's name.
+        stick: Option<String>,
+    },
+    /// Forgets the mirror stick: commits are no longer mirrored (its files stay on it).
+    MirrorStop,
 }
 
 /// An answer: the value, or why there is none.
@@ -361,6 +373,8 @@ fn command_name(request: &Request) -> &'static str {
         Request::Sync => "sync",
         Request::Backup { .. } => "backup",
         Request::StartEmpty => "start-empty",
+        Request::MirrorUse { .. } => "mirror-use",
+        Request::MirrorStop => "mirror-stop",
     }
 }
 
@@ -440,6 +454,18 @@ fn handle(service: &dyn Service, request: Request) -> Response {
                 service.start_empty()?;
                 serde_json::Value::Null
             }
+            Request::MirrorUse { stick } => {
+                let ask = service.mirror().ask(stick.as_deref());
+                // The OLED says why no stick can be chosen too; the caller hears it at once.
+                ask.stick.clone()?;
+                let stick =
+                    service.mirror().wait(ask.id, crate::mirror::ASK_WAIT + Duration::from_secs(5))?;
+                json!({ "stick": stick })
+            }
+            Request::MirrorStop => {
+                service.mirror().stop()?;
+                serde_json::Value::Null
+            }
         })
     })();
     match result {
@@ -502,7 +528,7 @@ mod tests {
     }
 
     /// A service with no node, for requests that need none (and the refusals of those that do).
-    struct NoNode(std::sync::Arc<BackupService>);
+    struct NoNode(std::sync::Arc<BackupService>, crate::mirror::MirrorChoice);
 
     impl Service for NoNode {
         fn node(&self) -> Option<Arc<BoltNode>> {
@@ -531,6 +557,9 @@ mod tests {
         fn writable_places(&self) -> String {
             "nowhere".into()
         }
+        fn mirror(&self) -> &crate::mirror::MirrorChoice {
+            &self.1
+        }
     }
 
     fn no_node() -> NoNode {
@@ -539,7 +568,7 @@ mod tests {
              url = \"tcp://127.0.0.1:1\"\n[board]\nboard = \"sim\"\n",
         )
         .expect("config");
-        NoNode(BackupService::new(&config))
+        NoNode(BackupService::new(&config), crate::mirror::MirrorChoice::new(&config))
     }
 
     #[test]
@@ -553,6 +582,11 @@ mod tests {
         let backup = Request::Backup { to: "/nonexistent".into(), keep: 1, device: 0, inode: 0 };
         let Response::Error(why) = handle(&service, backup) else { panic!("refused") };
         assert!(why.contains("no node state"), "{why}");
+        // No stick to make the mirror: said at once, not after the wait for a press.
+        let Response::Error(why) = handle(&service, Request::MirrorUse { stick: None }) else {
+            panic!("refused")
+        };
+        assert!(why.contains("no USB stick"), "{why}");
     }
 
     mod arbitrary_input {

@@ -154,6 +154,7 @@ impl DisplayLoop {
                     let backup = self.shared.backups.progress();
                     let state = self.shared.state();
                     let views = StateViews::of(&state);
+                    let mirror_ask = self.shared.mirror.asked();
                     let ctx = Context {
                         status: &status,
                         system: &system,
@@ -164,6 +165,7 @@ impl DisplayLoop {
                         seed: &seed_words,
                         service: views.service(&state),
                         seed_reminder: node.is_some() && !reminder_done,
+                        mirror_ask: mirror_ask.as_ref(),
                     };
                     let now = monotonic().saturating_sub(start);
                     let out = self.ui.tick(now, &gestures, &ctx);
@@ -221,6 +223,14 @@ impl DisplayLoop {
             Action::Dismiss => Some(Event::Owner(Owner::Dismiss)),
             Action::Backup => {
                 self.shared.backups.start();
+                None
+            }
+            Action::MirrorAsk => {
+                self.shared.mirror.ask(None);
+                None
+            }
+            Action::MirrorAnswer { ask, yes } => {
+                self.shared.mirror.answer(ask, yes);
                 None
             }
             Action::FundingAddress => {

@@ -6,6 +6,7 @@
 //! - [`bench`]: `boltbox bench`, the benchmarks on the device.
 //! - [`config`]: `boltbox.toml`, parsed and validated with errors that name the field.
 //! - [`control`]: the control socket through which `boltbox <command>` reaches the service.
+//! - [`mirror`]: the USB stick chosen as the live mirror, and finding it again.
 //! - [`supervisor`]: `boltbox run`, the service's life: data dir, waiting states, node, systemd,
 //!   safe stop; the display and button loop runs on a thread of its own.
 //! - [`preflight`]: what must be right outside the process before the node starts.
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod config;
 pub mod control;
 mod display_loop;
+pub mod mirror;
 pub mod preflight;
 pub mod restore_offer;
 pub mod screens;

@@ -22,6 +22,21 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum MirrorCommand {
+    /// Make a USB stick the live mirror: the OLED asks "mirror to STICK?" and only B pressed on
+    /// the device chooses it (waits up to a minute for the press).
+    Use {
+        /// The stick's name under `[backup] sticks` (the kernel's, e.g. sda1); default: the
+        /// first inserted stick that is not the mirror yet.
+        stick: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop mirroring to the chosen stick (its files stay on it).
+    Stop(Target),
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the appliance: board, node and display until a safe shutdown (SIGTERM, SIGINT or
     /// the shutdown gesture). Exits 0 after a safe shutdown, non-zero on a bad config.
@@ -49,6 +64,11 @@ enum Command {
         /// Seconds per store measurement (more than 0, at most 3600).
         #[arg(long, default_value = "2", value_parser = bench_seconds)]
         seconds: f64,
+    },
+    /// The live mirror on a USB stick (docs/MIRROR.md).
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
     },
     /// The node's status (what the OLED shows), as JSON.
     Status(Target),
@@ -292,6 +312,19 @@ fn command_line(command: Command) -> anyhow::Result<()> {
         Command::StartEmpty { yes, target } => start_empty(yes, &target),
         Command::Screens { out, scale } => screens(&out, scale),
         Command::Status(target) => target.call(Request::Status),
+        Command::Mirror { command: MirrorCommand::Use { stick, target } } => {
+            eprintln!("press B on the device to confirm (A: no)");
+            let mut client = boltbox::control::Client::connect(&target.socket()?)?;
+            client.set_timeout(boltbox::mirror::ASK_WAIT + std::time::Duration::from_secs(15))?;
+            let answer = client.call(&Request::MirrorUse { stick })?;
+            println!("the live mirror is on stick {}", answer["stick"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Mirror { command: MirrorCommand::Stop(target) } => {
+            target.call(Request::MirrorStop)?;
+            println!("the mirror stick is no longer written");
+            Ok(())
+        }
         Command::Address(target) => target.call(Request::NewAddress),
         Command::Send { address, sats, all: _, target } => {
             target.call(Request::SendOnchain { address, amount_sats: sats })

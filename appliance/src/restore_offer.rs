@@ -174,6 +174,9 @@ pub fn restore(config: &AppConfig, workers: &Workers) -> Result<RestoreReport, R
         }
     };
     let report = backup::restore_backup(data_dir, network, &contents, &seed)?;
+    if let Some((stick, _)) = &offer.mirror {
+        crate::mirror::adopt(data_dir, stick);
+    }
     if from_stick {
         // The owner has the words: they just wrote them onto the stick.
         let seen = crate::display_loop::SeedReminder::Seen { at: boltbox_node::unix_now() };

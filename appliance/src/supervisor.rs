@@ -226,6 +226,8 @@ pub(crate) struct Shared {
     shown: Condvar,
     events: Mutex<Sender<Event>>,
     pub(crate) backups: Arc<BackupService>,
+    /// The live mirror's stick.
+    pub(crate) mirror: crate::mirror::MirrorChoice,
     data_dir: PathBuf,
     sticks: PathBuf,
 }
@@ -326,6 +328,10 @@ impl control::Service for Shared {
         &self.backups
     }
 
+    fn mirror(&self) -> &crate::mirror::MirrorChoice {
+        &self.mirror
+    }
+
     fn writable_places(&self) -> String {
         format!(
             "a USB stick (under {}) or a directory under {}",
@@ -375,6 +381,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         shown: Condvar::new(),
         events: Mutex::new(tx.clone()),
         backups: BackupService::new(&config),
+        mirror: crate::mirror::MirrorChoice::new(&config),
         data_dir: data_dir.clone(),
         sticks: config.backup.sticks.clone(),
     });
@@ -414,6 +421,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         record_node_id: false,
         lock: None,
         serving,
+        mirroring: None,
     };
     let outcome = life.live();
     life.shut_down(outcome, display_thread, &socket)
@@ -451,6 +459,8 @@ struct Life {
     lock: Option<DataDirLock>,
     /// The control socket listens.
     serving: bool,
+    /// Where the open store's mirror was last pointed (none since the store was opened).
+    mirroring: Option<crate::mirror::Target>,
 }
 
 /// The runtime of the control socket and the signal handlers, apart from the node's: ldk-node
@@ -712,6 +722,8 @@ impl Life {
                 self.set_state(State::Restoring(None));
                 let workers = boltbox_node::backup::Workers(self.runtime.handle().clone());
                 let report = restore_offer::restore(&self.config, &workers).map_err(|e| e.to_string())?;
+                // A stick restored from that was the mirror is the mirror again.
+                self.shared.mirror.reload();
                 tracing::info!(commit = report.commit_counter, "restored the backup from the stick");
                 Ok(())
             }
@@ -770,6 +782,63 @@ impl Life {
             workers: boltbox_node::backup::Workers(self.runtime.handle().clone()),
         }));
         self.store = Some((store, seed));
+        self.mirroring = None;
+    }
+
+    /// Points the open store's mirror where `[mirror] dir` or the owner's stick says, as sticks
+    /// come and go: a stick pulled out is said at once ("mirror lost"), one put back (under
+    /// any name) resyncs.
+    fn keep_mirror(&mut self) {
+        use crate::mirror::Target;
+        let Some((store, seed)) = &self.store else { return };
+        let target = self.shared.mirror.target();
+        if self.mirroring.as_ref() == Some(&target) {
+            return;
+        }
+        match &target {
+            Target::Off => {
+                if self.mirroring.is_some() {
+                    tracing::info!("no live mirror");
+                }
+                store.stop_mirror();
+            }
+            Target::Missing(reason) => {
+                tracing::warn!("{reason}: the node goes on on the card alone");
+                let dir = match &self.mirroring {
+                    Some(Target::Dir(dir)) => dir.clone(),
+                    _ => self.config.backup.sticks.clone(),
+                };
+                store.mirror_unreachable(&dir, reason.clone());
+            }
+            // A mirror on the card itself dies with it: said, and not written.
+            Target::Dir(dir) if same_device(dir, &self.config.node.data_dir) => {
+                let detail = format!(
+                    "the mirror {} is on the same device as the data dir: a mirror must be on another medium (a USB stick); no mirror is written",
+                    dir.display()
+                );
+                tracing::error!("{detail}");
+                store.stop_mirror();
+                let alert = Alert::Device { headline: "mirror on the card".into(), detail };
+                let mut notices = self.shared.notices.lock().unwrap_or_else(|p| p.into_inner());
+                if !notices.contains(&alert) {
+                    notices.push(alert);
+                }
+            }
+            Target::Dir(dir) => match seed.node_id(self.config.node.network) {
+                Ok(node_id) => {
+                    tracing::info!("mirroring the store into {}", dir.display());
+                    store.mirror_to(MirrorSetup {
+                        dir: dir.clone(),
+                        seed: seed.clone(),
+                        config: self.config.node.clone(),
+                        node_id,
+                        workers: Workers(self.runtime.handle().clone()),
+                    });
+                }
+                Err(e) => tracing::error!("no mirror: {e}"),
+            },
+        }
+        self.mirroring = Some(target);
     }
 
     fn notice(&self, recovered: RecoveredRestore) {
@@ -842,35 +911,8 @@ impl Life {
         let Some((store, seed)) = self.store.clone() else { return Ok(false) };
         self.set_state(State::Starting);
         let (config, handle, tx) = (self.config.node.clone(), self.runtime.handle().clone(), self.tx.clone());
-        if let Some(dir) = self.config.mirror.dir() {
-            // Before the node starts: its first writes are mirrored too.
-            match seed.node_id(config.network) {
-                // A mirror on the card itself dies with it: said, and not written.
-                Ok(_) if same_device(dir, &config.data_dir) => {
-                    let detail = format!(
-                        "[mirror] dir {} is on the same device as the data dir: a mirror must be on another medium (a USB stick); no mirror is written",
-                        dir.display()
-                    );
-                    tracing::error!("{detail}");
-                    let alert = Alert::Device { headline: "mirror on the card".into(), detail };
-                    let mut notices = self.shared.notices.lock().unwrap_or_else(|p| p.into_inner());
-                    if !notices.contains(&alert) {
-                        notices.push(alert);
-                    }
-                }
-                Ok(node_id) => {
-                    tracing::info!("mirroring the store into {}", dir.display());
-                    store.mirror_to(MirrorSetup {
-                        dir: dir.to_path_buf(),
-                        seed: seed.clone(),
-                        config: config.clone(),
-                        node_id,
-                        workers: Workers(handle.clone()),
-                    });
-                }
-                Err(e) => tracing::error!("no mirror: {e}"),
-            }
-        }
+        // Before the node starts: its first writes are mirrored too.
+        self.keep_mirror();
         std::thread::Builder::new()
             .name("node-start".into())
             .spawn(move || {
@@ -929,6 +971,7 @@ impl Life {
                 Next::Event(other) => log_stray(&other),
                 Next::Timeout => {}
             }
+            self.keep_mirror();
             let Some(node) = &self.node else { return Ok(()) };
             if let Some(why) = node.needs_restart() {
                 tracing::warn!("{why}: stopping and starting the node");

@@ -8,6 +8,10 @@
 //! - B short: the page's own action: next channel on channels, after the last one an on-chain
 //!   address to fund the node ([`Action::FundingAddress`] asks the node for it); on network the
 //!   big QR, then the chain source and what it learns, then back.
+//! - On system, B short asks to make a USB stick the live mirror ([`Action::MirrorAsk`]).
+//! - A question from the service ([`Context::mirror_ask`], "mirror to stick sda1?", asked by
+//!   the gesture or by `boltbox mirror use`) takes the screen when it arrives: B short says yes,
+//!   A short or `ask_timeout` no ([`Action::MirrorAnswer`]).
 //! - A long: "press A again to shut down"; A short confirms ([`Action::Shutdown`]), B short or
 //!   `confirm_timeout` cancels. Reachable from every screen but the shutdown itself.
 //! - B long (on a status page): "press B again to back up"; B short confirms
@@ -59,6 +63,9 @@ pub struct UiConfig {
     pub confirm_timeout: Duration,
     /// The seed pages go back home after this long without a press.
     pub seed_timeout: Duration,
+    /// A question from the service (the mirror stick) is answered no after this long: the
+    /// owner may have asked from the CLI and still have to walk to the device.
+    pub ask_timeout: Duration,
     /// Contrast when awake (0..=255).
     pub bright: u8,
     /// Contrast when dim or blank.
@@ -73,6 +80,7 @@ impl Default for UiConfig {
             shift_every: Duration::from_secs(180),
             confirm_timeout: Duration::from_secs(10),
             seed_timeout: Duration::from_secs(120),
+            ask_timeout: crate::mirror::ASK_WAIT,
             bright: 0xff,
             dim: 0x10,
         }
@@ -133,6 +141,8 @@ pub enum View {
     EmptyConfirm,
     /// "Skip the seed words?": B skips ([`Action::SeedSkipped`]).
     SeedSkipConfirm,
+    /// "Mirror to stick …?": B makes it the mirror ([`Action::MirrorAnswer`]).
+    MirrorConfirm,
 }
 
 /// What the UI asks the caller to do.
@@ -154,6 +164,15 @@ pub enum Action {
     SeedSkipped,
     /// The funding screen is shown: the node should reveal an address for it.
     FundingAddress,
+    /// The owner asked to choose a USB stick as the live mirror.
+    MirrorAsk,
+    /// The owner's answer to the service's question `ask` ([`crate::mirror::Ask::id`]).
+    MirrorAnswer {
+        /// Which question.
+        ask: u64,
+        /// B (yes) or A, a timeout (no).
+        yes: bool,
+    },
 }
 
 /// A backup offered on a first start with an empty data dir.
@@ -228,6 +247,8 @@ pub struct Context<'a> {
     pub service: Service<'a>,
     /// Whether the home page reminds the owner to write the seed words down.
     pub seed_reminder: bool,
+    /// The service's open question about the mirror stick, if any.
+    pub mirror_ask: Option<&'a crate::mirror::Ask>,
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -240,6 +261,7 @@ impl std::fmt::Debug for Context<'_> {
             .field("shutdown", &self.shutdown)
             .field("service", &self.service)
             .field("seed_reminder", &self.seed_reminder)
+            .field("mirror_ask", &self.mirror_ask)
             .finish_non_exhaustive()
     }
 }
@@ -281,6 +303,8 @@ pub struct Ui {
     swallow: [bool; 2],
     /// Alert headlines seen at the previous tick; none before the first tick.
     known_alerts: Option<Vec<String>>,
+    /// The last question of the service shown (its id; 0 before any).
+    shown_ask: u64,
 }
 
 fn index(button: Button) -> usize {
@@ -304,6 +328,7 @@ impl Ui {
             view_since: Duration::ZERO,
             swallow: [false; 2],
             known_alerts: None,
+            shown_ask: 0,
         }
     }
 
@@ -362,6 +387,7 @@ impl Ui {
     /// | status page | next page | page action | shutdown confirm | backup confirm / not available | seed warning |
     /// | shutdown confirm | [`Action::Shutdown`] | cancel | - | - | - |
     /// | backup confirm | cancel | [`Action::Backup`] | shutdown confirm | - | - |
+    /// | mirror question | no | yes ([`Action::MirrorAnswer`]) | shutdown confirm | - | - |
     /// | backup not available | back | back | shutdown confirm | - | - |
     /// | backup progress | back | back | shutdown confirm | - | - |
     /// | seed warning | back | seed page 1 | shutdown confirm | - | - |
@@ -375,10 +401,11 @@ impl Ui {
         if ctx.shutdown.is_some() && self.view != View::ShuttingDown {
             self.set_view(View::ShuttingDown);
         }
+        self.watch_ask(ctx);
         for gesture in gestures {
             self.gesture(*gesture, ctx, &mut actions);
         }
-        self.timeouts();
+        self.timeouts(&mut actions);
         self.watch_alerts(ctx.status);
         let idle = self.idle();
         let contrast = if idle == Idle::Awake { self.config.bright } else { self.config.dim };
@@ -452,6 +479,12 @@ impl Ui {
                 }
             }
             (View::Page(Page::Network), Short(B)) => self.network_view = (self.network_view + 1) % 3,
+            (View::Page(Page::System), Short(B)) => actions.push(Action::MirrorAsk),
+            (View::MirrorConfirm, Short(b)) => {
+                self.back();
+                let chosen = ctx.mirror_ask.is_some_and(|a| a.id == self.shown_ask && a.stick.is_ok());
+                actions.push(Action::MirrorAnswer { ask: self.shown_ask, yes: b == B && chosen });
+            }
             (View::Page(_), Short(B)) => {}
             (View::Page(_), Long(B)) if ctx.backup_available => self.set_view(View::BackupConfirm),
             (View::Page(_), Long(B)) => self.set_view(View::BackupUnavailable),
@@ -488,8 +521,30 @@ impl Ui {
         }
     }
 
-    fn timeouts(&mut self) {
+    /// A new question of the service takes the screen (and wakes it) unless a shutdown runs;
+    /// one withdrawn leaves it.
+    fn watch_ask(&mut self, ctx: &Context<'_>) {
+        match ctx.mirror_ask {
+            Some(ask) if ask.id != self.shown_ask && self.view != View::ShuttingDown => {
+                self.shown_ask = ask.id;
+                self.set_view(View::MirrorConfirm);
+                self.last_activity = self.now;
+                self.swallow = [false; 2];
+            }
+            None if self.view == View::MirrorConfirm => self.back(),
+            _ => {}
+        }
+    }
+
+    fn timeouts(&mut self, actions: &mut Vec<Action>) {
         let shown = self.now.saturating_sub(self.view_since);
+        if self.view == View::MirrorConfirm {
+            if shown >= self.config.ask_timeout {
+                self.back();
+                actions.push(Action::MirrorAnswer { ask: self.shown_ask, yes: false });
+            }
+            return;
+        }
         let limit = match self.view {
             View::ShutdownConfirm
             | View::BackupConfirm
@@ -499,7 +554,7 @@ impl Ui {
             | View::EmptyConfirm
             | View::SeedSkipConfirm => self.config.confirm_timeout,
             View::Seed(_) => self.config.seed_timeout,
-            View::Page(_) | View::Backup | View::ShuttingDown => return,
+            View::Page(_) | View::Backup | View::ShuttingDown | View::MirrorConfirm => return,
         };
         if shown >= limit {
             self.back();
@@ -569,6 +624,10 @@ impl Ui {
             View::RestoreConfirm => screens::restore_confirm(),
             View::EmptyConfirm => screens::empty_confirm(matches!(ctx.service, Service::Offer(_))),
             View::SeedSkipConfirm => screens::seed_skip_confirm(),
+            View::MirrorConfirm => match ctx.mirror_ask {
+                Some(ask) => screens::mirror_confirm(&ask.stick),
+                None => screens::mirror_confirm(&Err("asked no more".into())),
+            },
         };
         (screen, false)
     }
@@ -598,6 +657,7 @@ mod tests {
         seed_calls: Cell<usize>,
         service: TestService,
         seed_reminder: bool,
+        mirror_ask: Option<crate::mirror::Ask>,
         t: f64,
     }
 
@@ -622,6 +682,7 @@ mod tests {
                 seed_calls: Cell::new(0),
                 service: TestService::Running,
                 seed_reminder: false,
+                mirror_ask: None,
                 t: 0.0,
             }
         }
@@ -650,6 +711,7 @@ mod tests {
                 seed: &seed,
                 service,
                 seed_reminder: self.seed_reminder,
+                mirror_ask: self.mirror_ask.as_ref(),
             };
             self.ui.tick(secs(t), gestures, &ctx)
         }
@@ -680,6 +742,53 @@ mod tests {
 
     fn name(out: &Output) -> &str {
         out.caption.lines().next().unwrap_or("")
+    }
+
+    #[test]
+    fn b_on_the_system_page_asks_for_a_mirror_stick_and_the_question_takes_the_screen() {
+        use crate::mirror::Ask;
+        let mut rig = Rig::new();
+        rig.at(0.0, &[]);
+        while rig.ui.view() != View::Page(Page::System) {
+            rig.short(A);
+        }
+        assert_eq!(rig.short(B).actions, vec![Action::MirrorAsk]);
+
+        // The service's question (from the gesture or the CLI) takes the screen, even dimmed.
+        rig.mirror_ask = Some(Ask { id: 1, stick: Ok("sda1".into()) });
+        let out = rig.tick(100.0);
+        assert_eq!((rig.ui.view(), out.idle), (View::MirrorConfirm, Idle::Awake));
+        assert!(out.caption.contains("mirror to sda1?"), "{}", out.caption);
+        let out = rig.short(B);
+        assert_eq!(out.actions, vec![Action::MirrorAnswer { ask: 1, yes: true }]);
+        assert_eq!(rig.ui.view(), View::Page(Page::System), "back where it was");
+
+        // The same question again is not asked twice; a new one is, and A says no.
+        rig.tick(1.0);
+        assert_eq!(rig.ui.view(), View::Page(Page::System));
+        rig.mirror_ask = Some(Ask { id: 2, stick: Ok("sdb1".into()) });
+        rig.tick(1.0);
+        assert_eq!(rig.short(A).actions, vec![Action::MirrorAnswer { ask: 2, yes: false }]);
+
+        // Unanswered, it is a no after the timeout.
+        rig.mirror_ask = Some(Ask { id: 3, stick: Ok("sdb1".into()) });
+        rig.tick(1.0);
+        let out = rig.tick(crate::mirror::ASK_WAIT.as_secs_f64());
+        assert_eq!(out.actions, vec![Action::MirrorAnswer { ask: 3, yes: false }]);
+        assert_eq!(rig.ui.view(), View::Page(Page::System));
+
+        // No stick to choose: the screen says why, and B is no yes.
+        rig.mirror_ask = Some(Ask { id: 4, stick: Err("no USB stick found".into()) });
+        let out = rig.tick(1.0);
+        assert!(out.caption.contains("no USB stick found"), "{}", out.caption);
+        assert_eq!(rig.short(B).actions, vec![Action::MirrorAnswer { ask: 4, yes: false }]);
+
+        // A question withdrawn leaves the screen.
+        rig.mirror_ask = Some(Ask { id: 5, stick: Ok("sdb1".into()) });
+        rig.tick(1.0);
+        rig.mirror_ask = None;
+        rig.tick(1.0);
+        assert_eq!(rig.ui.view(), View::Page(Page::System));
     }
 
     #[test]
@@ -769,7 +878,7 @@ mod tests {
         for page in ["home", "channels", "earnings", "network", "system", "alerts"] {
             let before = rig.tick(0.1);
             assert_eq!(name(&before), page);
-            if !matches!(page, "channels" | "network") {
+            if !matches!(page, "channels" | "network" | "system") {
                 let after = rig.short(B);
                 assert_eq!(
                     (after.frame, after.caption, after.actions),
@@ -976,6 +1085,7 @@ mod tests {
             seed: &none,
             service: Service::Running,
             seed_reminder: false,
+            mirror_ask: None,
         };
         let out = rig.ui.tick(secs(t), &[], &ctx);
         assert!(out.caption.contains("not available"), "{}", out.caption);

@@ -19,7 +19,7 @@ pub use electrs::Electrs;
 pub use node::{TestNode, appliance_config, mine_and_sync, open_store, regtest_config};
 pub use proxy::{Fault, FaultProxy};
 pub use rng::Rng;
-pub use tmpfs::Tmpfs;
+pub use tmpfs::{Ext4Stick, Tmpfs};
 pub use wait::{Deadline, try_wait_until, wait_until};
 
 /// Sends the node's logs (tracing, and ldk-node's `log` records) to the test's output,

@@ -100,6 +100,30 @@ pub fn backup_confirm() -> Rendered {
     confirm("backup confirm", "hold done: back up?", ["press B again", "to back up"], "A: cancel")
 }
 
+/// The service asks whether `stick` (its name) is to be the live mirror: B yes, A no. When no
+/// stick can be chosen, `stick` says why and either button goes back.
+pub fn mirror_confirm(stick: &Result<String, String>) -> Rendered {
+    match stick {
+        Ok(name) => {
+            let mut c = Canvas::new("mirror confirm");
+            c.header("live mirror", "");
+            c.text(&format!("mirror to {}?", clip(name, 10)), MEDIUM, 15, Align::Center);
+            c.text("keep it plugged in", BODY, 33, Align::Center);
+            c.text("B: yes  A: no", BODY, 51, Align::Center);
+            c.done()
+        }
+        Err(why) => {
+            let mut c = Canvas::new("mirror unavailable");
+            c.header("live mirror", "");
+            for (i, line) in wrap_lines(why, 21, 3).iter().enumerate() {
+                c.text(line, BODY, 14 + 11 * i32::try_from(i).unwrap_or(0), Align::Center);
+            }
+            c.text("any button: back", BODY, 53, Align::Center);
+            c.done()
+        }
+    }
+}
+
 /// First start with an empty data dir and a backup (or the node's live mirror) on a USB stick:
 /// which node, how old (for a mirror: when its log was last written), and what the buttons do.
 /// Without the seed words on the stick (`words` false) it says so.

@@ -21,9 +21,9 @@ use std::time::Duration;
 use boltbox_board::Frame;
 
 pub use dialogs::{
-    SEED_WORDS_PER_PAGE, backup, backup_confirm, backup_unavailable, boot, config_error, restore_confirm,
-    restore_offer, restore_progress, seed_page, seed_pages, seed_unavailable, seed_warning, shutdown,
-    shutdown_confirm,
+    SEED_WORDS_PER_PAGE, backup, backup_confirm, backup_unavailable, boot, config_error, mirror_confirm,
+    restore_confirm, restore_offer, restore_progress, seed_page, seed_pages, seed_unavailable, seed_warning,
+    shutdown, shutdown_confirm,
 };
 pub use draw::{bytes, clip, msat_as_sats, short_duration, thousands, wrap, wrap_lines};
 pub use service::{

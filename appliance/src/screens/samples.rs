@@ -246,6 +246,11 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("not-saved".into(), not_saved("the store cannot write: No space left on device")));
     out.push(("restarting".into(), restarting("the node did not start: it could not listen")));
     out.push(("backup-confirm".into(), backup_confirm()));
+    out.push(("mirror-confirm".into(), super::mirror_confirm(&Ok("sda1".into()))));
+    out.push((
+        "mirror-unavailable".into(),
+        super::mirror_confirm(&Err("no USB stick found: insert one and ask again".into())),
+    ));
     let offered = BackupFacts {
         node_id8: "02d96ead".into(),
         age: Duration::from_secs(3 * 3600 + 20 * 60),

@@ -1,7 +1,9 @@
 //! USB sticks for backups. udev starts `boltbox-usb@<name>.service` for a USB partition with
 //! a vfat, exfat or ext4 filesystem; it mounts the stick at `/run/boltbox/usb/<name>` so that
-//! the unprivileged service can write there (FAT and exFAT: owned by boltbox; ext4: a
-//! `boltbox-backups` directory owned by boltbox). The service asks for a stick to be unmounted
+//! the unprivileged service can write there (FAT and exFAT: owned by boltbox; ext4: the
+//! `boltbox-backups` and `boltbox-mirror` directories owned by boltbox). A stick stays mounted
+//! until it is pulled, ejected or the system stops: the live mirror's stick is written at every
+//! commit, and one present at boot is mounted before boltbox starts. The service asks for a stick to be unmounted
 //! by writing its name into `/run/boltbox/eject`; `boltbox-eject.path` runs [`eject`], which
 //! takes only the name of a stick mounted here.
 
@@ -14,8 +16,11 @@ use crate::{SetupError, io_error, run};
 pub const USB_DIR: &str = "/run/boltbox/usb";
 /// The service's eject request: the kernel name of a mounted stick.
 pub const EJECT_REQUEST: &str = "/run/boltbox/eject";
-/// The directory made for boltbox on an ext4 stick (FAT has no owners, it gets the mount).
+/// The directory made for boltbox's backups on an ext4 stick (FAT has no owners, it gets the
+/// mount).
 pub const BACKUP_DIR: &str = "boltbox-backups";
+/// The directory made for boltbox's live mirror on an ext4 stick.
+pub const MIRROR_DIR: &str = "boltbox-mirror";
 /// The image's own partitions' labels: a stick carrying one is never mounted (and udev never
 /// lets its by-label link win over the card's, see 61-boltbox-usb-labels.rules).
 pub const SYSTEM_LABELS: [&str; 3] = ["BOLTBOX", "boltbox-root", "boltbox-data"];
@@ -77,28 +82,35 @@ fn fs_tag(device: &Path, tag: &str) -> Result<String, SetupError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Makes `boltbox-backups` in the stick mounted at `mount` for `uid`/`gid`, working on file
-/// descriptors opened without following links: a stick that carries `boltbox-backups` as a
-/// symlink (to `/`, say) is refused, and nothing outside the stick changes owner or mode.
-pub fn prepare_backup_dir(mount: &Path, uid: u32, gid: u32) -> Result<(), SetupError> {
+/// Makes boltbox's directories ([`BACKUP_DIR`], [`MIRROR_DIR`]) in the ext4 stick mounted at
+/// `mount`, for `uid`/`gid`.
+pub fn prepare_dirs(mount: &Path, uid: u32, gid: u32) -> Result<(), SetupError> {
+    prepare_dir(mount, BACKUP_DIR, uid, gid)?;
+    prepare_dir(mount, MIRROR_DIR, uid, gid)
+}
+
+/// Makes directory `name` in the stick mounted at `mount` for `uid`/`gid`, working on file
+/// descriptors opened without following links: a stick that carries `name` as a symlink (to
+/// `/`, say) is refused, and nothing outside the stick changes owner or mode.
+fn prepare_dir(mount: &Path, name: &str, uid: u32, gid: u32) -> Result<(), SetupError> {
     use rustix::fs::{CWD, Gid, Mode, OFlags, Uid, fchmod, fchown, mkdirat, openat};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let errno = |what: String| move |e: rustix::io::Errno| io_error(what)(std::io::Error::from(e));
     let root =
         openat(CWD, mount, flags, Mode::empty()).map_err(errno(format!("opening {}", mount.display())))?;
-    match mkdirat(&root, BACKUP_DIR, Mode::from_raw_mode(0o700)) {
+    match mkdirat(&root, name, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(errno(format!("creating {BACKUP_DIR} on the stick"))(e)),
+        Err(e) => return Err(errno(format!("creating {name} on the stick"))(e)),
     }
-    let dir = openat(&root, BACKUP_DIR, flags, Mode::empty()).map_err(|e| {
+    let dir = openat(&root, name, flags, Mode::empty()).map_err(|e| {
         SetupError::config(
             "usb",
-            format!("{BACKUP_DIR} on the stick is not a plain directory ({e}): the stick is refused"),
+            format!("{name} on the stick is not a plain directory ({e}): the stick is refused"),
         )
     })?;
     fchown(&dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .map_err(errno(format!("giving {BACKUP_DIR} to boltbox")))?;
-    fchmod(&dir, Mode::from_raw_mode(0o700)).map_err(errno(format!("setting the mode of {BACKUP_DIR}")))
+        .map_err(errno(format!("giving {name} to boltbox")))?;
+    fchmod(&dir, Mode::from_raw_mode(0o700)).map_err(errno(format!("setting the mode of {name}")))
 }
 
 /// Mounts stick `name` for user `uid`/`gid` (boltbox-usb@.service's start).
@@ -120,7 +132,7 @@ pub fn mount(name: &str, uid: u32, gid: u32) -> Result<PathBuf, SetupError> {
         run(Command::new("mount").args(["-t", &fstype, "-o", &options]).arg(&device).arg(&dir), None)?;
     }
     if fstype == "ext4" {
-        if let Err(e) = prepare_backup_dir(&dir, uid, gid) {
+        if let Err(e) = prepare_dirs(&dir, uid, gid) {
             // A refused stick is not left mounted for the service.
             let _ = run(Command::new("umount").arg(&dir), None);
             return Err(e);
@@ -223,29 +235,35 @@ mod tests {
     }
 
     #[test]
-    fn a_backup_dir_that_is_a_symlink_is_refused_and_its_target_untouched() {
+    fn a_backup_or_mirror_dir_that_is_a_symlink_is_refused_and_its_target_untouched() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let tmp = tempfile::tempdir().expect("tempdir");
-        let stick = tmp.path().join("stick");
-        std::fs::create_dir(&stick).expect("mkdir");
-        let victim = tmp.path().join("victim");
-        std::fs::create_dir(&victim).expect("mkdir");
-        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let before = std::fs::metadata(&victim).expect("meta");
-        std::os::unix::fs::symlink(&victim, stick.join(BACKUP_DIR)).expect("symlink");
-        // Our own ids: the test also runs unprivileged.
-        let (uid, gid) = (before.uid(), before.gid());
-        let e = prepare_backup_dir(&stick, uid, gid).expect_err("a symlink");
-        assert!(e.to_string().contains("refused"), "{e}");
-        let after = std::fs::metadata(&victim).expect("meta");
-        assert_eq!((after.mode(), after.uid(), after.gid()), (before.mode(), before.uid(), before.gid()));
+        for name in [BACKUP_DIR, MIRROR_DIR] {
+            let stick = tmp.path().join(format!("stick-{name}"));
+            std::fs::create_dir(&stick).expect("mkdir");
+            let victim = tmp.path().join(format!("victim-{name}"));
+            std::fs::create_dir(&victim).expect("mkdir");
+            std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let before = std::fs::metadata(&victim).expect("meta");
+            std::os::unix::fs::symlink(&victim, stick.join(name)).expect("symlink");
+            // Our own ids: the test also runs unprivileged.
+            let (uid, gid) = (before.uid(), before.gid());
+            let e = prepare_dirs(&stick, uid, gid).expect_err("a symlink");
+            assert!(e.to_string().contains("refused"), "{name}: {e}");
+            let after = std::fs::metadata(&victim).expect("meta");
+            assert_eq!((after.mode(), after.uid(), after.gid()), (before.mode(), before.uid(), before.gid()));
+        }
 
         let plain = tmp.path().join("plain");
         std::fs::create_dir(&plain).expect("mkdir");
-        prepare_backup_dir(&plain, uid, gid).expect("a new directory");
-        let made = std::fs::metadata(plain.join(BACKUP_DIR)).expect("made");
-        assert_eq!(made.mode() & 0o777, 0o700);
-        prepare_backup_dir(&plain, uid, gid).expect("again: it exists");
+        let own = std::fs::metadata(&plain).expect("meta");
+        let (uid, gid) = (own.uid(), own.gid());
+        prepare_dirs(&plain, uid, gid).expect("new directories");
+        for name in [BACKUP_DIR, MIRROR_DIR] {
+            let made = std::fs::metadata(plain.join(name)).expect("made");
+            assert_eq!(made.mode() & 0o777, 0o700, "{name}");
+        }
+        prepare_dirs(&plain, uid, gid).expect("again: they exist");
         assert!(SYSTEM_LABELS.contains(&"boltbox-data"));
     }
 

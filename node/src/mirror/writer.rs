@@ -101,7 +101,7 @@ fn mark_lost_if(
 
 /// Marks `status` lost for `reason`; a mirror already lost keeps the time it was first lost (a
 /// resync that fails again is the same outage), and the log hears of a new reason only.
-fn lost(status: &mut MirrorStatus, dir: &Path, reason: String) {
+pub(crate) fn lost(status: &mut MirrorStatus, dir: &Path, reason: String) {
     // A write refused for want of a log follows a failure already said: keep that one.
     if reason == MirrorError::NotOpen.to_string() && matches!(status, MirrorStatus::Lost { .. }) {
         return;

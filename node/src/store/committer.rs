@@ -212,6 +212,17 @@ impl Committer {
         }
     }
 
+    /// Stops writing the mirror, whose medium in `dir` is gone for `reason`, and says it is lost
+    /// (keeping the time of a loss already under way).
+    pub(crate) fn mirror_unreachable(&self, dir: &std::path::Path, reason: String) {
+        let mut mirror = self.shared.mirror.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.mirror_epoch.fetch_add(1, Ordering::SeqCst);
+        *mirror = None;
+        let mut status = self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.mirror_generation.fetch_add(1, Ordering::SeqCst);
+        crate::mirror::writer::lost(&mut status, dir, reason);
+    }
+
     pub(crate) fn mirror_status(&self) -> MirrorStatus {
         self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -514,6 +514,13 @@ impl Store {
         self.committer.set_mirror(None);
     }
 
+    /// Stops mirroring because the mirror's medium (in `dir`) is gone — a stick pulled out —
+    /// and reports the mirror [`crate::mirror::MirrorStatus::Lost`] for `reason` until
+    /// [`Store::mirror_to`] chooses it (or another) again.
+    pub fn mirror_unreachable(&self, dir: &Path, reason: String) {
+        self.committer.mirror_unreachable(dir, reason);
+    }
+
     /// Where the mirror stands.
     pub fn mirror_status(&self) -> crate::mirror::MirrorStatus {
         self.committer.mirror_status()
