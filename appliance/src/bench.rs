@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use boltbox_executor::bench::{BenchConfig, format_table, run as run_engine};
-use boltbox_node::bench::{format_store_table, store_bench};
+use boltbox_node::bench::{CONTENDERS, format_store_table, store_bench};
 
 /// What can go wrong running the benchmarks.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,8 @@ pub fn run(options: &BenchOptions) -> Result<String, BenchError> {
     let store_err = |source| BenchError::Store { dir: options.dir.clone(), source };
     let scratch =
         tempfile::Builder::new().prefix("boltbox-bench-").tempdir_in(&options.dir).map_err(store_err)?;
-    let rows = store_bench(scratch.path(), &options.writers, per_measurement).map_err(store_err)?;
+    let rows =
+        store_bench(scratch.path(), &options.writers, per_measurement, &CONTENDERS).map_err(store_err)?;
     let mut out =
         format_store_table(&format!("store on {}: durable 1 KiB writes/s", options.dir.display()), &rows);
     out.push('\n');

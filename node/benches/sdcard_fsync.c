@@ -5,6 +5,10 @@
  * With BOLTBOX_FSYNC_PATH_PREFIX set, only flushes of files whose path starts with it are
  * slowed (a slow USB stick beside a fast card, in tests).
  *
+ * The live mirror's files (a path containing "/boltbox-mirror") are on a USB stick: modelled
+ * the same way, one flush at a time, but on a medium of its own, so that a flush of the stick
+ * and one of the card run side by side as they do on the device.
+ *
  * Faults, for tests: with BOLTBOX_FAULT_FILE set, every flush and positioned write (pwrite,
  * pwrite64) of a modelled file first reads that file; while it holds "EIO" or "ENOSPC" the call
  * fails with that error and writes nothing (the test turns a failing card on and off by writing
@@ -23,6 +27,7 @@
 #include <unistd.h>
 
 static pthread_mutex_t card = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t stick = PTHREAD_MUTEX_INITIALIZER;
 
 static void card_delay(void) {
     const char *v = getenv("BOLTBOX_FSYNC_DELAY_MS");
@@ -46,6 +51,18 @@ static int modelled(int fd) {
     }
     path[n] = 0;
     return strncmp(path, prefix, strlen(prefix)) == 0;
+}
+
+/* The medium the file behind fd is on: the mirror's stick, or the card. */
+static pthread_mutex_t *medium(int fd) {
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n < 0) {
+        return &card;
+    }
+    path[n] = 0;
+    return strstr(path, "/boltbox-mirror") ? &stick : &card;
 }
 
 /* The error the fault file asks for, or 0. */
@@ -85,10 +102,11 @@ static int flush(const char *name, int fd) {
         errno = error;
         return -1;
     }
-    pthread_mutex_lock(&card);
+    pthread_mutex_t *on = medium(fd);
+    pthread_mutex_lock(on);
     int r = real(fd);
     card_delay();
-    pthread_mutex_unlock(&card);
+    pthread_mutex_unlock(on);
     return r;
 }
 

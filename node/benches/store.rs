@@ -1,17 +1,21 @@
 //! `cargo bench -p boltbox-node --bench store`: durable writes/s of boltbox's store against
-//! LDK's own stores and plain redb, on the local disk and under the SD-card flush model
-//! (`sdcard_fsync.so` preloaded into a second run of this binary), side by side.
+//! LDK's own stores and plain redb, and with its live mirror on, on the local disk and under the
+//! SD-card flush model (`sdcard_fsync.so` preloaded into a second run of this binary; the
+//! mirror's stick modelled as a medium of its own), side by side.
 
 use std::time::Duration;
 
-use boltbox_node::bench::{format_store_table, sdcard, store_bench};
+use boltbox_node::bench::{CONTENDERS, MIRRORED, format_store_table, sdcard, store_bench};
 
 const WRITERS: [usize; 4] = [1, 4, 16, 64];
 
 fn run(title: &str, secs: f64) {
     let dir = tempfile::tempdir_in(std::env::var_os("BOLTBOX_BENCH_DIR").unwrap_or_else(|| ".".into()))
         .expect("bench dir");
-    let rows = store_bench(dir.path(), &WRITERS, Duration::from_secs_f64(secs)).expect("store bench");
+    let mut contenders = CONTENDERS.to_vec();
+    contenders.push(MIRRORED);
+    let rows =
+        store_bench(dir.path(), &WRITERS, Duration::from_secs_f64(secs), &contenders).expect("store bench");
     println!("{}", format_store_table(title, &rows));
 }
 

@@ -20,6 +20,9 @@ type WriteFn = Box<dyn Fn(&str, Vec<u8>) -> std::io::Result<()> + Send + Sync>;
 
 /// The stores compared, in table order.
 pub const CONTENDERS: [&str; 4] = ["boltbox", "redb/write", "SqliteStore", "FilesystemStore"];
+/// boltbox's store with the live mirror on, into `<cell>/stick/boltbox-mirror/` (the SD-card
+/// model flushes it as a medium of its own, as the stick is on the device).
+pub const MIRRORED: &str = "boltbox+mirror";
 
 /// One measured cell.
 #[derive(Debug, Clone)]
@@ -39,6 +42,36 @@ fn open_contender(name: &str, dir: &Path) -> std::io::Result<WriteFn> {
         "boltbox" => {
             let store = Store::open(&dir.join("boltbox.redb"))?;
             Box::new(move |k, v| Ok(KVStoreSync::write(&store, "bench", "", k, v)?))
+        }
+        MIRRORED => {
+            use crate::mirror::{MirrorSetup, MirrorStatus};
+            let seed = crate::Seed::generate();
+            let node_id = seed.node_id(crate::Network::Regtest).map_err(std::io::Error::other)?;
+            let store = Store::create_new(&dir.join("boltbox.redb"), Some(&node_id))?;
+            // Snapshots are sealed on a runtime's workers, as in the node.
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build()?;
+            store.mirror_to(MirrorSetup {
+                dir: dir.join("stick"),
+                seed,
+                config: crate::NodeConfig {
+                    network: crate::Network::Regtest,
+                    ..crate::NodeConfig::default()
+                },
+                node_id,
+                workers: crate::backup::Workers(runtime.handle().clone()),
+            });
+            // Measured from the mirror in sync: its first snapshot is not the steady state.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !matches!(store.mirror_status(), MirrorStatus::InSync { .. }) {
+                if Instant::now() >= deadline {
+                    return Err(std::io::Error::other(format!("the mirror: {:?}", store.mirror_status())));
+                }
+                KVStoreSync::write(&store, "bench", "", "sync", vec![0; 1024])?;
+            }
+            Box::new(move |k, v| {
+                let _sealing = &runtime;
+                Ok(KVStoreSync::write(&store, "bench", "", k, v)?)
+            })
         }
         "redb/write" => {
             // redb without group commit: one write transaction (one fsync) per write.
@@ -64,12 +97,17 @@ fn open_contender(name: &str, dir: &Path) -> std::io::Result<WriteFn> {
     })
 }
 
-/// Measures durable writes/s of each contender at each writer count, `duration` per cell,
-/// in fresh directories under `dir`.
-pub fn store_bench(dir: &Path, writers: &[usize], duration: Duration) -> std::io::Result<Vec<StoreRow>> {
+/// Measures durable writes/s of each of `contenders` ([`CONTENDERS`], [`MIRRORED`]) at each
+/// writer count, `duration` per cell, in fresh directories under `dir`.
+pub fn store_bench(
+    dir: &Path,
+    writers: &[usize],
+    duration: Duration,
+    contenders: &[&'static str],
+) -> std::io::Result<Vec<StoreRow>> {
     let mut rows = Vec::new();
     for &n in writers {
-        for contender in CONTENDERS {
+        for &contender in contenders {
             let cell = dir.join(format!("{contender}-{n}").replace('/', "_"));
             std::fs::create_dir_all(&cell)?;
             let write = open_contender(contender, &cell)?;
@@ -111,13 +149,19 @@ pub fn store_bench(dir: &Path, writers: &[usize], duration: Duration) -> std::io
 }
 
 /// The rows as a table: writes/s per contender and boltbox's ratio to the better of LDK's
-/// own stores (SqliteStore, FilesystemStore) and to plain redb.
+/// own stores (SqliteStore, FilesystemStore) and to plain redb; with [`MIRRORED`] rows, its
+/// writes/s and their ratio to boltbox's without the mirror.
 pub fn format_store_table(title: &str, rows: &[StoreRow]) -> String {
+    let mirrored = rows.iter().any(|r| r.contender == MIRRORED);
     let mut out = format!("{title}\n");
     out.push_str(&format!(
-        "{:>7} {:>11} {:>11} {:>11} {:>15} {:>12} {:>10}\n",
+        "{:>7} {:>11} {:>11} {:>11} {:>15} {:>12} {:>10}",
         "writers", "boltbox", "redb/write", "SqliteStore", "FilesystemStore", "÷ best LDK", "÷ redb"
     ));
+    if mirrored {
+        out.push_str(&format!(" {:>15} {:>14}", MIRRORED, "mirror on÷off"));
+    }
+    out.push('\n');
     let mut writer_counts: Vec<usize> = rows.iter().map(|r| r.writers).collect();
     writer_counts.dedup();
     for n in writer_counts {
@@ -128,10 +172,15 @@ pub fn format_store_table(title: &str, rows: &[StoreRow]) -> String {
             (get("boltbox"), get("redb/write"), get("SqliteStore"), get("FilesystemStore"));
         let best_ldk = sqlite.max(fs);
         out.push_str(&format!(
-            "{n:>7} {ours:>11.0} {plain:>11.0} {sqlite:>11.0} {fs:>15.0} {:>11.1}x {:>9.1}x\n",
+            "{n:>7} {ours:>11.0} {plain:>11.0} {sqlite:>11.0} {fs:>15.0} {:>11.1}x {:>9.1}x",
             ours / best_ldk.max(f64::MIN_POSITIVE),
             ours / plain.max(f64::MIN_POSITIVE),
         ));
+        if mirrored {
+            let on = get(MIRRORED);
+            out.push_str(&format!(" {on:>15.0} {:>13.2}x", on / ours.max(f64::MIN_POSITIVE)));
+        }
+        out.push('\n');
     }
     out
 }
@@ -187,10 +236,13 @@ mod tests {
     #[test]
     fn every_contender_writes_and_the_table_has_a_row_per_writer_count() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rows = store_bench(dir.path(), &[1, 2], Duration::from_millis(50)).expect("bench");
-        assert_eq!(rows.len(), 2 * CONTENDERS.len());
+        let mut contenders = CONTENDERS.to_vec();
+        contenders.push(MIRRORED);
+        let rows = store_bench(dir.path(), &[1, 2], Duration::from_millis(50), &contenders).expect("bench");
+        assert_eq!(rows.len(), 2 * contenders.len());
         assert!(rows.iter().all(|r| r.writes_per_sec > 0.0), "{rows:?}");
         let table = format_store_table("t", &rows);
         assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(table.lines().nth(1).is_some_and(|l| l.contains("mirror on÷off")), "{table}");
     }
 }

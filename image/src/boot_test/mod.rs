@@ -31,7 +31,14 @@
 //!    never force-closed (LDK's own stale-ChannelManager close, rust-lightning#4286, is
 //!    recognised on the console and reported apart), every payment in flight at a cut
 //!    resolves, more succeed, and the guest's channel and earnings screens show the balance and
-//!    the count of the payments the host saw succeed; a safe shutdown again.
+//!    the count of the payments the host saw succeed. Then the live mirror (docs/MIRROR.md): B
+//!    on the system page, "mirror to sda1?", B; the system page shows it in sync while the
+//!    host pays; QEMU is killed with payments in flight.
+//! 6. The SD card dies: the card is flashed afresh from the image (an empty data partition),
+//!    the owner's seed words (read from the old card) written onto the stick, and the third
+//!    boot offers "restore mirror?"; B, B restores it, and the node comes back with the same
+//!    id and its channel, checked as in 5 (every payment the host saw succeed is on the
+//!    guest's screens); the stick is its mirror again, in sync; a safe shutdown.
 //!
 //! Every wait has a deadline; on failure the error names the step, the last caption and the
 //! tail of the guest's serial console.
@@ -54,6 +61,7 @@ use crate::disk::{self, Partition};
 use crate::process::{output, run, stream};
 use crate::{BOOT_LABEL, DATA_LABEL, ImageError, io_error};
 
+mod mirror;
 mod peer;
 
 pub use peer::ChannelOutcome;
@@ -114,6 +122,10 @@ pub struct Report {
     pub payments_during_cuts: usize,
     /// How the channel between the host's node and the guest came through the cuts.
     pub channel: ChannelOutcome,
+    /// The mirror boot's end.
+    pub mirror_cut: mirror::MirrorCut,
+    /// How the channel came through the restore from the mirror onto a fresh card.
+    pub restored: ChannelOutcome,
 }
 
 fn boot_error(what: &str, reason: impl Into<String>) -> ImageError {
@@ -359,19 +371,51 @@ fn node_id(network: &LinkFrame) -> Option<String> {
     Some(uri.split('@').next().unwrap_or(uri).to_string())
 }
 
+/// How a boot begins, before the home screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// A new node: the seed reminder, skipped with B, B; a backup by the buttons at the end.
+    NewNode,
+    /// The node of the card.
+    Known,
+    /// A fresh card with the mirror stick: "restore mirror?", B, B.
+    RestoreMirror,
+}
+
+/// How a boot ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Hold A, confirm, "safe to unplug", and QEMU exits by itself.
+    Shutdown,
+    /// `during` killed QEMU.
+    Killed,
+}
+
 /// One boot: home screen with the alias, A through every page (the node id from the network
-/// screen), then `during` (with the guest on its home screen, which it leaves it on), with
-/// `backup` hold B and confirm (a backup to the stick, which is then unmounted), then hold A,
-/// confirm, "safe to unplug", and QEMU exits. Returns (boot-to-ready, node id).
+/// screen), then `during` (with the guest on its home screen, which it leaves it on), for a
+/// new node hold B and confirm (a backup to the stick, which is then unmounted), then the
+/// `end`. Returns (boot-to-ready, node id).
 fn boot_once(
     card: &Card<'_>,
     run_name: &str,
-    backup: bool,
+    start: Start,
+    end: End,
     during: &mut dyn FnMut(&mut Guest, &mut LinkClient, &str) -> Result<(), ImageError>,
 ) -> Result<(Duration, String), ImageError> {
     let mut guest = Guest::start(card, run_name)?;
     let mut link = guest.link(&card.dir.join(format!("{run_name}.link.sock")))?;
-    let ready = if backup {
+    let backup = start == Start::NewNode;
+    let ready = if start == Start::RestoreMirror {
+        wait_screen(&mut guest, &mut link, "restore offer", "restore mirror?", BOOT)?;
+        let offered = guest.started.elapsed();
+        println!("boot-test: {run_name}: \"restore mirror?\" after {:.1} s", offered.as_secs_f64());
+        link.press(Button::B, SHORT_PRESS).map_err(|e| guest.failed("pressing B", e))?;
+        wait_screen(&mut guest, &mut link, "restore confirm", "B: restore", SCREEN)?;
+        std::thread::sleep(BETWEEN_PRESSES);
+        link.press(Button::B, SHORT_PRESS).map_err(|e| guest.failed("confirming with B", e))?;
+        wait_screen(&mut guest, &mut link, "home", ALIAS, BOOT)?;
+        guest.started.elapsed()
+    } else if backup {
         // A new node: the owner is asked to write the seed words down first, and skips.
         wait_screen(&mut guest, &mut link, "seed reminder", "write down", BOOT)?;
         let ready = guest.started.elapsed();
@@ -406,6 +450,10 @@ fn boot_once(
         id.ok_or_else(|| guest.failed("reading the node id", "the network screen shows no `qr` line"))?;
     println!("boot-test: {run_name}: A paged through {}; node id {id}", PAGES.join(", "));
     during(&mut guest, &mut link, &id)?;
+    if end == End::Killed {
+        guest.child.wait().map_err(io_error("waiting for the killed QEMU"))?;
+        return Ok((ready, id));
+    }
 
     if backup {
         link.send_edge(Button::B, true).map_err(|e| guest.failed("holding B", e))?;
@@ -495,14 +543,7 @@ fn check_backup(
     };
     let file = dir.join("backup.bbk");
     run(disk::mtools("mcopy").args(["-o", "-i", &stick_fs, name]).arg(&file))?;
-    let words = output(
-        Command::new("debugfs").args(["-R", "cat /seed.words"]).arg(format!(
-            "{}?offset={}",
-            disk.display(),
-            data.offset
-        )),
-        None,
-    )?;
+    let words = mirror::seed_words(disk, data)?;
     let seed =
         Seed::from_words(&words).map_err(|e| boot_error("the data partition's seed", e.to_string()))?;
     let bytes = std::fs::read(&file).map_err(io_error("reading the backup"))?;
@@ -556,7 +597,10 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
     let shipped = read_boot_file(&disk, &boot, "boltbox.toml")?;
     std::fs::write(&config, test_config(&shipped, electrs.port())?)
         .map_err(io_error("writing the test's boltbox.toml"))?;
-    run(disk::mtools("mcopy").args(["-o", "-i", &fat(&disk, &boot)]).arg(&config).arg("::boltbox.toml"))?;
+    let configure = |disk: &Path| {
+        run(disk::mtools("mcopy").args(["-o", "-i", &fat(disk, &boot)]).arg(&config).arg("::boltbox.toml"))
+    };
+    configure(&disk)?;
 
     let accel = accel().1;
     println!("boot-test: qemu-system-aarch64 -M virt, {accel}, 2 CPUs, 1 GiB; work dir {}", dir.display());
@@ -565,9 +609,10 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
         free_port().map_err(|e| boot_error("choosing the guest's forwarded port", e.to_string()))?;
     let card = Card { disk: &disk, stick: &stick, boot: &boot_files, dir, peer_port };
     let mut host = HostPeer::start(&bitcoind, peer_port)?;
-    let (first_ready, first_id) = boot_once(&card, "boot1", true, &mut |guest, link, id| {
-        host.open_channel(guest, link, &bitcoind, id)
-    })?;
+    let (first_ready, first_id) =
+        boot_once(&card, "boot1", Start::NewNode, End::Shutdown, &mut |guest, link, id| {
+            host.open_channel(guest, link, &bitcoind, id)
+        })?;
     let (name, size, entries) = check_backup(&stick, &stick_part, &disk, &data, dir, &first_id)?;
     println!(
         "boot-test: the FAT32 stick holds {name} ({size} bytes): it opens with the node's seed from the data partition, {entries} store entries of node {first_id}"
@@ -602,13 +647,19 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
 
     let cuts = std::env::var("BOLTBOX_POWER_CUTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
     let (cuts, payments_during_cuts) = power_cuts(cuts, first_ready, &card, &host)?;
+    let (mut rng, seed) = Rng::from_env("BOLTBOX_MIRROR_CUT_SEED");
+    println!("boot-test: the mirror boot, BOLTBOX_MIRROR_CUT_SEED={seed}");
     let mut channel = None;
-    let (second_ready, second_id) = boot_once(&card, "boot2", false, &mut |guest, link, _| {
-        let stale = consoles(dir, cuts.len()).iter().any(|text| text.contains(STALE_MANAGER));
-        channel = Some(host.settle_and_check(guest, link, stale)?);
-        Ok(())
-    })?;
+    let mut mirror_cut = None;
+    let (second_ready, second_id) =
+        boot_once(&card, "boot2", Start::Known, End::Killed, &mut |guest, link, _| {
+            let stale = consoles(dir, cuts.len()).iter().any(|text| text.contains(STALE_MANAGER));
+            channel = Some(host.settle_and_check(guest, link, stale)?);
+            mirror_cut = Some(mirror::choose_and_cut(guest, link, &host, &mut rng)?);
+            Ok(())
+        })?;
     let channel = channel.ok_or_else(|| boot_error("second boot", "the channel was not checked"))?;
+    let mirror_cut = mirror_cut.ok_or_else(|| boot_error("second boot", "the mirror was not chosen"))?;
     // e2fsck in the initramfs says so on the console of each boot after a cut: the cut boots but the first
     // (it follows boot 1's clean shutdown), and the second boot.
     let journal_recoveries = consoles(dir, cuts.len())
@@ -618,11 +669,30 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
     if second_id != first_id {
         return Err(boot_error("second boot", format!("node id {second_id}, was {first_id}")));
     }
+
+    // The SD card dies: a freshly flashed one, and the owner's words on the mirror stick.
+    let words = mirror::seed_words(&disk, &grown)?;
+    mirror::put_words_on_stick(&fat(&stick, &stick_part), &words, dir)?;
+    drop(words);
+    unpack(image, &disk)?;
+    configure(&disk)?;
+    println!("boot-test: the card flashed afresh (an empty data partition), the seed words on the stick");
+    let mut restored = None;
+    let (third_ready, third_id) =
+        boot_once(&card, "boot3", Start::RestoreMirror, End::Shutdown, &mut |guest, link, _| {
+            let console = std::fs::read_to_string(dir.join("boot3.console.log")).unwrap_or_default();
+            restored = Some(host.settle_and_check(guest, link, console.contains(STALE_MANAGER))?);
+            mirror::in_sync_again(guest, link, &host, &mut rng)
+        })?;
+    let restored = restored.ok_or_else(|| boot_error("third boot", "the channel was not checked"))?;
+    if third_id != first_id {
+        return Err(boot_error("the restore from the mirror", format!("node id {third_id}, was {first_id}")));
+    }
     for file in [&disk, &stick] {
         std::fs::remove_file(file).map_err(io_error(format!("removing {}", file.display())))?;
     }
     Ok(Report {
-        boot_to_ready: vec![first_ready, second_ready],
+        boot_to_ready: vec![first_ready, second_ready, third_ready],
         node_id: first_id,
         data_before: data.size,
         data_after: grown.size,
@@ -632,6 +702,8 @@ pub fn boot_test(image: &Path, dir: &Path) -> Result<Report, ImageError> {
         journal_recoveries,
         payments_during_cuts,
         channel,
+        mirror_cut,
+        restored,
     })
 }
 
@@ -780,9 +852,24 @@ impl Report {
                 self.payments_during_cuts
             ),
         };
+        let _ = writeln!(
+            text,
+            "mirror: the stick chosen on the OLED, {} at the cut {:.0} s into boot 2 after {} payments; restored onto a freshly flashed card by B, B: {}",
+            if self.mirror_cut.in_sync { "in sync" } else { "NOT shown in sync" },
+            self.mirror_cut.at_secs,
+            self.mirror_cut.payments,
+            match &self.restored {
+                ChannelOutcome::Kept { payments, sats, failed } => format!(
+                    "the channel kept, the guest holds all {payments} payments the host saw succeed ({sats} sat), {failed} failed"
+                ),
+                ChannelOutcome::StaleManagerClose => {
+                    "the channel force-closed by LDK's stale ChannelManager at the restored start (rust-lightning#4286)".into()
+                }
+            }
+        );
         let _ = write!(
             text,
-            "node id {} on both boots; data partition {} MiB -> {} MiB (filesystem {} MiB)",
+            "node id {} on all boots; data partition {} MiB -> {} MiB (filesystem {} MiB)",
             self.node_id,
             self.data_before >> 20,
             self.data_after >> 20,
