@@ -230,7 +230,14 @@ impl DisplayLoop {
                 None
             }
             Action::MirrorAnswer { ask, yes } => {
-                self.shared.mirror.answer(ask, yes);
+                // Writing the stick's mark and the data dir's record is off the display thread.
+                let shared = Arc::clone(&self.shared);
+                let spawned = std::thread::Builder::new()
+                    .name("mirror-choice".into())
+                    .spawn(move || shared.mirror.answer(ask, yes));
+                if let Err(e) = spawned {
+                    tracing::error!("cannot record the mirror stick's choice: {e}");
+                }
                 None
             }
             Action::FundingAddress => {

@@ -238,20 +238,26 @@ impl MirrorChoice {
 
     /// The owner's answer to question `id` on the device: yes makes its stick the mirror.
     pub fn answer(&self, id: u64, yes: bool) {
-        let mut state = self.state();
-        let Some((ask, stick, _)) = state.asked.take_if(|(ask, _, _)| ask.id == id) else { return };
+        let Some((ask, stick, _)) = self.state().asked.take_if(|(ask, _, _)| ask.id == id) else { return };
+        // The stick is written without the lock held: a slow stick never holds up the display
+        // thread's look at the question, nor the supervisor's at the target.
         let outcome = match (yes, stick, ask.stick) {
             (_, _, Err(why)) => Err(why),
             (false, _, Ok(_)) | (_, None, Ok(_)) => Err("not confirmed on the device".into()),
-            (true, Some(stick), Ok(_)) => self.choose(&stick).map(|choice| {
-                state.choice = Some(choice);
-                stick.name
-            }),
+            (true, Some(stick), Ok(_)) => self.choose(&stick).map(|choice| (choice, stick.name)),
         };
-        match &outcome {
-            Ok(name) => tracing::info!("the owner chose stick {name} as the mirror"),
-            Err(why) => tracing::info!("no stick chosen as the mirror: {why}"),
-        }
+        let mut state = self.state();
+        let outcome = match outcome {
+            Ok((choice, name)) => {
+                tracing::info!("the owner chose stick {name} as the mirror");
+                state.choice = Some(choice);
+                Ok(name)
+            }
+            Err(why) => {
+                tracing::info!("no stick chosen as the mirror: {why}");
+                Err(why)
+            }
+        };
         state.answers.push((id, outcome));
         let drop_before = state.answers.len().saturating_sub(8);
         state.answers.drain(..drop_before);
