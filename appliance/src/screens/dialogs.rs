@@ -125,7 +125,8 @@ pub fn mirror_confirm(stick: &Result<String, String>) -> Rendered {
 }
 
 /// First start with an empty data dir and a backup (or the node's live mirror) on a USB stick:
-/// which node, how old (for a mirror: when its log was last written), and what the buttons do.
+/// which node, how old (for a mirror: when it was last written, in sync), and what the buttons
+/// do.
 /// Without the seed words on the stick (`words` false) it says so.
 pub fn restore_offer(backup: &super::BackupFacts, words: bool) -> Rendered {
     let mut c = Canvas::new("restore offer");
@@ -133,7 +134,9 @@ pub fn restore_offer(backup: &super::BackupFacts, words: bool) -> Rendered {
     c.text(&format!("node {}", backup.node_id8), BODY, 12, Align::Center);
     let age = short_duration(backup.age);
     c.text(
-        &if backup.mirror { format!("written {age} ago") } else { format!("{age} old") },
+        // A mirror on offer is current (one that fell behind is refused): it was in sync
+        // when its last commit was written.
+        &if backup.mirror { format!("in sync {age} ago") } else { format!("{age} old") },
         BODY,
         23,
         Align::Center,
