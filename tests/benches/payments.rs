@@ -126,11 +126,13 @@ fn wchar() -> u64 {
 /// The bytes of the mirror logs under `dir`.
 fn log_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir.join(boltbox_node::mirror::MIRROR_DIR)) else { return 0 };
+    // A log is grown in zeroed 1 MiB steps ahead of its frames: its bytes end at its last
+    // non-zero byte.
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .map(|bytes| bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last as u64 + 1))
         .sum()
 }
 

@@ -23,6 +23,10 @@ const IN_SYNC: Duration = Duration::from_secs(400);
 const MIRRORED: usize = 5;
 /// How long the host may take to get them through.
 const PAYING: Duration = Duration::from_secs(400);
+/// At most this many payments while waiting for the mirror (they are there for commits).
+const SYNC_PAYMENTS: usize = 20;
+/// At most this many more until the cut (about 3 a second for 0–3 s): payments in flight.
+const CUT_PAYMENTS: usize = 15;
 
 /// How the mirror boot ended.
 #[derive(Debug, Clone)]
@@ -37,7 +41,7 @@ pub struct MirrorCut {
 
 /// Whether a frame is the system page showing the mirror in sync.
 fn in_sync(frame: &LinkFrame) -> bool {
-    screen(frame) == "system" && frame.caption.lines().any(|l| l == "in sync")
+    screen(frame) == "system" && frame.caption.lines().any(|l| l == "mirror in sync")
 }
 
 /// From the home page, A to the system page.
@@ -80,26 +84,34 @@ pub fn choose_and_cut(
     link.press(Button::B, SHORT_PRESS).map_err(|e| guest.failed("pressing B", e))?;
     wait_screen(guest, link, "mirror confirm", "mirror to sda1?", SCREEN)?;
     link.press(Button::B, SHORT_PRESS).map_err(|e| guest.failed("confirming with B", e))?;
-    let stop = AtomicBool::new(false);
-    let sent = AtomicUsize::new(0);
     let mut payer_rng = Rng::new(rng.next_u64());
     let delay = Duration::from_millis(rng.below(3_000));
+    // Commits come with payments: the mirror's first snapshot is taken at one.
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| host.pay_until(&stop, &AtomicUsize::new(0), SYNC_PAYMENTS, &mut payer_rng));
+        let synced = link.wait_for_frame(IN_SYNC, in_sync);
+        stop.store(true, Ordering::SeqCst);
+        synced
+    })
+    .map_err(|e| guest.failed("the system page showing the mirror in sync", e))?;
+    println!(
+        "boot-test: boot2: the stick is the mirror, in sync {:.1} s into the boot",
+        guest.started.elapsed().as_secs_f64()
+    );
+    // Then a stream, cut 0–3 s after its first MIRRORED payments got through.
+    let stop = AtomicBool::new(false);
+    let sent = AtomicUsize::new(0);
     let (payments, synced) = std::thread::scope(|scope| {
-        // Commits come with payments: the mirror's first snapshot is taken at one.
-        scope.spawn(|| host.pay_until(&stop, &sent, &mut payer_rng));
+        if host.has_channel() {
+            scope.spawn(|| host.pay_until(&stop, &sent, MIRRORED + CUT_PAYMENTS, &mut payer_rng));
+        }
         let result = (|| {
-            link.wait_for_frame(IN_SYNC, in_sync)
-                .map_err(|e| guest.failed("the system page showing the mirror in sync", e))?;
-            println!(
-                "boot-test: boot2: the stick is the mirror, in sync {:.1} s into the boot",
-                guest.started.elapsed().as_secs_f64()
-            );
             let mut synced = true;
             if host.has_channel() {
-                let base = sent.load(Ordering::SeqCst);
                 let until = guest.started.elapsed() + PAYING;
-                watch(link, guest, until, &mut synced, &|| sent.load(Ordering::SeqCst) >= base + MIRRORED);
-                if sent.load(Ordering::SeqCst) < base + MIRRORED {
+                watch(link, guest, until, &mut synced, &|| sent.load(Ordering::SeqCst) >= MIRRORED);
+                if sent.load(Ordering::SeqCst) < MIRRORED {
                     return Err(guest.failed(
                         "the host's payments with the mirror in sync",
                         format!("fewer than {MIRRORED} in {} s", PAYING.as_secs()),
@@ -135,7 +147,7 @@ pub fn in_sync_again(
     let sent = AtomicUsize::new(0);
     let mut payer_rng = Rng::new(rng.next_u64());
     std::thread::scope(|scope| {
-        scope.spawn(|| host.pay_until(&stop, &sent, &mut payer_rng));
+        scope.spawn(|| host.pay_until(&stop, &sent, SYNC_PAYMENTS, &mut payer_rng));
         let synced = link.wait_for_frame(IN_SYNC, in_sync);
         stop.store(true, Ordering::SeqCst);
         synced

@@ -761,7 +761,7 @@ fn power_cuts(
         let sent = AtomicUsize::new(0);
         let mut payer_rng = Rng::new(rng.next_u64());
         let last = std::thread::scope(|scope| {
-            scope.spawn(|| host.pay_until(&stop, &sent, &mut payer_rng));
+            scope.spawn(|| host.pay_until(&stop, &sent, usize::MAX, &mut payer_rng));
             let mut last = String::from("(none)");
             let mut frames = |until: Duration, done: &dyn Fn() -> bool| {
                 while let Some(left) = until.checked_sub(guest.started.elapsed()) {

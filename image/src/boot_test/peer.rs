@@ -175,11 +175,12 @@ impl HostPeer {
     }
 
     /// Pays the guest by keysend (1 to [`MAX_PAYMENT_SATS`] sats) whenever the channel is usable,
-    /// reconnecting when it is not, until `stop`; counts the payments sent in `sent`.
-    pub fn pay_until(&self, stop: &AtomicBool, sent: &AtomicUsize, rng: &mut Rng) {
+    /// reconnecting when it is not, until `stop` or `limit` payments were sent (a stream that
+    /// runs for minutes would drain the channel); counts the payments sent in `sent`.
+    pub fn pay_until(&self, stop: &AtomicBool, sent: &AtomicUsize, limit: usize, rng: &mut Rng) {
         let Some(guest) = &self.guest else { return };
         let id = guest.node_id.to_string();
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < limit {
             if !self.connected() {
                 // Refused while the guest is down: tried again shortly.
                 let _ = self.node.node().connect(guest, true);
@@ -264,7 +265,15 @@ impl HostPeer {
         let failed = payments.iter().filter(|p| p.status == "failed").count();
         let sum_msat: u64 = succeeded.iter().sum();
         let sendable_sats = (sum_msat / 1000).saturating_sub(GUEST_RESERVE_SATS);
-        let channel = self.channel().ok_or_else(|| guest.failed("the channel", "closed while paying"))?;
+        // A payment succeeds for the payer at the preimage; its HTLC leaves the commitment (and
+        // the balances) a round trip later: the host's view is awaited, not read once.
+        let settled = try_wait_until(Deadline::after(PAYMENT), || {
+            self.channel().filter(|c| c.remote_msat / 1000 == sendable_sats)
+        });
+        let channel = match settled {
+            Some(channel) => channel,
+            None => self.channel().ok_or_else(|| guest.failed("the channel", "closed while paying"))?,
+        };
         if channel.remote_msat / 1000 != sendable_sats {
             return Err(guest.failed(
                 "the host's view of the guest's balance",

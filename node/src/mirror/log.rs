@@ -343,7 +343,11 @@ pub fn open_log(file: &[u8], seed: &Seed) -> Result<LogContents, MirrorError> {
             }
         }
     }
-    Ok(LogContents { header, frames, torn_bytes: file.len() - at })
+    // The log is grown in zeroed steps ahead of its frames: only bytes that are not zero
+    // after the last frame are a torn append.
+    let rest = file.get(at..).unwrap_or_default();
+    let torn_bytes = rest.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
+    Ok(LogContents { header, frames, torn_bytes })
 }
 
 #[cfg(test)]
@@ -380,6 +384,23 @@ mod tests {
         assert_eq!(log.frames.iter().map(|f| f.counter).collect::<Vec<_>>(), [42, 43, 44]);
         assert_eq!(log.frames[2].ops, ops(3));
         assert_eq!(log.torn_bytes, 0);
+    }
+
+    #[test]
+    fn zeros_after_the_frames_are_room_grown_ahead_and_a_torn_frame_in_them_is_torn() {
+        let seed = Seed::generate();
+        let whole = log_of(&seed, 0, 3);
+        let mut grown = whole.clone();
+        grown.resize(whole.len() + 4096, 0);
+        let log = open_log(&grown, &seed).expect("open");
+        assert_eq!((log.frames.len(), log.torn_bytes), (3, 0), "zeros are room, not a torn append");
+        // The third frame cut in its write, in zeroed room: two frames and its bytes torn.
+        let two = log_of(&seed, 0, 2).len();
+        let mut torn = whole[..whole.len() - 10].to_vec();
+        torn.resize(whole.len() + 4096, 0);
+        let log = open_log(&torn, &seed).expect("open");
+        assert_eq!(log.frames.len(), 2);
+        assert!(log.torn_bytes > 0 && log.torn_bytes <= whole.len() - 10 - two, "{}", log.torn_bytes);
     }
 
     #[test]

@@ -191,6 +191,8 @@ fn chain(
         if !used.insert(counter) {
             break;
         }
+        // A log is compacted after the frame that takes it past COMPACT_AT, and grown ahead of
+        // its frames by less than LOG_GROWTH (1 MiB): within two frames' worth.
         let file = untrusted(path, COMPACT_AT.saturating_add(2 * MAX_FRAME as u64))?;
         let log = open_log(&file, seed)?;
         if log.header.node_id != node_id

@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -287,7 +288,19 @@ fn key_mirrored(stored: &[u8]) -> bool {
 struct LogFile {
     file: File,
     sealer: LogSealer,
+    /// Where the next frame goes.
+    end: u64,
+    /// The file's length, grown ahead of the frames in [`LOG_GROWTH`] steps.
+    allocated: u64,
 }
+
+/// How far a log is grown ahead of its frames, durably (its length, its clusters, zeros)
+/// before frames are written into it: a frame's flush then changes no file-system metadata.
+/// On FAT, whose fsync writes a file's new length before the chain of clusters that holds
+/// it, an append that grew the file and was cut in its flush leaves a length beyond the
+/// chain, and the file unreadable from there (`fat_bmap_cluster: request beyond EOF`, EIO):
+/// the boot test's power cut found it. Within allocated space a cut can only tear the frame.
+pub(crate) const LOG_GROWTH: u64 = 1 << 20;
 
 struct WriterThread {
     setup: Arc<MirrorSetup>,
@@ -357,8 +370,9 @@ impl WriterThread {
         let io = MirrorError::io(format!("writing {}", path.display()));
         file.write_all(sealer.prefix()).and_then(|()| file.sync_all()).map_err(io)?;
         crate::files::sync_dir(&dir).map_err(MirrorError::io("syncing the mirror's directory"))?;
-        self.bytes.store(sealer.prefix().len() as u64, Ordering::Relaxed);
-        self.log = Some(LogFile { file, sealer });
+        let end = sealer.prefix().len() as u64;
+        self.bytes.store(end, Ordering::Relaxed);
+        self.log = Some(LogFile { file, sealer, end, allocated: end });
         if after_loss {
             // The older chain ends before this log begins (commits were made without the
             // mirror): a reader refuses it now anyway, and on a small stick its room is needed.
@@ -412,7 +426,15 @@ impl WriterThread {
         };
         let frame = log.sealer.seal(counter, unix_now(), ops)?;
         let io = MirrorError::io("appending to the mirror's log");
-        log.file.write_all(&frame).and_then(|()| log.file.sync_data()).map_err(io)?;
+        let end = log.end.saturating_add(frame.len() as u64);
+        if end > log.allocated {
+            let allocated = end.div_ceil(LOG_GROWTH).saturating_mul(LOG_GROWTH);
+            log.file.set_len(allocated).and_then(|()| log.file.sync_all()).map_err(io)?;
+            log.allocated = allocated;
+        }
+        let io = MirrorError::io("appending to the mirror's log");
+        log.file.write_all_at(&frame, log.end).and_then(|()| log.file.sync_data()).map_err(io)?;
+        log.end = end;
         self.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
         Ok(())
     }
