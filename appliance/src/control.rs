@@ -455,7 +455,7 @@ fn handle(service: &dyn Service, request: Request) -> Response {
                 serde_json::Value::Null
             }
             Request::MirrorUse { stick } => {
-                let ask = service.mirror().ask(stick.as_deref());
+                let ask = service.mirror().ask(stick.as_deref())?;
                 // The OLED says why no stick can be chosen too; the caller hears it at once.
                 ask.stick.clone()?;
                 let stick =

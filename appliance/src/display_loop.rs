@@ -226,7 +226,10 @@ impl DisplayLoop {
                 None
             }
             Action::MirrorAsk => {
-                self.shared.mirror.ask(None);
+                // With a question open, it is on the screen already.
+                if let Err(why) = self.shared.mirror.ask(None) {
+                    tracing::info!("{why}");
+                }
                 None
             }
             Action::MirrorAnswer { ask, yes } => {

@@ -119,6 +119,8 @@ struct State {
     next_id: u64,
     /// The open question and the stick it names.
     asked: Option<(Ask, Option<Stick>, Instant)>,
+    /// The question whose yes is being written to the stick and the data dir.
+    answering: Option<u64>,
     /// How the last questions ended, by id (a few, for the callers waiting on them).
     answers: Vec<(u64, Result<String, String>)>,
     choice: Option<Choice>,
@@ -184,16 +186,22 @@ impl MirrorChoice {
     }
 
     /// Puts a question on the OLED: make `name` (or, without one, the first stick that is not
-    /// the mirror yet) the mirror? Replaces any open question.
-    pub fn ask(&self, name: Option<&str>) -> Ask {
+    /// the mirror yet) the mirror? Refused while another is open: a question is never swapped
+    /// under the owner's finger.
+    pub fn ask(&self, name: Option<&str>) -> Result<Ask, String> {
+        // An open question past its time is a no first.
+        let _ = self.asked();
         let stick = self.candidate(name);
         let mut state = self.state();
+        if state.asked.is_some() || state.answering.is_some() {
+            return Err("another question is open on the device: answer it there first".into());
+        }
         state.next_id = state.next_id.saturating_add(1);
         let ask =
             Ask { id: state.next_id, stick: stick.as_ref().map(|s| s.name.clone()).map_err(Clone::clone) };
         tracing::info!("asking on the device: {ask:?}");
         state.asked = Some((ask.clone(), stick.ok(), Instant::now()));
-        ask
+        Ok(ask)
     }
 
     fn candidate(&self, name: Option<&str>) -> Result<Stick, String> {
@@ -238,7 +246,13 @@ impl MirrorChoice {
 
     /// The owner's answer to question `id` on the device: yes makes its stick the mirror.
     pub fn answer(&self, id: u64, yes: bool) {
-        let Some((ask, stick, _)) = self.state().asked.take_if(|(ask, _, _)| ask.id == id) else { return };
+        let (ask, stick) = {
+            let mut state = self.state();
+            let Some((ask, stick, _)) = state.asked.take_if(|(ask, _, _)| ask.id == id) else { return };
+            // Still pending for wait() and stop() until the outcome is recorded.
+            state.answering = Some(id);
+            (ask, stick)
+        };
         // The stick is written without the lock held: a slow stick never holds up the display
         // thread's look at the question, nor the supervisor's at the target.
         let outcome = match (yes, stick, ask.stick) {
@@ -258,6 +272,7 @@ impl MirrorChoice {
                 Err(why)
             }
         };
+        state.answering = None;
         state.answers.push((id, outcome));
         let drop_before = state.answers.len().saturating_sub(8);
         state.answers.drain(..drop_before);
@@ -291,7 +306,9 @@ impl MirrorChoice {
                 state = self.state();
                 continue;
             }
-            if state.asked.as_ref().is_none_or(|(ask, _, _)| ask.id != id) {
+            let pending =
+                state.asked.as_ref().is_some_and(|(ask, _, _)| ask.id == id) || state.answering == Some(id);
+            if !pending {
                 return Err("the question was replaced by another".into());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -312,6 +329,9 @@ impl MirrorChoice {
             return Err("the mirror is set in boltbox.toml ([mirror] dir): change it there".into());
         }
         let mut state = self.state();
+        if state.answering.is_some() {
+            return Err("a stick is being chosen on the device: try again in a moment".into());
+        }
         if state.choice.take().is_none() {
             return Err("no stick is the mirror".into());
         }
@@ -383,19 +403,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let choice = choice_in(dir.path());
         assert_eq!(choice.target(), Target::Off);
-        let ask = choice.ask(None);
+        let ask = choice.ask(None).expect("asked");
         assert_eq!(ask.stick, Err("no USB stick found: insert one and ask again".into()));
+        choice.answer(ask.id, true);
 
         let usb = dir.path().join("usb");
         std::fs::create_dir(usb.join("sda1")).expect("stick");
-        let ask = choice.ask(None);
+        let ask = choice.ask(None).expect("asked");
         assert_eq!((choice.asked(), &ask.stick), (Some(ask.clone()), &Ok("sda1".into())));
         // A no chooses nothing.
         choice.answer(ask.id, false);
         assert_eq!(choice.wait(ask.id, Duration::ZERO), Err("not confirmed on the device".into()));
         assert_eq!((choice.asked(), choice.target()), (None, Target::Off));
 
-        let ask = choice.ask(Some("sda1"));
+        let ask = choice.ask(Some("sda1")).expect("asked");
         choice.answer(ask.id, true);
         assert_eq!(choice.wait(ask.id, Duration::ZERO), Ok("sda1".into()));
         assert_eq!(choice.target(), Target::Dir(usb.join("sda1")));
@@ -411,9 +432,12 @@ mod tests {
         std::fs::create_dir(usb.join("sda1")).expect("another stick");
         assert_eq!(choice.target(), Target::Dir(usb.join("sdb1")));
         // Asking again offers the other stick, never the mirror itself.
-        let ask = choice.ask(None);
+        let ask = choice.ask(None).expect("asked");
         assert_eq!(ask.stick, Ok("sda1".into()));
-        assert_eq!(choice.ask(Some("sdb1")).stick, Err("stick sdb1 is the mirror already".into()));
+        choice.answer(ask.id, false);
+        let ask = choice.ask(Some("sdb1")).expect("asked");
+        assert_eq!(ask.stick, Err("stick sdb1 is the mirror already".into()));
+        choice.answer(ask.id, false);
 
         std::fs::rename(usb.join("sdb1"), dir.path().join("pulled")).expect("pulled");
         assert_eq!(choice.target(), Target::Missing("the mirror stick (sda1) is not inserted".into()));
@@ -429,16 +453,22 @@ mod tests {
     }
 
     #[test]
-    fn a_question_left_unanswered_is_a_no_and_a_newer_one_replaces_it() {
+    fn a_question_is_never_replaced_while_open_and_an_unanswered_one_chooses_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let choice = choice_in(dir.path());
         std::fs::create_dir(dir.path().join("usb").join("sda1")).expect("stick");
-        let first = choice.ask(None);
-        let second = choice.ask(None);
-        assert_eq!(choice.wait(first.id, Duration::ZERO), Err("the question was replaced by another".into()));
-        assert_eq!(choice.wait(second.id, Duration::ZERO), Err("no answer on the device".into()));
-        // Answering a question no longer asked does nothing.
-        choice.answer(first.id, true);
+        let first = choice.ask(None).expect("asked");
+        assert_eq!(
+            choice.ask(Some("sda1")),
+            Err("another question is open on the device: answer it there first".into())
+        );
+        assert_eq!(choice.asked(), Some(first.clone()), "the question shown stays");
+        assert_eq!(choice.wait(first.id, Duration::ZERO), Err("no answer on the device".into()));
+        // Answering a question that is not the open one does nothing.
+        choice.answer(first.id + 1, true);
         assert_eq!(choice.target(), Target::Off);
+        choice.answer(first.id, false);
+        let second = choice.ask(None).expect("a new question once the first is answered");
+        assert!(second.id > first.id);
     }
 }

@@ -50,6 +50,9 @@ use crate::screens::{
     self, BackupFacts, BackupProgress, Rendered, ShutdownPhase, StoreChoice, SystemInfo, Waiting,
 };
 
+/// A question of the service takes B as its answer only once it has been shown this long.
+const ASK_GUARD: Duration = Duration::from_millis(500);
+
 /// Timings and contrast levels of the UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UiConfig {
@@ -480,6 +483,8 @@ impl Ui {
             }
             (View::Page(Page::Network), Short(B)) => self.network_view = (self.network_view + 1) % 3,
             (View::Page(Page::System), Short(B)) => actions.push(Action::MirrorAsk),
+            // A press begun before the question came is not its answer.
+            (View::MirrorConfirm, Short(B)) if self.now.saturating_sub(self.view_since) < ASK_GUARD => {}
             (View::MirrorConfirm, Short(b)) => {
                 self.back();
                 let chosen = ctx.mirror_ask.is_some_and(|a| a.id == self.shown_ask && a.stick.is_ok());
@@ -759,6 +764,10 @@ mod tests {
         let out = rig.tick(100.0);
         assert_eq!((rig.ui.view(), out.idle), (View::MirrorConfirm, Idle::Awake));
         assert!(out.caption.contains("mirror to sda1?"), "{}", out.caption);
+        // A B that comes with the question is not its answer.
+        let t = rig.t;
+        assert_eq!(rig.at(t + 0.1, &[Short(B)]).actions, vec![]);
+        assert_eq!(rig.ui.view(), View::MirrorConfirm);
         let out = rig.short(B);
         assert_eq!(out.actions, vec![Action::MirrorAnswer { ask: 1, yes: true }]);
         assert_eq!(rig.ui.view(), View::Page(Page::System), "back where it was");

@@ -158,6 +158,40 @@ fn a_mirror_that_fell_behind_the_card_is_refused_not_restored() {
     assert_eq!(read.contents.snapshot, mirrored_state(&store));
 }
 
+#[test]
+fn a_card_that_went_back_never_writes_over_the_mirrors_later_state() {
+    let (rt, dir, seed, store) = fresh_store();
+    let workers = Workers(rt.handle().clone());
+    let stick = dir.path().join("stick");
+    write(&store, "first", vec![1; 100]);
+    // An older state of this history: a backup taken here, restored onto a new card later.
+    let (early, identity) = (store.snapshot().expect("snapshot"), store.identity().expect("identity"));
+    for i in 0..5u32 {
+        write(&store, &format!("later{i}"), vec![2; 100]);
+    }
+    store.mirror_to(setup(&stick, &seed, &workers));
+    write(&store, "mirrored", vec![3; 100]);
+    wait_in_sync(&store, "the mirror in sync");
+    let later = mirrored_state(&store);
+    store.close();
+
+    let card = dir.path().join("new-card.redb");
+    Store::create_from_snapshot(&card, &early, &identity).expect("the older state on a new card");
+    let went_back = Store::open(&card).expect("open");
+    went_back.mirror_to(setup(&stick, &seed, &workers));
+    let reason = wait_until(Deadline::in_secs(30), "the mirror refused", || {
+        write(&went_back, "after", vec![4; 100]);
+        match went_back.mirror_status() {
+            MirrorStatus::Lost { reason, .. } => Some(reason),
+            _ => None,
+        }
+    });
+    assert!(reason.contains("later state of this node"), "{reason}");
+    let read =
+        read_mirror(&stick, &seed, Network::Regtest, &workers).expect("the later state is still there");
+    assert_eq!(read.contents.snapshot, later, "not written over");
+}
+
 /// Files as the writer names them, made by hand: a snapshot at `base` holding `entries`, and a
 /// log at `base` holding `frames` (counter, key, value).
 struct Stick<'a> {

@@ -50,7 +50,9 @@ pub fn mount_options(fstype: &str, uid: u32, gid: u32) -> Result<String, SetupEr
     match fstype {
         "vfat" => Ok(format!("{common},uid={uid},gid={gid},fmask=0177,dmask=0077,utf8,flush")),
         "exfat" => Ok(format!("{common},uid={uid},gid={gid},fmask=0177,dmask=0077")),
-        "ext4" => Ok(common.to_string()),
+        // A filesystem error turns the stick read-only (the mirror then says so) rather than
+        // going on writing to it.
+        "ext4" => Ok(format!("{common},errors=remount-ro")),
         other => Err(SetupError::config("usb", format!("filesystem {other:?} is not vfat, exfat or ext4"))),
     }
 }

@@ -159,6 +159,19 @@ pub enum MirrorError {
         /// The base of the newer log.
         newer_log: u64,
     },
+    /// The mirror holds a later state of the card's own history than the card: the card went
+    /// back (an older backup restored onto it, say). The mirror is not written over (it may be
+    /// the only copy of the channels' current state) and the owner is told.
+    #[error(
+        "the mirror holds a later state of this node (commit {mirror}) than the card (commit {card}): the card's \
+         channel state is behind; stop the node and restore from this mirror (boltbox restore --mirror)"
+    )]
+    Ahead {
+        /// Where the mirror's newer log begins.
+        mirror: u64,
+        /// The card's commit counter.
+        card: u64,
+    },
     /// A commit came while no log was open: beginning the log, or an earlier write, failed.
     #[error("no log is open: an earlier write failed")]
     NotOpen,

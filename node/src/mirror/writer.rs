@@ -361,6 +361,11 @@ impl WriterThread {
         std::fs::create_dir_all(&dir).map_err(MirrorError::io(format!("creating {}", dir.display())))?;
         let setup = &self.setup;
         remove_leftovers(&dir, &setup.node_id);
+        // A log of this history that begins after the card's counter is from a later state
+        // than the card's: the card went back. Never written over.
+        if let Some(later) = later_base(&dir, &setup.node_id, &identity.lineage_id, base) {
+            return Err(MirrorError::Ahead { mirror: later, card: base });
+        }
         let (_, sealer) =
             LogSealer::new(&setup.seed, setup.config.network, &setup.node_id, &identity.lineage_id, base)?;
         let stem = file_stem(&setup.node_id, &identity.lineage_id, base);
@@ -438,6 +443,20 @@ impl WriterThread {
         self.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// The base of a file of node `node_id`'s history `lineage` in `dir` later than `base`, if any.
+fn later_base(dir: &Path, node_id: &str, lineage: &str, base: u64) -> Option<u64> {
+    let node8: String = node_id.chars().take(8).collect();
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (n, l, b, _) = parse_name(&name)?;
+            (n == node8 && l == lineage && b > base).then_some(b)
+        })
+        .max()
 }
 
 /// Writes `snapshot` as `<stem>.snap` (a temporary name, flushed, then renamed while
