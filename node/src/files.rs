@@ -178,6 +178,39 @@ fn open_untrusted(path: &Path) -> Result<(File, u64), UntrustedError> {
     Ok((file, meta.len()))
 }
 
+/// Reads the regular file `path` (at most `max` bytes, as [`read_untrusted`]) up to the end or
+/// to the first I/O error: the bytes before it, and the error if one came. For files whose
+/// end a power cut may leave unreadable (a log on FAT): the caller judges where the error is.
+pub fn read_untrusted_to_error(
+    path: &Path,
+    max: u64,
+) -> Result<(Vec<u8>, Option<io::Error>), UntrustedError> {
+    let (mut file, size) = open_untrusted(path)?;
+    if size > max {
+        return Err(UntrustedError::TooLarge { path: path.display().to_string(), size, max });
+    }
+    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    // Page by page, so that an error says where the readable part ends.
+    let mut page = [0u8; 4096];
+    loop {
+        match file.read(&mut page) {
+            Ok(0) => return Ok((out, None)),
+            Ok(n) => {
+                out.extend_from_slice(page.get(..n).unwrap_or_default());
+                if out.len() as u64 > max {
+                    return Err(UntrustedError::TooLarge {
+                        path: path.display().to_string(),
+                        size: out.len() as u64,
+                        max,
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Ok((out, Some(with_path("reading", path)(e)))),
+        }
+    }
+}
+
 /// Reads all of the regular file `path`, if it has at most `max` bytes (see
 /// [`UntrustedError`] for what is refused).
 pub fn read_untrusted(path: &Path, max: u64) -> Result<Vec<u8>, UntrustedError> {

@@ -291,8 +291,11 @@ pub struct LogContents {
     /// The frames, counters `base + 1`, `base + 2`, ... without a gap, up to the first frame
     /// that is torn, fails its tag or breaks the sequence.
     pub frames: Vec<Frame>,
-    /// Bytes after the last good frame (a torn append, or nothing).
+    /// Bytes after the last good frame up to the last one that is not zero (a torn append, or
+    /// nothing: the zeros after it are room grown ahead).
     pub torn_bytes: usize,
+    /// Where the last good frame ends (the header's end when there is none).
+    pub end: usize,
 }
 
 /// Opens a whole log with `seed`.
@@ -347,7 +350,7 @@ pub fn open_log(file: &[u8], seed: &Seed) -> Result<LogContents, MirrorError> {
     // after the last frame are a torn append.
     let rest = file.get(at..).unwrap_or_default();
     let torn_bytes = rest.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
-    Ok(LogContents { header, frames, torn_bytes })
+    Ok(LogContents { header, frames, torn_bytes, end: at })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::writer::parse_name;
 use super::{COMPACT_AT, MIRROR_DIR, MirrorError, log::MAX_FRAME};
 use crate::backup::{BackupContents, BackupHeader, MAX_BACKUP_BYTES, Workers, open_backup};
 use crate::config::Network;
-use crate::files::{UntrustedError, read_untrusted};
+use crate::files::{UntrustedError, read_untrusted, read_untrusted_to_error};
 use crate::seed::Seed;
 use crate::store::{Entry, Snapshot, keys};
 
@@ -30,6 +30,19 @@ pub struct MirrorContents {
     pub frames: usize,
     /// Bytes of a torn last frame (an append a power cut interrupted; never acknowledged).
     pub torn_bytes: usize,
+}
+
+/// Whether a log that reads up to `readable` bytes and then fails is one a power cut left while
+/// it was being grown (on FAT the new length reaches the disk before the clusters that hold it:
+/// the file fails to read from where they are missing). That is so when only zeros follow the
+/// last good frame and the error comes past the next growth step after it: no frame is
+/// written beyond a step before the step is durable, and frames are written one after the
+/// other from the last one's end, so none can lie past zeros. Anything else is an I/O error:
+/// the mirror fails closed rather than lose acknowledged commits to a failing stick.
+fn cut_while_growing(readable: usize, end: usize, torn_bytes: usize) -> bool {
+    let growth = super::writer::LOG_GROWTH as usize;
+    let next_step = end.div_ceil(growth).saturating_mul(growth);
+    torn_bytes == 0 && readable > end && readable >= next_step
 }
 
 fn untrusted(path: &Path, max: u64) -> Result<Vec<u8>, MirrorError> {
@@ -193,8 +206,19 @@ fn chain(
         }
         // A log is compacted after the frame that takes it past COMPACT_AT, and grown ahead of
         // its frames by less than LOG_GROWTH (1 MiB): within two frames' worth.
-        let file = untrusted(path, COMPACT_AT.saturating_add(2 * MAX_FRAME as u64))?;
+        let (file, error) = read_untrusted_to_error(path, COMPACT_AT.saturating_add(2 * MAX_FRAME as u64))
+            .map_err(|e| match e {
+                UntrustedError::Io(source) => {
+                    MirrorError::Io { what: format!("reading {}", path.display()), source }
+                }
+                other => MirrorError::BadLog(other.to_string()),
+            })?;
         let log = open_log(&file, seed)?;
+        if let Some(source) = error {
+            if !cut_while_growing(file.len(), log.end, log.torn_bytes) {
+                return Err(MirrorError::Io { what: format!("reading {}", path.display()), source });
+            }
+        }
         if log.header.node_id != node_id
             || log.header.lineage_id != lineage
             || log.header.base_counter != counter
@@ -239,4 +263,26 @@ fn chain(
     contents.header.created_at = written_at;
     contents.snapshot = Snapshot { commit_counter: counter, entries };
     Ok(MirrorContents { contents, snapshot_counter: base, frames, torn_bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_while_growing;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn only_an_error_past_the_next_growth_step_after_zeros_is_a_cut_while_growing() {
+        // Frames end at 500 KiB, zeros after them, unreadable from 1 MiB: the growth to 2 MiB
+        // was cut in its flush.
+        assert!(cut_while_growing(MIB, 500 << 10, 0));
+        assert!(cut_while_growing(MIB + 64 * 1024, 500 << 10, 0), "part of the new step's clusters");
+        // Unreadable before the next step: room that was durable, so a failing stick.
+        assert!(!cut_while_growing(MIB - 4096, 500 << 10, 0));
+        // Frames end exactly at the step: the next frame would begin where it fails.
+        assert!(!cut_while_growing(MIB, MIB, 0));
+        assert!(cut_while_growing(MIB + 4096, MIB, 0), "a step after frames ending at one");
+        // Bytes that are not zero after the last frame: a frame may lie there.
+        assert!(!cut_while_growing(MIB, 500 << 10, 10));
+    }
 }
