@@ -279,8 +279,20 @@ impl MirrorChoice {
         self.answered.notify_all();
     }
 
-    /// Makes `stick` the mirror: marks it, then records it in the data dir.
+    /// Marks the chosen stick's mirror retired, if the stick is in: the node goes on without it
+    /// (see [`boltbox_node::mirror::retire`]).
+    fn retire(&self, old: &Choice) {
+        let Some(stick) = self.chosen_stick(&old.id) else { return };
+        match boltbox_node::mirror::retire(&stick.path) {
+            Ok(()) => tracing::info!("the mirror on stick {} is retired", stick.name),
+            Err(e) => tracing::warn!("cannot mark the mirror on stick {} retired: {e}", stick.name),
+        }
+    }
+
+    /// Makes `stick` the mirror: marks it, records it in the data dir, and retires the stick
+    /// it replaces.
     fn choose(&self, stick: &Stick) -> Result<Choice, String> {
+        let old = self.choice();
         let at = boltbox_node::unix_now();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -289,6 +301,9 @@ impl MirrorChoice {
             Choice { id: format!("{at}-{nanos:09}-{}", std::process::id()), stick: stick.name.clone(), at };
         mark(stick, &choice.id).map_err(|e| format!("cannot write to stick {}: {e}", stick.name))?;
         choice.save(&self.data_dir).map_err(|e| format!("cannot record the choice in the data dir: {e}"))?;
+        if let Some(old) = old {
+            self.retire(&old);
+        }
         Ok(choice)
     }
 
@@ -328,23 +343,23 @@ impl MirrorChoice {
         if self.fixed.is_some() {
             return Err("the mirror is set in boltbox.toml ([mirror] dir): change it there".into());
         }
-        let mut state = self.state();
-        if state.answering.is_some() {
-            return Err("a stick is being chosen on the device: try again in a moment".into());
-        }
-        if state.choice.take().is_none() {
-            return Err("no stick is the mirror".into());
-        }
-        match std::fs::remove_file(self.data_dir.join(CHOICE_FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                state.choice = Choice::load(&self.data_dir);
-                Err(format!("cannot remove the mirror stick's record: {e}"))
+        let old = {
+            let mut state = self.state();
+            if state.answering.is_some() {
+                return Err("a stick is being chosen on the device: try again in a moment".into());
             }
-            _ => {
-                tracing::info!("the mirror stick is no longer chosen");
-                Ok(())
+            let Some(old) = state.choice.take() else { return Err("no stick is the mirror".into()) };
+            if let Err(e) = std::fs::remove_file(self.data_dir.join(CHOICE_FILE))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                state.choice = Some(old);
+                return Err(format!("cannot remove the mirror stick's record: {e}"));
             }
-        }
+            old
+        };
+        tracing::info!("the mirror stick is no longer chosen");
+        self.retire(&old);
+        Ok(())
     }
 
     /// Reads the data dir's record again (a restore may have written one).
@@ -439,6 +454,16 @@ mod tests {
         assert_eq!(ask.stick, Err("stick sdb1 is the mirror already".into()));
         choice.answer(ask.id, false);
 
+        // Another stick chosen: the one it replaces is retired (its mirror falls behind).
+        std::fs::create_dir_all(usb.join("sdb1").join(MIRROR_DIR)).expect("a mirror on sdb1");
+        let ask = choice.ask(Some("sda1")).expect("asked");
+        choice.answer(ask.id, true);
+        assert_eq!(choice.target(), Target::Dir(usb.join("sda1")));
+        let retired = usb.join("sdb1").join(MIRROR_DIR).join(boltbox_node::mirror::RETIRED_FILE);
+        assert!(retired.is_file(), "the replaced stick is marked retired");
+        // sda1's mark lost, the old stick's retired mark gone: no stick carries the choice.
+        std::fs::remove_file(usb.join("sda1").join(MIRROR_DIR).join(STICK_MARK)).expect("unmarked");
+        std::fs::remove_file(&retired).expect("unretired");
         std::fs::rename(usb.join("sdb1"), dir.path().join("pulled")).expect("pulled");
         assert_eq!(choice.target(), Target::Missing("the mirror stick (sda1) is not inserted".into()));
 

@@ -159,6 +159,32 @@ fn a_mirror_that_fell_behind_the_card_is_refused_not_restored() {
 }
 
 #[test]
+fn a_retired_mirror_is_neither_read_nor_offered_until_it_is_chosen_again() {
+    let (rt, dir, seed, store) = fresh_store();
+    let workers = Workers(rt.handle().clone());
+    let stick = dir.path().join("stick");
+    store.mirror_to(setup(&stick, &seed, &workers));
+    write(&store, "first", vec![1; 100]);
+    wait_in_sync(&store, "the mirror in sync");
+    // Another stick chosen: the node goes on without this one.
+    store.stop_mirror();
+    boltbox_node::mirror::retire(&stick).expect("retire");
+    write(&store, "without_it", vec![2; 100]);
+    assert!(matches!(
+        read_mirror(&stick, &seed, Network::Regtest, &workers),
+        Err(boltbox_node::mirror::MirrorError::Retired(_))
+    ));
+    let node_id = seed.node_id(Network::Regtest).expect("node id");
+    assert!(boltbox_node::mirror::newest_snapshot(&stick, Network::Regtest, Some(&node_id)).is_none());
+    // Chosen again: current again.
+    store.mirror_to(setup(&stick, &seed, &workers));
+    write(&store, "again", vec![3; 100]);
+    wait_in_sync(&store, "in sync again");
+    let read = read_mirror(&stick, &seed, Network::Regtest, &workers).expect("read");
+    assert_eq!(read.contents.snapshot, mirrored_state(&store));
+}
+
+#[test]
 fn a_card_that_went_back_never_writes_over_the_mirrors_later_state() {
     let (rt, dir, seed, store) = fresh_store();
     let workers = Workers(rt.handle().clone());

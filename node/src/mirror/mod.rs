@@ -33,7 +33,7 @@ pub(crate) mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use read::{MirrorContents, newest_snapshot, read_mirror};
+pub use read::{MirrorContents, newest_snapshot, read_mirror, retire};
 
 use crate::backup::{BackupError, Workers};
 use crate::config::NodeConfig;
@@ -50,6 +50,9 @@ pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 pub const COMPACT_AT: u64 = 64 << 20;
 /// The directory a mirror keeps its files in, in the directory chosen for it.
 pub const MIRROR_DIR: &str = "boltbox-mirror";
+/// In [`MIRROR_DIR`]: the mirror there was retired (another stick chosen, or the mirror
+/// stopped) and is not read; the writer removes it when the stick is chosen again.
+pub const RETIRED_FILE: &str = "retired";
 
 /// Keys that are not channel state and are rebuilt by the node itself (ldk-node's network
 /// graph and scorer, in the empty namespaces): left out of the mirror, where they would be most
@@ -175,6 +178,13 @@ pub enum MirrorError {
     /// A commit came while no log was open: beginning the log, or an earlier write, failed.
     #[error("no log is open: an earlier write failed")]
     NotOpen,
+    /// The mirror in the directory was retired (another stick chosen, or the mirror stopped):
+    /// the node went on without it.
+    #[error(
+        "the mirror in {0} was retired (another stick was chosen, or the mirror was stopped): the node went on \
+         without it, so it is behind; restore from the current mirror"
+    )]
+    Retired(PathBuf),
     /// Nothing to restore.
     #[error("no mirror of this node in {0}: no complete snapshot with its log")]
     Nothing(PathBuf),

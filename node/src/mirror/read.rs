@@ -45,6 +45,25 @@ fn cut_while_growing(readable: usize, end: usize, torn_bytes: usize) -> bool {
     torn_bytes == 0 && readable > end && readable >= next_step
 }
 
+/// Whether the mirror in `dir` was retired ([`super::RETIRED_FILE`]).
+fn retired(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(MIRROR_DIR).join(super::RETIRED_FILE)).is_ok()
+}
+
+/// Marks the mirror in `dir` retired, durably: the node goes on without it (another stick is
+/// chosen, or the mirror stopped), so it falls behind and must never be restored or offered.
+/// Nothing to do where there is no mirror.
+pub fn retire(dir: &Path) -> std::io::Result<()> {
+    let mirror = dir.join(MIRROR_DIR);
+    if !mirror.is_dir() {
+        return Ok(());
+    }
+    let path = mirror.join(super::RETIRED_FILE);
+    std::fs::write(&path, format!("{}\n", crate::unix_now()))?;
+    std::fs::File::open(&path)?.sync_all()?;
+    crate::files::sync_dir(&mirror)
+}
+
 fn untrusted(path: &Path, max: u64) -> Result<Vec<u8>, MirrorError> {
     read_untrusted(path, max).map_err(|e| match e {
         UntrustedError::Io(source) => MirrorError::Io { what: format!("reading {}", path.display()), source },
@@ -71,6 +90,9 @@ pub fn read_mirror(
     let node_id = seed.node_id(network).map_err(|e| MirrorError::BadLog(e.to_string()))?;
     let node8: String = node_id.chars().take(8).collect();
     let mirror = dir.join(MIRROR_DIR);
+    if retired(dir) {
+        return Err(MirrorError::Retired(dir.to_path_buf()));
+    }
     let listing =
         std::fs::read_dir(&mirror).map_err(MirrorError::io(format!("reading {}", mirror.display())))?;
     let mut snaps: Vec<(String, u64, PathBuf)> = Vec::new();
@@ -137,6 +159,9 @@ pub fn newest_snapshot(
     network: Network,
     node_id: Option<&str>,
 ) -> Option<(PathBuf, BackupHeader, u64)> {
+    if retired(dir) {
+        return None;
+    }
     // (node id prefix, whether a log, path) of each mirror snapshot and log.
     let files: Vec<(String, bool, PathBuf)> = std::fs::read_dir(dir.join(MIRROR_DIR))
         .ok()?

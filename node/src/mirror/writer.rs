@@ -375,6 +375,14 @@ impl WriterThread {
         let io = MirrorError::io(format!("writing {}", path.display()));
         file.write_all(sealer.prefix()).and_then(|()| file.sync_all()).map_err(io)?;
         crate::files::sync_dir(&dir).map_err(MirrorError::io("syncing the mirror's directory"))?;
+        // Chosen again: the new log, durable, already shows the older chain behind.
+        match std::fs::remove_file(dir.join(super::RETIRED_FILE)) {
+            Ok(()) => {
+                crate::files::sync_dir(&dir).map_err(MirrorError::io("syncing the mirror's directory"))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(MirrorError::io("removing the mirror's retired mark")(e)),
+        }
         let end = sealer.prefix().len() as u64;
         self.bytes.store(end, Ordering::Relaxed);
         self.log = Some(LogFile { file, sealer, end, allocated: end });
