@@ -469,12 +469,14 @@ impl BackupService {
             Some(request) => eject(request, &stick),
             None => true,
         };
+        let mirror = mirror_stick;
         Ok(BackupProgress::Succeeded {
             bytes: written.bytes,
             took: written.took,
             stick: stick.name,
             at: utc_clock(written.header.created_at),
             ejected,
+            mirror,
         })
     }
 }

@@ -83,12 +83,17 @@ fn mark(stick: &Stick, id: &str) -> std::io::Result<()> {
     let dir = stick.path.join(MIRROR_DIR);
     files::create_private_dir(&dir)?;
     let path = dir.join(STICK_MARK);
+    // Not through a symlink, a FIFO or a device a stick may carry under that name.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(files::PRIVATE_FILE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!("{} is not a regular file", path.display())));
+    }
     file.write_all(format!("{id}\n").as_bytes())?;
     file.sync_all()?;
     files::sync_dir(&dir)

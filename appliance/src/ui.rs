@@ -997,6 +997,7 @@ mod tests {
             stick: "sda1".into(),
             at: "14:02 UTC".into(),
             ejected: true,
+            mirror: false,
         });
         let out = rig.tick(30.0);
         assert!(out.caption.contains("backup OK"));

@@ -205,13 +205,15 @@ pub fn backup(progress: &BackupProgress) -> Rendered {
             c.text(&format!("writing to {to}"), BODY, 38, Align::Center);
             c.text("keep the stick in", SMALL, 53, Align::Center);
         }
-        BackupProgress::Succeeded { bytes: size, took, stick, at, ejected } => {
+        BackupProgress::Succeeded { bytes: size, took, stick, at, ejected, mirror } => {
             c.header("backup", at);
             c.text("backup OK", BIG, 12, Align::Center);
             c.text(&format!("{} in {}", bytes(*size), short_duration(*took)), BODY, 33, Align::Center);
             // Not unmounted: the file and directory are synced, so pulling the stick loses
             // nothing; the filesystem may only be marked as not cleanly unmounted.
-            let last = if !*ejected {
+            let last = if *mirror {
+                "mirror: keep it in".to_string()
+            } else if !*ejected {
                 "synced; eject failed".to_string()
             } else if stick.chars().count() <= 4 {
                 format!("remove the stick {stick}")

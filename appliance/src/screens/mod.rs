@@ -100,6 +100,8 @@ pub enum BackupProgress {
         at: String,
         /// The stick was unmounted (or there is nothing to unmount): it may be pulled now.
         ejected: bool,
+        /// The stick is the live mirror's: it stays in (and mounted).
+        mirror: bool,
     },
     /// Did not complete; `reason` says why in words the user can act on ("no USB stick found").
     /// Earlier backups are untouched.

@@ -280,6 +280,18 @@ pub fn render_all() -> Vec<(String, Rendered)> {
             stick: "sda1".into(),
             at: "14:02 UTC".into(),
             ejected: true,
+            mirror: false,
+        }),
+    ));
+    out.push((
+        "backup-ok-mirror-stick".into(),
+        backup(&BackupProgress::Succeeded {
+            bytes: 3_565_158,
+            took: Duration::from_secs(12),
+            stick: "sda1".into(),
+            at: "14:02 UTC".into(),
+            ejected: false,
+            mirror: true,
         }),
     ));
     out.push((
