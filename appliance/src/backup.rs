@@ -160,6 +160,19 @@ pub fn find_stick(sticks: &Path, device: bool) -> Result<Stick, StickError> {
     Ok(found.remove(0))
 }
 
+/// Every inserted stick, by name: directories under `sticks`; on the device (`device`), mount
+/// points (read-only ones and any filesystem too: for reading).
+pub fn inserted_sticks(sticks: &Path, device: bool) -> Vec<Stick> {
+    let Ok(entries) = std::fs::read_dir(sticks) else { return Vec::new() };
+    let mut found: Vec<Stick> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| Stick { name: e.file_name().to_string_lossy().into_owned(), path: e.path() })
+        .filter(|s| s.present(device))
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
 /// Every stick boltbox may write to, by name (never empty): directories under `sticks`; on
 /// the device (`device`), mount points with a usable filesystem that are not read-only. The
 /// error names the first stick when none is usable.

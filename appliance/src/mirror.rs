@@ -21,7 +21,7 @@ use boltbox_node::files::{self, read_untrusted};
 use boltbox_node::mirror::MIRROR_DIR;
 use serde::{Deserialize, Serialize};
 
-use crate::backup::{Stick, StickError, usable_sticks};
+use crate::backup::{Stick, StickError, inserted_sticks, usable_sticks};
 use crate::config::AppConfig;
 
 /// The chosen stick's record in the data dir.
@@ -170,11 +170,8 @@ impl MirrorChoice {
     /// The chosen stick where it is now mounted, if it is.
     fn chosen_stick(&self, id: &str) -> Option<Stick> {
         // Every inserted stick, a read-only one too: the mirror then says why it cannot write.
-        std::fs::read_dir(&self.sticks)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| Stick { name: e.file_name().to_string_lossy().into_owned(), path: e.path() })
-            .filter(|s| s.present(self.device))
+        inserted_sticks(&self.sticks, self.device)
+            .into_iter()
             .find(|s| mark_of(&s.path).as_deref() == Some(id))
     }
 

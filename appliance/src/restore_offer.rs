@@ -72,7 +72,8 @@ impl StickBackup {
 
 /// The newest state of a node on `config`'s network that a stick offers: of `node_id` when
 /// given, else of the node the stick's seed words give (when they are there and valid), else of
-/// any node. That is its live mirror (in `[mirror] dir`, else on the first usable stick) unless
+/// any node. That is its live mirror (in `[mirror] dir`, else the newest on any inserted stick,
+/// a read-only one too) unless
 /// a backup there is plainly newer (made after the mirror was last written, and further on in
 /// the same lineage); else its newest backup (by commit counter: [`backup::sort_by_state`]).
 pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBackup> {
@@ -87,15 +88,22 @@ pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBac
     };
     let node_id = node_id.or(words_node.as_deref());
     let name = stick.as_ref().map_or_else(|| home.display().to_string(), |s| s.name.clone());
+    // The mirror may be on another stick than the backups (a backup stick and the mirror
+    // stick both inserted): every one is looked at, and the furthest state taken.
     let mirror = config
         .mirror
         .dir()
         .map(Path::to_path_buf)
         .into_iter()
-        .chain(stick.as_ref().map(|s| s.path.clone()))
-        .find_map(|dir| {
+        .chain(
+            crate::backup::inserted_sticks(&config.backup.sticks, config.eject_request().is_some())
+                .into_iter()
+                .map(|s| s.path),
+        )
+        .filter_map(|dir| {
             boltbox_node::mirror::newest_snapshot(&dir, network, node_id).map(|found| (dir, found))
-        });
+        })
+        .max_by_key(|(_, (_, header, written))| (header.commit_counter, *written));
     let backup = stick.as_ref().and_then(|s| newest_backup(&s.path.join(STICK_DIR), network, node_id));
     match (mirror, backup) {
         (Some((_, (_, mirror, written))), Some((file, header)))
@@ -312,8 +320,9 @@ mod tests {
             backup_of(&store, &seed, &config, &stick.join(STICK_DIR), 2, boltbox_node::unix_now());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
         let workers = Workers(runtime.handle().clone());
+        // The mirror on another stick than the backups (both inserted), later by name.
         store.mirror_to(MirrorSetup {
-            dir: stick.clone(),
+            dir: sticks.join("sdb1"),
             seed: seed.clone(),
             config: config.node.clone(),
             node_id: seed.node_id(config.node.network).expect("node id"),
