@@ -6,13 +6,13 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use boltbox_board::{Button, LinkClient, LinkFrame};
 use boltbox_tests::Rng;
 
 use super::peer::HostPeer;
-use super::{Guest, SCREEN, SHORT_PRESS, screen, wait_screen};
+use super::{Guest, SCREEN, SHORT_PRESS, screen, wait_screen, watch_frames};
 use crate::disk::{self, Partition};
 use crate::process::{output, run};
 use crate::{ImageError, io_error};
@@ -56,19 +56,11 @@ fn to_system_page(guest: &mut Guest, link: &mut LinkClient) -> Result<(), ImageE
 /// Reads frames until `done` or `until` (from the guest's start), remembering whether the last
 /// system page seen showed the mirror in sync.
 fn watch(link: &mut LinkClient, guest: &Guest, until: Duration, synced: &mut bool, done: &dyn Fn() -> bool) {
-    while let Some(left) = until.checked_sub(guest.started.elapsed()) {
-        if done() {
-            return;
+    watch_frames(link, guest, until, done, &mut |frame| {
+        if screen(frame) == "system" {
+            *synced = in_sync(frame);
         }
-        let asked = Instant::now();
-        let wait = left.min(Duration::from_millis(500));
-        match link.wait_for_frame(wait, |_| true) {
-            Ok(frame) if screen(&frame) == "system" => *synced = in_sync(&frame),
-            Ok(_) => {}
-            // A closed link answers at once: poll it at the same pace.
-            Err(_) => std::thread::sleep(wait.saturating_sub(asked.elapsed())),
-        }
-    }
+    });
 }
 
 /// With the guest on its home screen: B on the system page asks "mirror to sda1?" and B

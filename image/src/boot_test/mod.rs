@@ -348,6 +348,28 @@ impl Drop for Guest {
     }
 }
 
+/// Reads the guest's frames, each to `seen`, until `done` or `until` (from the guest's start).
+fn watch_frames(
+    link: &mut LinkClient,
+    guest: &Guest,
+    until: Duration,
+    done: &dyn Fn() -> bool,
+    seen: &mut dyn FnMut(&LinkFrame),
+) {
+    while let Some(left) = until.checked_sub(guest.started.elapsed()) {
+        if done() {
+            break;
+        }
+        let asked = Instant::now();
+        let wait = left.min(Duration::from_millis(500));
+        match link.wait_for_frame(wait, |_| true) {
+            Ok(frame) => seen(&frame),
+            // A closed link answers at once: poll it at the same pace.
+            Err(_) => std::thread::sleep(wait.saturating_sub(asked.elapsed())),
+        }
+    }
+}
+
 /// The screen a frame shows: its caption's first line.
 fn screen(frame: &LinkFrame) -> &str {
     frame.caption.lines().next().unwrap_or_default()
@@ -764,18 +786,7 @@ fn power_cuts(
             scope.spawn(|| host.pay_until(&stop, &sent, usize::MAX, &mut payer_rng));
             let mut last = String::from("(none)");
             let mut frames = |until: Duration, done: &dyn Fn() -> bool| {
-                while let Some(left) = until.checked_sub(guest.started.elapsed()) {
-                    if done() {
-                        break;
-                    }
-                    let asked = Instant::now();
-                    let wait = left.min(Duration::from_millis(500));
-                    match link.wait_for_frame(wait, |_| true) {
-                        Ok(frame) => last = screen(&frame).to_string(),
-                        // A closed link answers at once: poll it at the same pace.
-                        Err(_) => std::thread::sleep(wait.saturating_sub(asked.elapsed())),
-                    }
-                }
+                watch_frames(&mut link, &guest, until, done, &mut |frame| last = screen(frame).to_string());
             };
             let cut_at = match moment {
                 CutMoment::Booting => delay,
