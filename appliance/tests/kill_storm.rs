@@ -440,7 +440,7 @@ fn storm_round(rng: &mut Rng, kills: usize, figures: &mut Figures) {
         });
 
         // Ends the stream also when an assertion below fails, or the scope would wait forever.
-        let _stop = StopOnDrop(&storming);
+        let _stop = common::StopOnDrop(&storming);
         // How long a clean stop took last (a first guess until measured).
         let mut stop_ms = 500u64;
         let mut step = 0usize;
@@ -759,13 +759,4 @@ fn carol_payments(carol: &TestNode) -> Vec<Value> {
         .ok()
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default()
-}
-
-/// Sets the flag to false when dropped.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
 }

@@ -143,6 +143,8 @@ fn a_node_whose_card_dies_comes_back_from_its_mirror_with_every_payment() {
     let attempts = Mutex::new(0usize);
     let mut rng = Rng::from_env("BOLTBOX_MIRROR_SEED").0;
     let sdb1 = std::thread::scope(|scope| {
+        // A failed check below ends the stream too, so that the scope (and the test) ends.
+        let _stop = common::StopOnDrop(&streaming);
         scope.spawn(|| {
             while streaming.load(Ordering::SeqCst) {
                 let amount_msat = (1_000 + rng.below(4_000)) * SAT;

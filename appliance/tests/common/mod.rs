@@ -252,3 +252,12 @@ pub fn sdcard_shim(dir: &Path) -> PathBuf {
     assert!(built.success(), "the SD-card model builds");
     shim
 }
+
+/// Sets the flag to false when dropped.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
