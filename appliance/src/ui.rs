@@ -50,9 +50,6 @@ use crate::screens::{
     self, BackupFacts, BackupProgress, Rendered, ShutdownPhase, StoreChoice, SystemInfo, Waiting,
 };
 
-/// A question of the service takes B as its answer only once it has been shown this long.
-const ASK_GUARD: Duration = Duration::from_millis(500);
-
 /// Timings and contrast levels of the UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UiConfig {
@@ -308,6 +305,8 @@ pub struct Ui {
     known_alerts: Option<Vec<String>>,
     /// The last question of the service shown (its id; 0 before any).
     shown_ask: u64,
+    /// When each button was last pressed down.
+    pressed_at: [Duration; 2],
 }
 
 fn index(button: Button) -> usize {
@@ -332,6 +331,7 @@ impl Ui {
             swallow: [false; 2],
             known_alerts: None,
             shown_ask: 0,
+            pressed_at: [Duration::ZERO; 2],
         }
     }
 
@@ -430,6 +430,7 @@ impl Ui {
                 // A press that wakes the display is only that; one on an awake display starts
                 // a fresh gesture, so an earlier wake no longer applies to this button.
                 self.swallow[index(b)] = was != Idle::Awake;
+                self.pressed_at[index(b)] = self.now;
                 return;
             }
             Gesture::Short(b) | Gesture::Long(b) if self.swallow[index(b)] => {
@@ -483,8 +484,8 @@ impl Ui {
             }
             (View::Page(Page::Network), Short(B)) => self.network_view = (self.network_view + 1) % 3,
             (View::Page(Page::System), Short(B)) => actions.push(Action::MirrorAsk),
-            // A press begun before the question came is not its answer.
-            (View::MirrorConfirm, Short(B)) if self.now.saturating_sub(self.view_since) < ASK_GUARD => {}
+            // A press begun before the question was on the screen is not its answer.
+            (View::MirrorConfirm, Short(B)) if self.pressed_at[index(B)] <= self.view_since => {}
             (View::MirrorConfirm, Short(b)) => {
                 self.back();
                 let chosen = ctx.mirror_ask.is_some_and(|a| a.id == self.shown_ask && a.stick.is_ok());
@@ -764,10 +765,17 @@ mod tests {
         let out = rig.tick(100.0);
         assert_eq!((rig.ui.view(), out.idle), (View::MirrorConfirm, Idle::Awake));
         assert!(out.caption.contains("mirror to sda1?"), "{}", out.caption);
-        // A B that comes with the question is not its answer.
+        // A B pressed before the question was shown is not its answer, nor one pressed in
+        // the very tick it came.
         let t = rig.t;
-        assert_eq!(rig.at(t + 0.1, &[Short(B)]).actions, vec![]);
+        rig.at(t + 0.1, &[Pressed(B)]);
+        rig.mirror_ask = Some(Ask { id: 9, stick: Ok("sda1".into()) });
+        assert_eq!(rig.at(t + 5.0, &[Short(B)]).actions, vec![], "pressed before it came");
+        rig.mirror_ask = Some(Ask { id: 10, stick: Ok("sda1".into()) });
+        assert_eq!(rig.at(t + 6.0, &[Pressed(B), Short(B)]).actions, vec![], "pressed as it came");
         assert_eq!(rig.ui.view(), View::MirrorConfirm);
+        rig.mirror_ask = Some(Ask { id: 1, stick: Ok("sda1".into()) });
+        rig.tick(1.0);
         let out = rig.short(B);
         assert_eq!(out.actions, vec![Action::MirrorAnswer { ask: 1, yes: true }]);
         assert_eq!(rig.ui.view(), View::Page(Page::System), "back where it was");
