@@ -177,14 +177,7 @@ pub fn inserted_sticks(sticks: &Path, device: bool) -> Vec<Stick> {
 /// the device (`device`), mount points with a usable filesystem that are not read-only. The
 /// error names the first stick when none is usable.
 pub fn usable_sticks(sticks: &Path, device: bool) -> Result<Vec<Stick>, StickError> {
-    let Ok(entries) = std::fs::read_dir(sticks) else { return Err(StickError::NoStick) };
-    let mut found: Vec<Stick> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .map(|e| Stick { name: e.file_name().to_string_lossy().into_owned(), path: e.path() })
-        .filter(|s| !device || is_mount_point(&s.path))
-        .collect();
-    found.sort_by(|a, b| a.name.cmp(&b.name));
+    let found = inserted_sticks(sticks, device);
     let first = found.first().cloned().ok_or(StickError::NoStick)?;
     if !device {
         return Ok(found);
@@ -482,14 +475,13 @@ impl BackupService {
             Some(request) => eject(request, &stick),
             None => true,
         };
-        let mirror = mirror_stick;
         Ok(BackupProgress::Succeeded {
             bytes: written.bytes,
             took: written.took,
             stick: stick.name,
             at: utc_clock(written.header.created_at),
             ejected,
-            mirror,
+            mirror: mirror_stick,
         })
     }
 }

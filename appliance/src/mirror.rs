@@ -170,9 +170,7 @@ impl MirrorChoice {
     /// The chosen stick where it is now mounted, if it is.
     fn chosen_stick(&self, id: &str) -> Option<Stick> {
         // Every inserted stick, a read-only one too: the mirror then says why it cannot write.
-        inserted_sticks(&self.sticks, self.device)
-            .into_iter()
-            .find(|s| mark_of(&s.path).as_deref() == Some(id))
+        inserted_sticks(&self.sticks, self.device).into_iter().find(|s| carries(&s.path, id))
     }
 
     /// Where the mirror is to be written now (looked up afresh: sticks come and go).
@@ -215,7 +213,7 @@ impl MirrorChoice {
             other => other.to_string(),
         })?;
         let current = self.choice().map(|c| c.id);
-        let is_mirror = |s: &Stick| current.is_some() && mark_of(&s.path) == current;
+        let is_mirror = |s: &Stick| current.as_deref().is_some_and(|id| carries(&s.path, id));
         match name {
             Some(name) => match sticks.into_iter().find(|s| s.name == name) {
                 Some(s) if is_mirror(&s) => Err(format!("stick {name} is the mirror already")),
@@ -312,16 +310,12 @@ impl MirrorChoice {
     /// Waits up to `timeout` for how question `id` ended: the stick chosen, or why not.
     pub fn wait(&self, id: u64, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
-        let mut state = self.state();
         loop {
+            // An open question past its time is a no first.
+            let _ = self.asked();
+            let state = self.state();
             if let Some((_, outcome)) = state.answers.iter().find(|(a, _)| *a == id) {
                 return outcome.clone();
-            }
-            if state.asked.as_ref().is_some_and(|(ask, _, at)| ask.id == id && at.elapsed() >= ASK_WAIT) {
-                drop(state);
-                self.answer(id, false);
-                state = self.state();
-                continue;
             }
             let pending =
                 state.asked.as_ref().is_some_and(|(ask, _, _)| ask.id == id) || state.answering == Some(id);
@@ -332,11 +326,7 @@ impl MirrorChoice {
             if left.is_zero() {
                 return Err("no answer on the device".into());
             }
-            state = self
-                .answered
-                .wait_timeout(state, left.min(Duration::from_secs(1)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            drop(self.answered.wait_timeout(state, left.min(Duration::from_secs(1))));
         }
     }
 

@@ -65,10 +65,14 @@ pub fn retire(dir: &Path) -> std::io::Result<()> {
 }
 
 fn untrusted(path: &Path, max: u64) -> Result<Vec<u8>, MirrorError> {
-    read_untrusted(path, max).map_err(|e| match e {
+    read_untrusted(path, max).map_err(|e| untrusted_error(path, e))
+}
+
+fn untrusted_error(path: &Path, e: UntrustedError) -> MirrorError {
+    match e {
         UntrustedError::Io(source) => MirrorError::Io { what: format!("reading {}", path.display()), source },
         other => MirrorError::BadLog(other.to_string()),
-    })
+    }
 }
 
 /// Reads the mirror of the node `seed` gives on `network` from the directory chosen for it
@@ -232,12 +236,7 @@ fn chain(
         // A log is compacted after the frame that takes it past COMPACT_AT, and grown ahead of
         // its frames by less than LOG_GROWTH (1 MiB): within two frames' worth.
         let (file, error) = read_untrusted_to_error(path, COMPACT_AT.saturating_add(2 * MAX_FRAME as u64))
-            .map_err(|e| match e {
-                UntrustedError::Io(source) => {
-                    MirrorError::Io { what: format!("reading {}", path.display()), source }
-                }
-                other => MirrorError::BadLog(other.to_string()),
-            })?;
+            .map_err(|e| untrusted_error(path, e))?;
         let log = open_log(&file, seed)?;
         if let Some(source) = error {
             if !cut_while_growing(file.len(), log.end, log.torn_bytes) {

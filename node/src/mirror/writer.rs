@@ -455,16 +455,21 @@ impl WriterThread {
 
 /// The base of a file of node `node_id`'s history `lineage` in `dir` later than `base`, if any.
 fn later_base(dir: &Path, node_id: &str, lineage: &str, base: u64) -> Option<u64> {
+    lineage_files(dir, node_id, lineage).into_iter().map(|(b, _, _)| b).filter(|b| *b > base).max()
+}
+
+/// Node `node_id`'s files of history `lineage` in `dir`: (base, whether a snapshot, path).
+fn lineage_files(dir: &Path, node_id: &str, lineage: &str) -> Vec<(u64, bool, PathBuf)> {
     let node8: String = node_id.chars().take(8).collect();
-    std::fs::read_dir(dir)
-        .ok()?
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let (n, l, b, _) = parse_name(&name)?;
-            (n == node8 && l == lineage && b > base).then_some(b)
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let (n8, l, b, ext) = name.to_str().and_then(parse_name)?;
+            (n8 == node8 && l == lineage).then(|| (b, ext == "snap", entry.path()))
         })
-        .max()
+        .collect()
 }
 
 /// Writes `snapshot` as `<stem>.snap` (a temporary name, flushed, then renamed while
@@ -521,15 +526,11 @@ fn write_snapshot(
 /// state before a start on an empty store) are left to the owner. Best effort: a file left over
 /// is read past.
 fn prune(dir: &Path, node_id: &str, lineage: &str, base: u64) {
-    let node8: String = node_id.chars().take(8).collect();
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut old: Vec<(bool, PathBuf)> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let (n8, l, b, ext) = name.to_str().and_then(parse_name)?;
-            (n8 == node8 && l == lineage && b < base).then(|| (ext != "snap", entry.path()))
-        })
+    // Snapshots first.
+    let mut old: Vec<(bool, PathBuf)> = lineage_files(dir, node_id, lineage)
+        .into_iter()
+        .filter(|(b, _, _)| *b < base)
+        .map(|(_, snap, path)| (!snap, path))
         .collect();
     old.sort();
     for (_, path) in old {

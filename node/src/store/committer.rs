@@ -195,6 +195,17 @@ impl Committer {
 
     /// Chooses (or, with `None`, stops) the live mirror; it takes effect at the next commit.
     pub(crate) fn set_mirror(&self, setup: Option<MirrorSetup>) {
+        self.replace_mirror(setup, |status| *status = MirrorStatus::Off);
+    }
+
+    /// Stops writing the mirror, whose medium in `dir` is gone for `reason`, and says it is lost
+    /// (keeping the time of a loss already under way).
+    pub(crate) fn mirror_unreachable(&self, dir: &std::path::Path, reason: String) {
+        self.replace_mirror(None, |status| crate::mirror::writer::lost(status, dir, reason));
+    }
+
+    /// Replaces the mirror with `setup`'s; without one, `say` sets the status.
+    fn replace_mirror(&self, setup: Option<MirrorSetup>, say: impl FnOnce(&mut MirrorStatus)) {
         let mut mirror = self.shared.mirror.lock().unwrap_or_else(|p| p.into_inner());
         self.shared.mirror_epoch.fetch_add(1, Ordering::SeqCst);
         *mirror = setup.map(|setup| {
@@ -208,19 +219,8 @@ impl Committer {
             // Threads of the mirror stopped here say nothing more.
             let mut status = self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner());
             self.shared.mirror_generation.fetch_add(1, Ordering::SeqCst);
-            *status = MirrorStatus::Off;
+            say(&mut status);
         }
-    }
-
-    /// Stops writing the mirror, whose medium in `dir` is gone for `reason`, and says it is lost
-    /// (keeping the time of a loss already under way).
-    pub(crate) fn mirror_unreachable(&self, dir: &std::path::Path, reason: String) {
-        let mut mirror = self.shared.mirror.lock().unwrap_or_else(|p| p.into_inner());
-        self.shared.mirror_epoch.fetch_add(1, Ordering::SeqCst);
-        *mirror = None;
-        let mut status = self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner());
-        self.shared.mirror_generation.fetch_add(1, Ordering::SeqCst);
-        crate::mirror::writer::lost(&mut status, dir, reason);
     }
 
     pub(crate) fn mirror_status(&self) -> MirrorStatus {
