@@ -9,7 +9,7 @@ use boltbox_node::{
 use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::bitcoind::{BitcoinD, free_port};
-use crate::wait::{Deadline, wait_until};
+use crate::wait::{Deadline, try_wait_until, wait_until};
 
 /// A running test node. Stopped (and its runtime shut down) when dropped.
 #[derive(Debug)]
@@ -254,6 +254,32 @@ pub fn open_store(config: &NodeConfig, seed: &Seed) -> Store {
         Inspection::Fresh => dir.create_node(seed).expect("create the node"),
         Inspection::Ready { store, .. } => store,
         Inspection::Problem { problem, .. } => panic!("{}: {problem}", config.data_dir.display()),
+    }
+}
+
+/// Waits up to `secs` for `condition` on gossip (a channel or node announcement reaching a
+/// node's graph), mining 6 blocks whenever 20 s pass without it.
+///
+/// LDK broadcasts a channel's announcement once when it becomes public and then again every
+/// 6 blocks for a week (`ChannelManager::do_chain_event`); a broadcast that a peer missed (its
+/// send buffer was full, or its gossip filter had not arrived yet) is only repeated once the
+/// chain moves, as it always does on a real network.
+pub fn wait_for_gossip<T>(
+    bitcoind: &BitcoinD,
+    nodes: &[&TestNode],
+    secs: u64,
+    what: &str,
+    mut condition: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Deadline::in_secs(secs);
+    loop {
+        if let Some(value) = try_wait_until(Deadline::in_secs(20), &mut condition) {
+            return value;
+        }
+        if deadline.passed() {
+            panic!("timed out waiting for {what}");
+        }
+        mine_and_sync(bitcoind, 6, nodes, 60);
     }
 }
 

@@ -4,7 +4,7 @@
 //! condition with a deadline.
 
 use boltbox_node::{Alert, NodeEvent};
-use boltbox_tests::{BitcoinD, Deadline, TestNode, mine_and_sync, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, mine_and_sync, wait_for_gossip, wait_until};
 
 const SAT: u64 = 1000;
 
@@ -39,7 +39,7 @@ fn three_nodes_route_pay_restart_and_close() {
 
     // A and C learn the other channel from B's gossip before they can route through it.
     for node in [&a, &c] {
-        wait_until(Deadline::in_secs(90), "both channels in the graph", || {
+        wait_for_gossip(&bitcoind, &[&a, &b, &c], 180, "both channels in the graph", || {
             (node.node().graph_size().1 >= 2).then_some(())
         });
     }
