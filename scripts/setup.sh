@@ -4,6 +4,8 @@
 #   scripts/setup.sh cross     aarch64 rustup target, cross gcc, qemu-user, binfmt
 #   scripts/setup.sh bitcoind  Bitcoin Knots from Debian sid into the cache (scripts/bitcoind.sh)
 #   scripts/setup.sh electrs   the electrs Electrum server, built once into the cache (scripts/electrs.sh)
+#   scripts/setup.sh vss       PostgreSQL from Debian and LDK's vss-server, built once into the
+#                              cache (scripts/vss.sh)
 #   scripts/setup.sh image     what builds and boots the image: mmdebstrap, filesystem tools,
 #                              qemu-system-aarch64 (plus the cross step: binfmt for the arm64 root)
 # A second run finds everything in place and installs nothing.
@@ -73,6 +75,13 @@ setup_electrs() {
     "$here/electrs.sh" provision
 }
 
+# vss-server links OpenSSL; the tests start their own PostgreSQL cluster with Debian's binaries.
+setup_vss() {
+    setup_base
+    apt_install libssl-dev postgresql
+    "$here/vss.sh" provision
+}
+
 # The image (docs/IMAGE.md): mmdebstrap makes the arm64 root (arch-test checks that binfmt runs
 # it), mkfs.vfat/mtools and mkfs.ext4 make the filesystems without mounting them, xz packs the
 # image, qemu-system-aarch64 boots it in the boot test.
@@ -87,7 +96,8 @@ for what in "${@:-base}"; do
         cross) setup_cross ;;
         bitcoind) setup_bitcoind ;;
         electrs) setup_electrs ;;
+        vss) setup_vss ;;
         image) setup_image ;;
-        *) log "unknown setup step '$what' (base, cross, bitcoind, electrs, image)"; exit 2 ;;
+        *) log "unknown setup step '$what' (base, cross, bitcoind, electrs, vss, image)"; exit 2 ;;
     esac
 done

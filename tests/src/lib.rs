@@ -12,6 +12,7 @@ mod node;
 mod proxy;
 mod rng;
 mod tmpfs;
+mod vss;
 mod wait;
 
 pub use bitcoind::{BitcoinD, HarnessError, free_port};
@@ -20,6 +21,7 @@ pub use node::{TestNode, appliance_config, mine_and_sync, open_store, regtest_co
 pub use proxy::{Fault, FaultProxy};
 pub use rng::Rng;
 pub use tmpfs::{Ext4Stick, Tmpfs};
+pub use vss::Vss;
 pub use wait::{Deadline, try_wait_until, wait_until};
 
 /// Sends the node's logs (tracing, and ldk-node's `log` records) to the test's output,

@@ -28,6 +28,7 @@
 
 pub mod log;
 mod read;
+pub mod vss;
 pub(crate) mod writer;
 
 use std::path::PathBuf;

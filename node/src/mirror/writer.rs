@@ -277,7 +277,7 @@ impl Mirror {
 
 /// [`mirrored`] on a key as the store encodes it, without decoding it (it runs for every
 /// operation of every commit): the rebuildable keys are in the empty namespaces.
-fn key_mirrored(stored: &[u8]) -> bool {
+pub(crate) fn key_mirrored(stored: &[u8]) -> bool {
     match stored {
         [keys::SEP, keys::SEP, key @ ..] => !REBUILDABLE_KEYS.iter().any(|r| r.as_bytes() == key),
         _ => true,

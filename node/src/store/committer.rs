@@ -14,6 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::completion::{BatchDone, Completion};
 use super::{COMMIT_COUNTER, CommitLimits, IDENTITY, KV, META, Opener, RETRY_MAX, StoreError, StoreHealth};
+use crate::mirror::vss::{VssMirror, VssSetup, VssStatus};
 use crate::mirror::writer::Mirror;
 use crate::mirror::{MirrorSetup, MirrorStatus};
 
@@ -86,6 +87,13 @@ struct Shared {
     mirror_generation: Arc<AtomicU64>,
     /// Where the mirror stands, readable without waiting on a commit.
     mirror_status: Arc<Mutex<MirrorStatus>>,
+    /// The remote mirror (VSS), if one is set; taken out for each batch like `mirror`.
+    vss: Mutex<Option<VssMirror>>,
+    /// Bumped by each `set_vss`.
+    vss_epoch: AtomicU64,
+    /// Where the remote mirror set last stands (each has its own, so that a replaced one's
+    /// thread never speaks for its successor); `None`: no remote mirror.
+    vss_status: Mutex<Option<Arc<Mutex<VssStatus>>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -151,6 +159,9 @@ impl Committer {
             mirror_epoch: AtomicU64::new(0),
             mirror_generation: Arc::new(AtomicU64::new(0)),
             mirror_status: Arc::new(Mutex::new(MirrorStatus::Off)),
+            vss: Mutex::new(None),
+            vss_epoch: AtomicU64::new(0),
+            vss_status: Mutex::new(None),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -225,6 +236,22 @@ impl Committer {
 
     pub(crate) fn mirror_status(&self) -> MirrorStatus {
         self.shared.mirror_status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets (or, with `None`, stops) the remote mirror; it takes effect at the next commit.
+    pub(crate) fn set_vss(&self, setup: Option<VssSetup>) {
+        let mut slot = self.shared.vss.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.vss_epoch.fetch_add(1, Ordering::SeqCst);
+        let status = setup.as_ref().map(|_| Arc::new(Mutex::new(VssStatus::Off)));
+        *slot = setup.zip(status.clone()).map(|(setup, status)| VssMirror::new(setup, status));
+        *self.shared.vss_status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    pub(crate) fn vss_status(&self) -> VssStatus {
+        match &*self.shared.vss_status.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(status) => status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => VssStatus::Off,
+        }
     }
 }
 
@@ -309,14 +336,18 @@ impl Shared {
             let mut slot = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
             (slot.take(), self.mirror_epoch.load(Ordering::SeqCst))
         };
+        let (mut vss, vss_epoch) = {
+            let mut slot = self.vss.lock().unwrap_or_else(|p| p.into_inner());
+            (slot.take(), self.vss_epoch.load(Ordering::SeqCst))
+        };
         let before = self.counter.load(Ordering::SeqCst);
-        let pending = mirror.as_mut().and_then(|m| {
-            m.before_commit(before, &ops, || {
-                let db = self.db.read().unwrap_or_else(|p| p.into_inner());
-                let db = db.as_ref().ok_or_else(|| "the store is not open".to_string())?;
-                db.begin_read().map_err(|e| e.to_string())
-            })
-        });
+        let begin_read = || {
+            let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+            let db = db.as_ref().ok_or_else(|| "the store is not open".to_string())?;
+            db.begin_read().map_err(|e| e.to_string())
+        };
+        let pending = mirror.as_mut().and_then(|m| m.before_commit(before, &ops, begin_read));
+        let vss_pending = vss.as_mut().and_then(|m| m.before_commit(before, &ops, begin_read));
         if !self.commit_until_stored(&ops) {
             // Closed while commits were failing: these writers were never told their writes are
             // durable, and never will be; the process is going away.
@@ -328,6 +359,13 @@ impl Shared {
             let mut slot = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
             if self.mirror_epoch.load(Ordering::SeqCst) == epoch {
                 m.after_commit(pending, before.saturating_add(1), self.counter.load(Ordering::SeqCst));
+                *slot = Some(m);
+            }
+        }
+        if let Some(mut m) = vss {
+            let mut slot = self.vss.lock().unwrap_or_else(|p| p.into_inner());
+            if self.vss_epoch.load(Ordering::SeqCst) == vss_epoch {
+                m.after_commit(vss_pending, before.saturating_add(1), self.counter.load(Ordering::SeqCst));
                 *slot = Some(m);
             }
         }

@@ -526,6 +526,23 @@ impl Store {
         self.committer.mirror_status()
     }
 
+    /// Mirrors every commit from now on to VSS as well (replacing any remote mirror set
+    /// before), see [`crate::mirror::vss`]. Returns at once: the first look at the server and
+    /// the first snapshot happen in the background.
+    pub fn mirror_to_vss(&self, setup: crate::mirror::vss::VssSetup) {
+        self.committer.set_vss(Some(setup));
+    }
+
+    /// Stops the remote mirror (what is on the server stays there).
+    pub fn stop_vss(&self) {
+        self.committer.set_vss(None);
+    }
+
+    /// Where the remote mirror stands.
+    pub fn vss_status(&self) -> crate::mirror::vss::VssStatus {
+        self.committer.vss_status()
+    }
+
     /// Creates the store file at `path` (mode 0600, never over an existing file) holding exactly
     /// `snapshot` in `identity`'s lineage: every entry and the commit counter in one durable
     /// write transaction (restoring a backup continues the backed-up lineage).

@@ -1,0 +1,208 @@
+//! The remote mirror: the store's commits also acknowledged by LDK's Versioned Storage Service
+//! (VSS, the `vss-server` crate over PostgreSQL) before the writers are released, so that a
+//! lost box (theft, fire) takes no channel state with it (docs/MIRROR.md, "The remote mirror").
+//!
+//! The remote mirror writes exactly what the stick's mirror writes — a snapshot (a backup file)
+//! and a log of sealed commit frames ([`super::log`]) — as VSS objects instead of files:
+//!
+//! - `header(gen)`: the log's header; `chunk(gen, i)`: the snapshot's bytes, 1 MiB each;
+//!   `segment(gen, j)`: one or more of the log's frames, in order;
+//! - `head`: which generations make up the mirror now ([`Head`]), rewritten by every put.
+//!
+//! Object names are keyed hashes and every value is sealed (ChaCha20-Poly1305, a key from the
+//! seed, the name as associated data): the server sees opaque names and ciphertext only.
+//!
+//! **One writer.** Every put carries VSS's `global_version` (the store's compare-and-swap
+//! counter) and a freshly sealed `head`, in one server transaction. A put from anyone else
+//! moves the version, so the next put of ours is refused with a conflict; a put whose answer
+//! was lost is judged by reading `head` back (our bytes: it was applied). A conflict we did not
+//! cause, a `head` of another store lineage, or one ahead of the card, is
+//! [`VssStatus::Refused`]: another device writes this node's state, and the mirror stops.
+//!
+//! Reading back ([`read_vss`]) rebuilds the generations as the stick's files in a private
+//! temporary directory and reads them with the stick's reader, so that both mirrors share one
+//! chain logic and one set of checks.
+
+mod auth;
+mod remote;
+mod writer;
+
+use std::time::Duration;
+
+pub use remote::{read_vss, vss_head};
+pub(crate) use writer::VssMirror;
+
+use crate::backup::Workers;
+use crate::config::NodeConfig;
+use crate::seed::Seed;
+
+/// The longest the committer waits for VSS to acknowledge a commit before it calls the remote
+/// mirror lost and releases the writers on the card's commit alone (the writer goes on
+/// trying, and catches up). A LAN or WAN round trip and PostgreSQL's commit take 2–200 ms.
+pub const VSS_WAIT: Duration = Duration::from_secs(5);
+/// How far behind the remote mirror may fall while VSS is away: the commits waiting to go up
+/// are kept in memory up to this many bytes; past it they are dropped and a new snapshot is
+/// sent once VSS is back (a resync).
+pub const MAX_BEHIND_BYTES: usize = 64 << 20;
+/// A generation whose log has grown past this many bytes, or [`COMPACT_SEGMENTS`] segments, is
+/// followed by a new one (a new snapshot): a restore then fetches a bounded number of objects.
+pub const COMPACT_BYTES: u64 = 64 << 20;
+/// See [`COMPACT_BYTES`].
+pub const COMPACT_SEGMENTS: u64 = 20_000;
+
+/// How the remote mirror proves who it is to the VSS server.
+#[derive(Clone)]
+pub enum VssAuth {
+    /// vss-server's signature authorizer: an ECDSA signature, over a constant, the key and the
+    /// time, by a secp256k1 key derived from the seed (`Authorization: <pubkey><sig><time>`,
+    /// vss-auth-impls `signature.rs`). The server's user is that key.
+    Signature,
+    /// vss-server's JWT authorizer: `Authorization: Bearer <token>` (RS256, issued by the
+    /// operator's own issuer). The token is a secret: never logged.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for VssAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VssAuth::Signature => f.write_str("Signature"),
+            VssAuth::Bearer(_) => f.write_str("Bearer(…)"),
+        }
+    }
+}
+
+/// What the remote mirror writes with.
+#[derive(Clone)]
+pub struct VssSetup {
+    /// The server's base URL, its `/vss` path included (`https://host:8080/vss`).
+    pub url: String,
+    /// How the mirror authenticates.
+    pub auth: VssAuth,
+    /// A self-hosted server's certificate (PEM): with it, TLS trusts that certificate alone
+    /// (pinning) instead of the system's roots.
+    pub certificate: Option<Vec<u8>>,
+    /// The node's seed: every key comes from it; it is never sent.
+    pub seed: Seed,
+    /// The node's config, written without secrets into each snapshot (as in backups).
+    pub config: NodeConfig,
+    /// The node id (hex).
+    pub node_id: String,
+    /// Where a snapshot's chunks are sealed.
+    pub workers: Workers,
+}
+
+impl std::fmt::Debug for VssSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VssSetup")
+            .field("url", &self.url)
+            .field("auth", &self.auth)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the remote mirror stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum VssStatus {
+    /// No remote mirror is set.
+    Off,
+    /// A new snapshot is going up and the mirror does not reach the current state yet.
+    Syncing {
+        /// Share of the snapshot sent, 0..=100.
+        percent: u8,
+        /// Commits the card has that VSS does not.
+        behind: u64,
+    },
+    /// Every commit acknowledged is on VSS too.
+    InSync {
+        /// The commit counter of the last commit mirrored.
+        counter: u64,
+    },
+    /// VSS is unreachable, slow or failing: the node runs on the card alone; the commits are
+    /// sent when it is back (up to [`MAX_BEHIND_BYTES`], a new snapshot past that).
+    Lost {
+        /// Why, in words.
+        reason: String,
+        /// Since when (Unix seconds).
+        since: u64,
+        /// Commits the card has that VSS does not.
+        behind: u64,
+    },
+    /// The mirror stopped for good: VSS holds this node's state from another device (or a
+    /// later one than the card's). Nothing more is written there.
+    Refused {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// What can go wrong with the remote mirror.
+#[derive(Debug, thiserror::Error)]
+pub enum VssMirrorError {
+    /// The server could not be reached, or failed.
+    #[error("VSS at {url}: {detail}")]
+    Unreachable {
+        /// The server's URL.
+        url: String,
+        /// The error, in words.
+        detail: String,
+    },
+    /// The server refused the mirror's credentials.
+    #[error("VSS at {url} refused the credentials: {detail}")]
+    Auth {
+        /// The server's URL.
+        url: String,
+        /// The server's reason.
+        detail: String,
+    },
+    /// The URL or the pinned certificate cannot be used.
+    #[error("the VSS settings: {0}")]
+    Settings(String),
+    /// Another device wrote this node's state to the same VSS store.
+    #[error(
+        "another device writes this node's state to VSS: the store's version moved from {expected} to {found} \
+         without us; a second boltbox with this seed must not run, so this one stops mirroring"
+    )]
+    Conflict {
+        /// The version we expected.
+        expected: i64,
+        /// The version found.
+        found: i64,
+    },
+    /// VSS holds another history of this node (another store lineage).
+    #[error(
+        "VSS holds another history of this node (commit {counter}, written {written_at} UTC): another boltbox \
+         with this seed writes there, or this card was set up anew; restore from VSS (boltbox restore --vss) or \
+         stop the other device"
+    )]
+    OtherHistory {
+        /// The commit counter VSS holds.
+        counter: u64,
+        /// When it was written (UTC, text).
+        written_at: String,
+    },
+    /// VSS holds a later state of the card's own history: the card went back.
+    #[error(
+        "VSS holds a later state of this node (commit {remote}) than the card (commit {card}): the card's channel \
+         state is behind; stop the node and restore from VSS (boltbox restore --vss)"
+    )]
+    Ahead {
+        /// The remote's commit counter.
+        remote: u64,
+        /// The card's.
+        card: u64,
+    },
+    /// An object could not be opened: another seed, or damage.
+    #[error("a VSS object does not open with this seed (another node's, or damaged)")]
+    WrongSeed,
+    /// An object is damaged or missing.
+    #[error("the remote mirror is damaged: {0}")]
+    Damaged(String),
+    /// Nothing of this node on the server.
+    #[error("no mirror of this node on VSS at {0}")]
+    Nothing(String),
+    /// The generations fetched could not be read back.
+    #[error(transparent)]
+    Mirror(#[from] super::MirrorError),
+}

@@ -1,0 +1,321 @@
+//! Talking to the VSS server: the objects, the fenced put, and reading a mirror back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldk_node::vss_client::client::VssClient;
+use ldk_node::vss_client::error::VssError;
+use ldk_node::vss_client::types::{GetObjectRequest, KeyValue, ListKeyVersionsRequest, PutObjectRequest};
+use ldk_node::vss_client::util::retry::{RetryContext, RetryPolicy};
+use serde::{Deserialize, Serialize};
+
+use super::auth::VssKeys;
+use super::{VssMirrorError, VssSetup};
+use crate::backup::Workers;
+use crate::config::Network;
+use crate::mirror::writer::file_stem;
+use crate::mirror::{MIRROR_DIR, MirrorContents, read_mirror};
+
+/// A request that gets no answer within this is taken as failed (its outcome is then read
+/// back before anything else is sent).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One generation of the mirror: a log (its header and segments of frames) and the snapshot it
+/// begins with, as the stick's `.log` and `.snap` files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Generation {
+    /// Random, 16 hex digits: names this generation's objects.
+    pub id: String,
+    /// The commit counter the snapshot holds and the log begins after.
+    pub base: u64,
+    /// The snapshot's chunks, and how many of them are on the server.
+    pub chunks: u64,
+    pub chunks_sent: u64,
+    /// Segments of the log on the server.
+    pub segments: u64,
+    /// The log's bytes on the server (header and frames).
+    pub log_bytes: u64,
+    /// The last commit in the log (`base` when it has none).
+    pub counter: u64,
+}
+
+impl Generation {
+    pub(super) fn snapshot_complete(&self) -> bool {
+        self.chunks > 0 && self.chunks_sent == self.chunks
+    }
+}
+
+/// The `head` object: which node and history the mirror holds and its generations, oldest
+/// first (at most two: the one whose snapshot is complete, and a newer one whose snapshot is
+/// still going up). Sealed like every value; rewritten by every put.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Head {
+    pub node_id: String,
+    pub lineage_id: String,
+    pub generations: Vec<Generation>,
+    /// When this head was written (Unix seconds).
+    pub written_at: u64,
+}
+
+impl Head {
+    /// The last commit on the server.
+    pub(super) fn counter(&self) -> u64 {
+        self.generations.last().map_or(0, |g| g.counter)
+    }
+}
+
+/// The object names' labels.
+pub(super) fn header_label(generation: &str) -> String {
+    format!("header/{generation}")
+}
+pub(super) fn chunk_label(generation: &str, i: u64) -> String {
+    format!("chunk/{generation}/{i}")
+}
+pub(super) fn segment_label(generation: &str, j: u64) -> String {
+    format!("segment/{generation}/{j}")
+}
+const HEAD: &str = "head";
+
+/// No retries inside the client: the writer retries itself, after reading back what a failed
+/// put did.
+struct NoRetry;
+
+impl RetryPolicy for NoRetry {
+    type E = VssError;
+    fn next_delay(&self, _context: &RetryContext<Self::E>) -> Option<Duration> {
+        None
+    }
+}
+
+/// A put's failure.
+#[derive(Debug)]
+pub(super) enum PutError {
+    /// The server refused the version: someone else wrote (or our own put whose answer was
+    /// lost was applied).
+    Conflict,
+    /// Anything else: its outcome is unknown.
+    Failed(VssMirrorError),
+}
+
+/// A connection to the server, used from one thread (it has its own small runtime).
+pub(super) struct Remote {
+    client: VssClient<NoRetry>,
+    pub(super) keys: VssKeys,
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Remote {
+    pub(super) fn connect(setup: &VssSetup) -> Result<Remote, VssMirrorError> {
+        let keys = VssKeys::derive(&setup.seed)?;
+        let mut http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(pem) = &setup.certificate {
+            // Pinned: this certificate is the only one trusted.
+            let certificate = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| VssMirrorError::Settings(format!("the server's certificate: {e}")))?;
+            http = http.tls_built_in_root_certs(false).add_root_certificate(certificate).https_only(true);
+        }
+        let http = http.build().map_err(|e| VssMirrorError::Settings(format!("the HTTP client: {e}")))?;
+        let headers = Arc::new(keys.headers(&setup.auth));
+        let client = VssClient::from_client_and_headers(setup.url.clone(), http, NoRetry, headers);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| VssMirrorError::Settings(format!("no runtime: {e}")))?;
+        Ok(Remote { client, keys, url: setup.url.clone(), runtime })
+    }
+
+    fn error(&self, e: VssError) -> VssMirrorError {
+        match e {
+            VssError::AuthError(detail) => VssMirrorError::Auth { url: self.url.clone(), detail },
+            // The client keeps only reqwest's top-level words, which name the URL and not why.
+            VssError::InternalError(detail) if detail.starts_with("error sending request") => {
+                VssMirrorError::Unreachable {
+                    url: self.url.clone(),
+                    detail: "no answer (the server is down, or not reachable from here)".into(),
+                }
+            }
+            VssError::InternalError(detail) => VssMirrorError::Unreachable { url: self.url.clone(), detail },
+            VssError::InternalServerError(detail) => VssMirrorError::Unreachable {
+                url: self.url.clone(),
+                detail: format!("the server failed: {detail}"),
+            },
+            other => VssMirrorError::Unreachable { url: self.url.clone(), detail: other.to_string() },
+        }
+    }
+
+    /// The store's global version and its head (opened, and as stored).
+    pub(super) fn state(&self) -> Result<(i64, Option<(Head, Vec<u8>)>), VssMirrorError> {
+        let store_id = self.keys.store_id.clone();
+        let listed = self.runtime.block_on(self.client.list_key_versions(&ListKeyVersionsRequest {
+            store_id: store_id.clone(),
+            key_prefix: None,
+            page_size: Some(0),
+            page_token: None,
+        }));
+        let version = listed.map_err(|e| self.error(e))?.global_version.unwrap_or(0);
+        let head = match self.get_raw(HEAD)? {
+            None => None,
+            Some(sealed) => {
+                let plain = self.keys.open(&self.keys.name(HEAD), &sealed)?;
+                let head: Head = serde_json::from_slice(&plain)
+                    .map_err(|e| VssMirrorError::Damaged(format!("its head: {e}")))?;
+                Some((head, sealed))
+            }
+        };
+        Ok((version, head))
+    }
+
+    fn get_raw(&self, label: &str) -> Result<Option<Vec<u8>>, VssMirrorError> {
+        let request = GetObjectRequest { store_id: self.keys.store_id.clone(), key: self.keys.name(label) };
+        match self.runtime.block_on(self.client.get_object(&request)) {
+            Ok(response) => Ok(response.value.map(|kv| kv.value)),
+            Err(VssError::NoSuchKeyError(_)) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// The object `label`, opened; missing is damage.
+    pub(super) fn get(&self, label: &str) -> Result<Vec<u8>, VssMirrorError> {
+        let sealed =
+            self.get_raw(label)?.ok_or_else(|| VssMirrorError::Damaged(format!("{label} is missing")))?;
+        self.keys.open(&self.keys.name(label), &sealed)
+    }
+
+    /// Writes `items` (label, plain value), deletes `deletes` (labels of objects that exist)
+    /// and writes `head`, in one transaction, if the store's version is still `version`.
+    /// Returns the head's bytes as stored.
+    pub(super) fn put(
+        &self,
+        version: i64,
+        items: &[(String, Vec<u8>)],
+        deletes: &[String],
+        head: &Head,
+    ) -> Result<Vec<u8>, PutError> {
+        let sealed_head = self.seal_head(head).map_err(PutError::Failed)?;
+        let mut transaction_items = Vec::with_capacity(items.len() + 1);
+        for (label, plain) in items {
+            let key = self.keys.name(label);
+            let value = self.keys.seal(&key, plain).map_err(PutError::Failed)?;
+            transaction_items.push(KeyValue { key, version: -1, value });
+        }
+        transaction_items.push(KeyValue {
+            key: self.keys.name(HEAD),
+            version: -1,
+            value: sealed_head.clone(),
+        });
+        let delete_items = deletes
+            .iter()
+            .map(|label| KeyValue { key: self.keys.name(label), version: -1, value: Vec::new() })
+            .collect();
+        let request = PutObjectRequest {
+            store_id: self.keys.store_id.clone(),
+            global_version: Some(version),
+            transaction_items,
+            delete_items,
+        };
+        match self.runtime.block_on(self.client.put_object(&request)) {
+            Ok(_) => Ok(sealed_head),
+            Err(VssError::ConflictError(_)) => Err(PutError::Conflict),
+            Err(e) => Err(PutError::Failed(self.error(e))),
+        }
+    }
+
+    fn seal_head(&self, head: &Head) -> Result<Vec<u8>, VssMirrorError> {
+        let plain = serde_json::to_vec(head).map_err(|e| VssMirrorError::Damaged(e.to_string()))?;
+        self.keys.seal(&self.keys.name(HEAD), &plain)
+    }
+}
+
+/// The plain facts of the remote mirror of the node `setup` is for, without reading it all:
+/// `(commit counter, when last written (Unix seconds), whether its state is restorable)`, or
+/// `None` when the server holds nothing of this node. For the OLED's restore offer.
+pub fn vss_head(setup: &VssSetup) -> Result<Option<(u64, u64, bool)>, VssMirrorError> {
+    let remote = Remote::connect(setup)?;
+    Ok(remote.state()?.1.map(|(head, _)| {
+        let restorable = head.generations.iter().any(Generation::snapshot_complete);
+        (head.counter(), head.written_at, restorable)
+    }))
+}
+
+/// Reads the remote mirror of the node `setup.seed` gives on `network` back: the generations
+/// are fetched, written as the stick's files into a private temporary directory and read with
+/// the stick's reader ([`read_mirror`]): the same chain rules and checks, and a result that
+/// restores as a backup.
+pub fn read_vss(
+    setup: &VssSetup,
+    network: Network,
+    workers: &Workers,
+) -> Result<MirrorContents, VssMirrorError> {
+    let remote = Remote::connect(setup)?;
+    let node_id = setup.seed.node_id(network).map_err(|e| VssMirrorError::Settings(e.to_string()))?;
+    let (_, head) = remote.state()?;
+    let Some((head, _)) = head else { return Err(VssMirrorError::Nothing(setup.url.clone())) };
+    if head.node_id != node_id {
+        return Err(VssMirrorError::WrongSeed);
+    }
+    let dir = TempDir::new()?;
+    let files = dir.0.join(MIRROR_DIR);
+    for generation in &head.generations {
+        let stem = file_stem(&node_id, &head.lineage_id, generation.base);
+        let mut log = remote.get(&header_label(&generation.id))?;
+        for j in 0..generation.segments {
+            log.extend_from_slice(&remote.get(&segment_label(&generation.id, j))?);
+        }
+        write_private(&files.join(format!("{stem}.log")), &log)?;
+        if generation.snapshot_complete() {
+            let mut snap = Vec::new();
+            for i in 0..generation.chunks {
+                snap.extend_from_slice(&remote.get(&chunk_label(&generation.id, i))?);
+            }
+            write_private(&files.join(format!("{stem}.snap")), &snap)?;
+        }
+    }
+    let contents = read_mirror(&dir.0, &setup.seed, network, workers)?;
+    // The server's head says how far the mirror reached: fewer commits read back means objects
+    // are missing or were rolled back.
+    if contents.contents.header.commit_counter < head.counter() {
+        return Err(VssMirrorError::Damaged(format!(
+            "its head says commit {} but its objects reach commit {}",
+            head.counter(),
+            contents.contents.header.commit_counter
+        )));
+    }
+    Ok(contents)
+}
+
+/// A directory only this process reads (0700), removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir, VssMirrorError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| VssMirrorError::Settings(format!("no random name: {e}")))?;
+        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let path = std::env::temp_dir().join(format!("boltbox-vss-{name}"));
+        let io = |e: std::io::Error| VssMirrorError::Settings(format!("a temporary directory: {e}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(io)?;
+        std::fs::DirBuilder::new().mode(0o700).create(path.join(MIRROR_DIR)).map_err(io)?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), VssMirrorError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |e: std::io::Error| VssMirrorError::Settings(format!("writing {}: {e}", path.display()));
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    file.write_all(bytes).map_err(io)
+}
