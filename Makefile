@@ -25,7 +25,7 @@ help:
 	@echo "tiers: make test-unit | test-regtest | test-demo | test-aarch64 | test-image (test-cargo: unit and regtest)"
 
 setup:
-	scripts/setup.sh base cross bitcoind electrs
+	scripts/setup.sh base cross bitcoind electrs vss
 
 # Tiers 1 and 2 run in one cargo invocation: the same package selection builds the dependency
 # graph once for every test binary and the demo (a different selection unifies other features
@@ -33,7 +33,7 @@ setup:
 test: lint test-cargo test-demo test-aarch64 test-image
 
 test-cargo:
-	scripts/setup.sh base bitcoind electrs
+	scripts/setup.sh base bitcoind electrs vss
 	cargo test --workspace --locked
 
 lint:
@@ -44,12 +44,13 @@ lint:
 # Tier 1: unit tests in each crate (the appliance's supervisor test runs the real binary
 # against a regtest bitcoind, so it is provisioned here too).
 test-unit:
-	scripts/setup.sh base bitcoind electrs
+	scripts/setup.sh base bitcoind electrs vss
 	cargo test --workspace --locked --exclude boltbox-tests
 
-# Tier 2: nodes against a real bitcoind (and an Electrum server) on regtest.
+# Tier 2: nodes against a real bitcoind (and an Electrum server, and a vss-server on its own
+# PostgreSQL) on regtest.
 test-regtest:
-	scripts/setup.sh base bitcoind electrs
+	scripts/setup.sh base bitcoind electrs vss
 	cargo test --locked -p boltbox-tests
 
 # Tier 3: the pure-logic crates' tests, cross-built and run under qemu-user.

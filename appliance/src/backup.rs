@@ -20,6 +20,7 @@ use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::backup::{self, BackupError, BackupHeader, DataDirStore, RestoreReport, Workers, Written};
 use boltbox_node::datadir::{DataDirLock, LockError, STORE_FILE};
 use boltbox_node::mirror::read_mirror;
+use boltbox_node::mirror::vss::read_vss;
 use boltbox_node::{Alert, NodeConfig, Seed, SeedError, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -537,6 +538,12 @@ pub enum CommandError {
     /// The live mirror cannot be read.
     #[error("the mirror: {0}")]
     Mirror(#[from] boltbox_node::mirror::MirrorError),
+    /// The remote mirror cannot be read.
+    #[error("the remote mirror: {0}")]
+    RemoteMirror(#[from] boltbox_node::mirror::vss::VssMirrorError),
+    /// `--vss` without `[mirror.vss]` in the config (or with settings that cannot be used).
+    #[error("the remote mirror: {0}")]
+    VssSettings(String),
     /// The service (or another boltbox command) works on the data dir: a restore or an
     /// offline backup must not run beside it.
     #[error(
@@ -646,6 +653,8 @@ pub enum RestoreSource {
     Backup(PathBuf),
     /// The directory a live mirror was written into (its files in `<dir>/boltbox-mirror/`).
     Mirror(PathBuf),
+    /// The remote mirror on VSS that `[mirror.vss]` names.
+    Vss,
 }
 
 /// How `boltbox restore` gets the seed and the confirmation.
@@ -743,6 +752,7 @@ pub fn restore(
     enum Read<'a> {
         Backup { file: Vec<u8>, header: Box<BackupHeader> },
         Mirror(&'a Path),
+        Vss(&'a crate::config::VssSettings),
     }
     let source = match &options.source {
         RestoreSource::Backup(path) => {
@@ -766,6 +776,10 @@ pub fn restore(
             }
             Read::Mirror(dir)
         }
+        RestoreSource::Vss => match &config.mirror.vss {
+            Some(settings) => Read::Vss(settings),
+            None => return Err(CommandError::VssSettings("the config has no [mirror.vss] url".into())),
+        },
     };
     let _lock = lock_data_dir(&node.data_dir)?;
     backup::recover_restore(&node.data_dir).map_err(io("settling an interrupted restore"))?;
@@ -790,7 +804,7 @@ pub fn restore(
     let workers = Workers(runtime.handle().clone());
     let mirror_dir = match &source {
         Read::Mirror(dir) => Some(dir.to_path_buf()),
-        Read::Backup { .. } => None,
+        Read::Backup { .. } | Read::Vss(_) => None,
     };
     let contents = match source {
         Read::Backup { file, .. } => {
@@ -813,6 +827,22 @@ pub fn restore(
                 Ok(read.contents)
             })
         }
+        Read::Vss(settings) => settings
+            .setup(&seed, node, workers.clone())
+            .map_err(CommandError::VssSettings)
+            .and_then(|setup| {
+                let read = read_vss(&setup, node.network, &workers)?;
+                say(out, &describe(&read.contents.header, &node.data_dir, &current))?;
+                say(
+                    out,
+                    &format!(
+                        "  from the remote mirror at {}: a snapshot at commit {} and {} commits after it\n",
+                        setup.url, read.snapshot_counter, read.frames
+                    ),
+                )?;
+                backup::check_stale(&read.contents.header, &current)?;
+                Ok(read.contents)
+            }),
     };
     runtime.shutdown_timeout(Duration::from_secs(5));
     let contents = contents?;

@@ -188,6 +188,95 @@ pub struct MirrorSettings {
     /// `<dir>/boltbox-mirror/`), on another medium than the data partition. Unset or empty:
     /// the stick chosen on the device, if any.
     pub dir: Option<PathBuf>,
+    /// `[mirror.vss]`: the remote mirror on VSS, if set.
+    pub vss: Option<VssSettings>,
+}
+
+/// `[mirror.vss]`: the remote mirror on LDK's Versioned Storage Service
+/// (`boltbox_node::mirror::vss`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VssSettings {
+    /// The server's base URL, its `/vss` path included (`https://nas.lan:8443/vss`).
+    pub url: String,
+    /// A file holding a JWT for a server with the JWT authorizer; it must not be readable by
+    /// group or others. Unset: the signature authorizer, with a key from the seed.
+    pub token_file: Option<PathBuf>,
+    /// A self-hosted server's certificate (PEM), the only one trusted for it (pinned).
+    pub certificate: Option<PathBuf>,
+}
+
+impl VssSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.trim();
+        let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+            return Err(ConfigError::new("mirror.vss.url", "must begin with https:// (or http://)"));
+        };
+        if rest.split('/').next().is_none_or(str::is_empty) {
+            return Err(ConfigError::new("mirror.vss.url", "has no host"));
+        }
+        if self.certificate.is_some() && !url.starts_with("https://") {
+            return Err(ConfigError::new(
+                "mirror.vss.certificate",
+                "a pinned certificate needs an https:// url",
+            ));
+        }
+        for (field, path) in
+            [("mirror.vss.token_file", &self.token_file), ("mirror.vss.certificate", &self.certificate)]
+        {
+            if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return Err(ConfigError::new(field, "must be an absolute path"));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the remote mirror writes with, reading the token and certificate files: a clear
+    /// reason when one cannot be used (the token's contents never appear in it).
+    pub fn setup(
+        &self,
+        seed: &boltbox_node::Seed,
+        config: &boltbox_node::NodeConfig,
+        workers: boltbox_node::backup::Workers,
+    ) -> Result<boltbox_node::mirror::vss::VssSetup, String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let auth = match &self.token_file {
+            None => boltbox_node::mirror::vss::VssAuth::Signature,
+            Some(path) => {
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| format!("the VSS token file {}: {e}", path.display()))?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(format!(
+                        "the VSS token file {} can be read by others: chmod 600 it",
+                        path.display()
+                    ));
+                }
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| format!("the VSS token file {}: {e}", path.display()))?;
+                let token = token.trim();
+                if token.is_empty() || token.contains(char::is_whitespace) {
+                    return Err(format!("the VSS token file {} does not hold one token", path.display()));
+                }
+                boltbox_node::mirror::vss::VssAuth::Bearer(token.to_string())
+            }
+        };
+        let certificate = match &self.certificate {
+            None => None,
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| format!("the VSS certificate {}: {e}", path.display()))?,
+            ),
+        };
+        let node_id = seed.node_id(config.network).map_err(|e| e.to_string())?;
+        Ok(boltbox_node::mirror::vss::VssSetup {
+            url: self.url.trim().trim_end_matches('/').to_string(),
+            auth,
+            certificate,
+            seed: seed.clone(),
+            config: config.clone(),
+            node_id,
+            workers,
+        })
+    }
 }
 
 impl MirrorSettings {
@@ -197,12 +286,15 @@ impl MirrorSettings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        match self.dir() {
-            Some(dir) if !dir.is_absolute() => {
-                Err(ConfigError::new("mirror.dir", format!("{} is not an absolute path", dir.display())))
+        if let Some(dir) = self.dir() {
+            if !dir.is_absolute() {
+                return Err(ConfigError::new(
+                    "mirror.dir",
+                    format!("{} is not an absolute path", dir.display()),
+                ));
             }
-            _ => Ok(()),
         }
+        self.vss.as_ref().map_or(Ok(()), VssSettings::validate)
     }
 }
 

@@ -178,7 +178,7 @@ enum Command {
     /// Restore a backup (or the live mirror) onto the config's data dir (empty, or holding an
     /// older state of the same node). Shows its age and commit counter, refuses a data dir that
     /// is not older, warns, and asks for confirmation.
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["backup", "mirror"])))]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["backup", "mirror", "vss"])))]
     Restore {
         /// The backup file.
         #[arg(long)]
@@ -187,6 +187,9 @@ enum Command {
         /// point; its files are in DIR/boltbox-mirror) instead of a backup.
         #[arg(long, value_name = "DIR")]
         mirror: Option<PathBuf>,
+        /// Restore from the remote mirror on VSS that the config's `[mirror.vss]` names.
+        #[arg(long)]
+        vss: bool,
         /// The config file naming the data dir and network to restore into.
         #[arg(long, default_value = "/etc/boltbox/boltbox.toml")]
         config: PathBuf,
@@ -346,12 +349,13 @@ fn command_line(command: Command) -> anyhow::Result<()> {
         Command::Peers(target) => target.call(Request::Peers),
         Command::Sync(target) => target.call(Request::Sync),
         Command::Backup { to, keep, config } => backup(&config, &to, keep),
-        Command::Restore { backup, mirror, config, seed_file, yes } => {
+        Command::Restore { backup, mirror, vss, config, seed_file, yes } => {
             let app = load_config(&config)?;
-            let source = match (backup, mirror) {
-                (_, Some(dir)) => boltbox::backup::RestoreSource::Mirror(dir),
-                (Some(file), None) => boltbox::backup::RestoreSource::Backup(file),
-                (None, None) => anyhow::bail!("--backup FILE or --mirror DIR"),
+            let source = match (backup, mirror, vss) {
+                (_, _, true) => boltbox::backup::RestoreSource::Vss,
+                (_, Some(dir), false) => boltbox::backup::RestoreSource::Mirror(dir),
+                (Some(file), None, false) => boltbox::backup::RestoreSource::Backup(file),
+                (None, None, false) => anyhow::bail!("--backup FILE, --mirror DIR or --vss"),
             };
             let options = boltbox::backup::RestoreOptions { source, seed_file, yes };
             let mut stdout = std::io::stdout();

@@ -40,6 +40,8 @@ pub enum WaitFor {
     ChainSource,
     /// The node to start (it failed to).
     NodeStart,
+    /// The remote mirror (VSS) to hold no other device's state of this node.
+    RemoteMirror,
 }
 
 impl WaitFor {
@@ -52,6 +54,7 @@ impl WaitFor {
             WaitFor::ListenAddress => "listen address",
             WaitFor::ChainSource => "chain source",
             WaitFor::NodeStart => "node start",
+            WaitFor::RemoteMirror => "remote mirror",
         }
     }
 }

@@ -27,7 +27,7 @@ use boltbox_node::{Network, Seed};
 
 use crate::backup::{STICK_DIR, find_stick};
 use crate::config::AppConfig;
-use crate::screens::BackupFacts;
+use crate::screens::{BackupFacts, StateSource};
 
 /// The seed words' file on the stick, in [`STICK_DIR`].
 pub const WORDS_FILE: &str = "restore.words";
@@ -60,7 +60,7 @@ impl StickBackup {
             node_id8: self.header.node_id8(),
             age: Duration::from_secs(boltbox_node::unix_now().saturating_sub(written)),
             commit: self.header.commit_counter,
-            mirror: self.mirror.is_some(),
+            source: if self.mirror.is_some() { StateSource::Mirror } else { StateSource::Backup },
         }
     }
 
@@ -68,6 +68,112 @@ impl StickBackup {
     pub fn words_present(&self) -> bool {
         std::fs::symlink_metadata(&self.words).is_ok_and(|m| m.is_file())
     }
+}
+
+/// The node's remote mirror on VSS, on offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VssOffer {
+    /// The node id (hex).
+    pub node_id: String,
+    /// The last commit on VSS.
+    pub counter: u64,
+    /// When it was written (Unix seconds).
+    pub written: u64,
+    /// The words file the seed came from, for a first start.
+    pub words: Option<PathBuf>,
+}
+
+/// A state of the node on offer: on a stick (a backup or the live mirror), or on VSS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offered {
+    /// On a USB stick.
+    Stick(Box<StickBackup>),
+    /// On the remote mirror (`[mirror.vss]`).
+    Vss(VssOffer),
+}
+
+impl Offered {
+    /// What the OLED shows of it.
+    pub fn facts(&self) -> BackupFacts {
+        match self {
+            Offered::Stick(stick) => stick.facts(),
+            Offered::Vss(vss) => BackupFacts {
+                node_id8: vss.node_id.chars().take(8).collect(),
+                age: Duration::from_secs(boltbox_node::unix_now().saturating_sub(vss.written)),
+                commit: vss.counter,
+                source: StateSource::Vss,
+            },
+        }
+    }
+
+    /// Whether the seed words for a first start are there.
+    pub fn words_present(&self) -> bool {
+        match self {
+            Offered::Stick(stick) => stick.words_present(),
+            Offered::Vss(vss) => {
+                vss.words.as_ref().is_some_and(|w| std::fs::symlink_metadata(w).is_ok_and(|m| m.is_file()))
+            }
+        }
+    }
+
+    fn written(&self) -> u64 {
+        match self {
+            Offered::Stick(stick) => stick.mirror.as_ref().map_or(stick.header.created_at, |(_, at)| *at),
+            Offered::Vss(vss) => vss.written,
+        }
+    }
+}
+
+/// The newest state of the node on offer: a stick's ([`find_backup`]), or the remote mirror's
+/// when `[mirror.vss]` is set, it holds a restorable state of the node, and it was written
+/// after the stick's. The node is the one `seed` gives (the data dir's), else, for a first
+/// start, the one the words on the stick give (VSS is only asked with a seed: its keys come
+/// from it); without either, a stick's offer alone. Asks the VSS server (up to its request
+/// timeout) when it is set.
+pub fn find_offer(config: &AppConfig, seed: Option<&Seed>, workers: &Workers) -> Option<Offered> {
+    let network = config.node.network;
+    let node_id = seed.and_then(|s| s.node_id(network).ok());
+    let stick = find_backup(config, node_id.as_deref()).map(|s| Offered::Stick(Box::new(s)));
+    let Some(settings) = &config.mirror.vss else { return stick };
+    let words = words_file(config);
+    let seed = match seed {
+        Some(seed) => seed.clone(),
+        None => match words.as_deref().map(seed_from_words) {
+            Some(Ok(seed)) => seed,
+            _ => return stick,
+        },
+    };
+    let setup = match settings.setup(&seed, &config.node, workers.clone()) {
+        Ok(setup) => setup,
+        Err(e) => {
+            tracing::warn!("the remote mirror is not looked at: {e}");
+            return stick;
+        }
+    };
+    let vss = match boltbox_node::mirror::vss::vss_head(&setup) {
+        Ok(Some((counter, written, true))) => Offered::Vss(VssOffer {
+            node_id: setup.node_id.clone(),
+            counter,
+            written,
+            words: if node_id.is_none() { words } else { None },
+        }),
+        Ok(_) => return stick,
+        Err(e) => {
+            tracing::warn!("the remote mirror cannot be looked at: {e}");
+            return stick;
+        }
+    };
+    match stick {
+        Some(stick) if stick.written() > vss.written() => Some(stick),
+        _ => Some(vss),
+    }
+}
+
+/// The seed words' file a first start reads: on the first stick, else in `[mirror] dir`.
+fn words_file(config: &AppConfig) -> Option<PathBuf> {
+    let stick = find_stick(&config.backup.sticks, config.eject_request().is_some()).ok();
+    let home = stick.map(|s| s.path).or_else(|| config.mirror.dir().map(Path::to_path_buf))?;
+    Some(home.join(STICK_DIR).join(WORDS_FILE))
 }
 
 /// The newest state of a node on `config`'s network that a stick offers: of `node_id` when
@@ -157,44 +263,52 @@ pub fn restore(config: &AppConfig, workers: &Workers) -> Result<RestoreReport, R
     let data_dir = &config.node.data_dir;
     let network = config.node.network;
     let own_seed = Seed::load(data_dir).map_err(|e| RestoreError::Read(e.to_string()))?;
-    let (offer, seed, from_stick) = match own_seed {
-        Some(seed) => {
-            let node_id = seed.node_id(network).map_err(|e| RestoreError::Read(e.to_string()))?;
-            let offer = find_backup(config, Some(&node_id)).ok_or(RestoreError::NoBackup)?;
-            (offer, seed, false)
-        }
-        None => {
-            let offer = find_backup(config, None).ok_or(RestoreError::NoBackup)?;
-            let seed = seed_from_words(&offer.words)?;
-            (offer, seed, true)
-        }
+    let offer = find_offer(config, own_seed.as_ref(), workers).ok_or(RestoreError::NoBackup)?;
+    let words = match &offer {
+        Offered::Stick(stick) => Some(stick.words.clone()),
+        Offered::Vss(vss) => vss.words.clone(),
     };
-    let contents = match &offer.mirror {
-        Some((stick, _)) => {
-            boltbox_node::mirror::read_mirror(stick, &seed, network, workers)
+    let (seed, from_stick) = match own_seed {
+        Some(seed) => (seed, false),
+        None => (seed_from_words(words.as_deref().ok_or(RestoreError::NoWords)?)?, true),
+    };
+    let contents = match &offer {
+        Offered::Stick(offer) => match &offer.mirror {
+            Some((stick, _)) => {
+                boltbox_node::mirror::read_mirror(stick, &seed, network, workers)
+                    .map_err(|e| RestoreError::Read(e.to_string()))?
+                    .contents
+            }
+            None => {
+                let file = read_untrusted(&offer.file, backup::MAX_BACKUP_BYTES)
+                    .map_err(|e| RestoreError::Read(e.to_string()))?;
+                backup::open_backup(Arc::new(file), &seed, workers, &mut |_| {})?
+            }
+        },
+        Offered::Vss(_) => {
+            let settings = config.mirror.vss.as_ref().ok_or(RestoreError::NoBackup)?;
+            let setup = settings.setup(&seed, &config.node, workers.clone()).map_err(RestoreError::Read)?;
+            boltbox_node::mirror::vss::read_vss(&setup, network, workers)
                 .map_err(|e| RestoreError::Read(e.to_string()))?
                 .contents
         }
-        None => {
-            let file = read_untrusted(&offer.file, backup::MAX_BACKUP_BYTES)
-                .map_err(|e| RestoreError::Read(e.to_string()))?;
-            backup::open_backup(Arc::new(file), &seed, workers, &mut |_| {})?
-        }
     };
     let report = backup::restore_backup(data_dir, network, &contents, &seed)?;
-    if let Some((stick, _)) = &offer.mirror {
+    if let Offered::Stick(offer) = &offer
+        && let Some((stick, _)) = &offer.mirror
+    {
         crate::mirror::adopt(data_dir, stick);
     }
-    if from_stick {
+    if let (true, Some(words)) = (from_stick, &words) {
         // The owner has the words: they just wrote them onto the stick.
         let seen = crate::display_loop::SeedReminder::Seen { at: boltbox_node::unix_now() };
         if let Err(e) = seen.save(data_dir) {
             tracing::warn!("cannot record that the seed words are known: {e}");
         }
         // The seed is in the data dir now; on the stick it would sit next to the backup it opens.
-        if let Err(e) = std::fs::remove_file(&offer.words) {
-            tracing::warn!(error = %e, "restored, but cannot delete {}: delete it by hand", offer.words.display());
-        } else if let Some(dir) = offer.words.parent() {
+        if let Err(e) = std::fs::remove_file(words) {
+            tracing::warn!(error = %e, "restored, but cannot delete {}: delete it by hand", words.display());
+        } else if let Some(dir) = words.parent() {
             // Best effort: the deletion reaches the stick before the owner pulls it.
             let _ = boltbox_node::files::sync_dir(dir);
         }
@@ -341,7 +455,10 @@ mod tests {
         // The node's own seed on the device (its store lost): the mirror is offered.
         seed.store(&data).expect("seed");
         let offer = find_backup(&config, Some(&backed_up.node_id)).expect("an offer");
-        assert!(offer.mirror.is_some() && offer.facts().mirror, "the mirror, not the backup: {offer:?}");
+        assert!(
+            offer.mirror.is_some() && offer.facts().source == StateSource::Mirror,
+            "the mirror, not the backup: {offer:?}"
+        );
 
         // A mirror given up (no longer written) and a backup made later, further on: the backup.
         store.stop_mirror();

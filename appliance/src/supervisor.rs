@@ -42,7 +42,7 @@ use crate::config::{AppConfig, ConfigError, runtime_error};
 use crate::control::{self, ServiceStatus};
 use crate::display_loop::DisplayLoop;
 use crate::preflight::{self, Wait, WaitFor};
-use crate::restore_offer::{self, StickBackup};
+use crate::restore_offer::{self, Offered};
 use crate::screens::{self, Rendered, StoreChoice};
 use crate::ui;
 
@@ -463,6 +463,10 @@ struct Life {
     mirroring: Option<crate::mirror::Target>,
 }
 
+/// While the data dir waits for the owner, the remote mirror's offer is looked at again this
+/// often (VSS may have been unreachable at the last look).
+const VSS_LOOK_AGAIN: Duration = Duration::from_secs(30);
+
 /// The runtime of the control socket and the signal handlers, apart from the node's: ldk-node
 /// calls the store synchronously from its tasks, so a store that cannot write stalls every
 /// worker of the node's runtime, and the owner's `boltbox status` and systemd's SIGTERM must
@@ -611,6 +615,10 @@ impl Life {
                 if let Some(recovered) = recovered {
                     self.notice(recovered);
                 }
+                // A remote mirror that did not answer (or had nothing yet) is asked again.
+                if self.config.mirror.vss.is_some() && !matches!(inspection, Inspection::Ready { .. }) {
+                    look_at.get_or_insert(Instant::now() + VSS_LOOK_AGAIN);
+                }
                 match inspection {
                     Inspection::Ready { seed, store, identity } => {
                         tracing::info!(lineage = identity.lineage_id, "the node's store is sound");
@@ -732,25 +740,22 @@ impl Life {
     }
 
     /// The newest backup of the seed's node on a stick, when the problem allows a restore.
-    fn backup_of(&self, seed: &Seed, problem: &StoreProblem) -> Option<StickBackup> {
+    fn backup_of(&self, seed: &Seed, problem: &StoreProblem) -> Option<Offered> {
         if !problem.replaceable() {
             return None;
         }
-        let node_id = seed.node_id(self.config.node.network).ok()?;
-        restore_offer::find_backup(&self.config, Some(&node_id))
+        let workers = boltbox_node::backup::Workers(self.runtime.handle().clone());
+        restore_offer::find_offer(&self.config, Some(seed), &workers)
     }
 
-    /// A backup on a stick offered on a first start (any node: its words come with it).
-    fn offer(&self) -> Option<StickBackup> {
-        restore_offer::find_backup(&self.config, None)
+    /// A state offered on a first start: a stick's (any node: its words come with it), or the
+    /// remote mirror's of the node whose words are on the stick.
+    fn offer(&self) -> Option<Offered> {
+        let workers = boltbox_node::backup::Workers(self.runtime.handle().clone());
+        restore_offer::find_offer(&self.config, None, &workers)
     }
 
-    fn show_store_problem(
-        &self,
-        problem: StoreProblem,
-        backup: Option<&StickBackup>,
-        failed: &Option<String>,
-    ) {
+    fn show_store_problem(&self, problem: StoreProblem, backup: Option<&Offered>, failed: &Option<String>) {
         if let Some(why) = failed {
             self.set_state(State::Restoring(Some(why.clone())));
             return;
@@ -758,13 +763,13 @@ impl Life {
         let choice = StoreChoice {
             headline: problem.headline().to_string(),
             reason: problem.to_string(),
-            backup: backup.map(StickBackup::facts),
+            backup: backup.map(Offered::facts),
             start_empty: problem.replaceable(),
         };
         self.set_state(State::Store { problem, choice });
     }
 
-    fn show_offer(&self, backup: &StickBackup, failed: &Option<String>) {
+    fn show_offer(&self, backup: &Offered, failed: &Option<String>) {
         if let Some(why) = failed {
             self.set_state(State::Restoring(Some(why.clone())));
             return;
@@ -783,6 +788,42 @@ impl Life {
         }));
         self.store = Some((store, seed));
         self.mirroring = None;
+        self.keep_vss();
+    }
+
+    /// Sets the open store's remote mirror from `[mirror.vss]`, if set.
+    fn keep_vss(&mut self) {
+        let Some((store, seed)) = &self.store else { return };
+        let Some(settings) = &self.config.mirror.vss else { return };
+        if boltbox_node::mirror::vss::refused(&self.config.node.data_dir).is_some() {
+            // Refused before: this card writes nothing there until a restore.
+            return;
+        }
+        match self.vss_setup(seed) {
+            Some(Ok(setup)) => {
+                tracing::info!("mirroring the store to VSS at {}", settings.url);
+                store.mirror_to_vss(setup);
+            }
+            Some(Err(reason)) => {
+                tracing::error!("no remote mirror: {reason}");
+                let alert = Alert::Device { headline: "VSS settings".into(), detail: reason };
+                let mut notices = self.shared.notices.lock().unwrap_or_else(|p| p.into_inner());
+                if !notices.contains(&alert) {
+                    notices.push(alert);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The remote mirror's setup from `[mirror.vss]`, if set.
+    fn vss_setup(&self, seed: &Seed) -> Option<Result<boltbox_node::mirror::vss::VssSetup, String>> {
+        let settings = self.config.mirror.vss.as_ref()?;
+        Some(settings.setup(
+            seed,
+            &self.config.node,
+            boltbox_node::backup::Workers(self.runtime.handle().clone()),
+        ))
     }
 
     /// Points the open store's mirror where `[mirror] dir` or the owner's stick says, as sticks
@@ -909,13 +950,34 @@ impl Life {
     /// after a failure (or a shutdown request, which stops it right after it started).
     fn start_node(&mut self) -> Result<bool, End> {
         let Some((store, seed)) = self.store.clone() else { return Ok(false) };
+        // Refused while it ran (another device took the node over): never started again on
+        // this card, after a reboot too, so that two devices never take turns pushing each other
+        // off with diverging channel states. A restore lifts it.
+        if let Some(reason) = boltbox_node::mirror::vss::refused(&self.config.node.data_dir) {
+            let wait = Wait { what: WaitFor::RemoteMirror, reason };
+            return if self.wait(wait) { Ok(false) } else { Err(End::Stop) };
+        }
         self.set_state(State::Starting);
         let (config, handle, tx) = (self.config.node.clone(), self.runtime.handle().clone(), self.tx.clone());
         // Before the node starts: its first writes are mirrored too.
         self.keep_mirror();
+        let vss = self.vss_setup(&seed).and_then(Result::ok);
         std::thread::Builder::new()
             .name("node-start".into())
             .spawn(move || {
+                // Never a node whose state another device writes to VSS, or a card behind VSS.
+                if let Some(setup) = vss {
+                    match boltbox_node::mirror::vss::check_vss(&setup, &store) {
+                        Err(e) if e.refuses() => {
+                            let _ = tx.send(Event::NodeStarted(Box::new(Err(e.into()))));
+                            return;
+                        }
+                        Err(e) => tracing::warn!(
+                            "the remote mirror cannot be checked ({e}): the node starts anyway"
+                        ),
+                        Ok(()) => {}
+                    }
+                }
                 let started = BoltNode::start(&config, &seed, store, handle);
                 let _ = tx.send(Event::NodeStarted(Box::new(started)));
             })
@@ -973,7 +1035,22 @@ impl Life {
             }
             self.keep_mirror();
             let Some(node) = &self.node else { return Ok(()) };
-            if let Some(why) = node.needs_restart() {
+            let refused = match self.store.as_ref().map(|(store, _)| store.vss_status()) {
+                Some(boltbox_node::mirror::vss::VssStatus::Refused { reason }) => Some(reason),
+                _ => None,
+            };
+            if let Some(reason) = &refused {
+                // Another device runs this node: this one stops running it at once.
+                tracing::error!("the remote mirror refused this device ({reason}): stopping the node");
+                if let Err(e) = boltbox_node::mirror::vss::mark_refused(&self.config.node.data_dir, reason) {
+                    tracing::error!("cannot record the remote mirror's refusal: {e}");
+                }
+            }
+            let why = match refused {
+                Some(_) => Some("the remote mirror refused this device".to_string()),
+                None => node.needs_restart(),
+            };
+            if let Some(why) = why {
                 tracing::warn!("{why}: stopping and starting the node");
                 self.set_state(State::Starting);
                 if let Err(e) = self.stop_node() {
@@ -1079,6 +1156,9 @@ impl Life {
 fn start_wait(e: &boltbox_node::Error) -> Wait {
     match e.chain_source_fault() {
         Some(reason) => Wait { what: WaitFor::ChainSource, reason: reason.into() },
+        None if matches!(e, boltbox_node::Error::RemoteMirror(_)) => {
+            Wait { what: WaitFor::RemoteMirror, reason: e.to_string() }
+        }
         None => Wait { what: WaitFor::NodeStart, reason: e.to_string() },
     }
 }

@@ -644,7 +644,7 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
-    use crate::screens::samples;
+    use crate::screens::{StateSource, samples};
     use Button::{A, B};
     use Gesture::{BothHeld, Long, Pressed, Short};
 
@@ -1223,7 +1223,7 @@ mod tests {
                 node_id8: "02abcdef".into(),
                 age: secs(60.0),
                 commit: 7,
-                mirror: false,
+                source: StateSource::Backup,
             }),
             start_empty,
         }
@@ -1285,7 +1285,12 @@ mod tests {
 
     #[test]
     fn the_first_start_offer_restores_with_the_words_or_makes_a_new_node() {
-        let backup = BackupFacts { node_id8: "02abcdef".into(), age: secs(60.0), commit: 7, mirror: false };
+        let backup = BackupFacts {
+            node_id8: "02abcdef".into(),
+            age: secs(60.0),
+            commit: 7,
+            source: StateSource::Backup,
+        };
         let mut rig = Rig::new();
         rig.service = TestService::Offer(Offer { backup: backup.clone(), words: false });
         let out = rig.tick(0.1);

@@ -38,6 +38,11 @@ pub enum Error {
     /// A file or the runtime failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The remote mirror holds this node's state from another device, or a later state than
+    /// the card's: the node must not run on this card (see
+    /// [`crate::mirror::vss::VssMirrorError::refuses`]).
+    #[error(transparent)]
+    RemoteMirror(#[from] crate::mirror::vss::VssMirrorError),
 }
 
 impl Error {

@@ -304,6 +304,8 @@ impl BoltNode {
         status.alerts.extend(status::store_alert(&self.inner.store.health(), unix_now()));
         status.mirror = self.inner.store.mirror_status();
         status.alerts.extend(status::mirror_alert(&status.mirror, unix_now()));
+        status.remote_mirror = self.inner.store.vss_status();
+        status.alerts.extend(status::remote_mirror_alert(&status.remote_mirror, unix_now()));
         status
     }
 
@@ -883,6 +885,7 @@ impl Inner {
             payments: count_payments(node),
             alerts,
             mirror: crate::mirror::MirrorStatus::Off,
+            remote_mirror: crate::mirror::vss::VssStatus::Off,
             funding_address,
             updated_at: now,
         };

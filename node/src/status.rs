@@ -144,6 +144,22 @@ pub enum Alert {
         /// For how long, in seconds.
         seconds: u64,
     },
+    /// The remote mirror (VSS) is unreachable or failing: the node runs on the card alone and
+    /// catches up when it is back (see [`crate::mirror::vss::VssStatus::Lost`]).
+    RemoteMirrorLost {
+        /// Why.
+        reason: String,
+        /// For how long, in seconds.
+        seconds: u64,
+        /// Commits the card has that VSS does not.
+        behind: u64,
+    },
+    /// The remote mirror stopped: VSS holds this node's state from another device, or a later
+    /// one (see [`crate::mirror::vss::VssStatus::Refused`]).
+    RemoteMirrorRefused {
+        /// Why.
+        reason: String,
+    },
     /// A problem of the device around the node (display, buttons, backups), raised by the
     /// appliance rather than the node.
     Device {
@@ -165,6 +181,8 @@ impl Alert {
             Alert::StoreFailing { .. } => "cannot save state!".into(),
             Alert::DiskSpaceLow { .. } => "disk almost full".into(),
             Alert::MirrorLost { .. } => "mirror lost".into(),
+            Alert::RemoteMirrorLost { .. } => "remote mirror lost".into(),
+            Alert::RemoteMirrorRefused { .. } => "VSS: other device".into(),
             Alert::Device { headline, .. } => headline.clone(),
         }
     }
@@ -197,9 +215,19 @@ impl std::fmt::Display for Alert {
                 "the live mirror is lost for {seconds} s ({reason}): the node goes on on the card alone and \
                  resyncs the mirror once it can write again"
             ),
+            Alert::RemoteMirrorLost { reason, seconds, behind } => write!(
+                f,
+                "the remote mirror is lost for {seconds} s and {behind} commits behind ({reason}): the node goes on \
+                 on the card alone and sends them when VSS is back"
+            ),
+            Alert::RemoteMirrorRefused { reason } => write!(f, "the remote mirror stopped: {reason}"),
             Alert::Device { detail, .. } => f.write_str(detail),
         }
     }
+}
+
+fn remote_mirror_off() -> crate::mirror::vss::VssStatus {
+    crate::mirror::vss::VssStatus::Off
 }
 
 fn mirror_off() -> crate::mirror::MirrorStatus {
@@ -241,6 +269,9 @@ pub struct Status {
     /// The live mirror (read live, like the store's health).
     #[serde(default = "mirror_off")]
     pub mirror: crate::mirror::MirrorStatus,
+    /// The remote mirror on VSS (read live).
+    #[serde(default = "remote_mirror_off")]
+    pub remote_mirror: crate::mirror::vss::VssStatus,
     /// An on-chain address to fund the node, once the owner asked for one (the OLED's funding
     /// screen); a fresh one after funds arrived at it.
     #[serde(default)]
@@ -268,6 +299,7 @@ impl Status {
             payments: PaymentCounts::default(),
             alerts: Vec::new(),
             mirror: crate::mirror::MirrorStatus::Off,
+            remote_mirror: crate::mirror::vss::VssStatus::Off,
             funding_address: None,
             updated_at: 0,
         }
@@ -325,6 +357,21 @@ pub fn mirror_alert(mirror: &crate::mirror::MirrorStatus, now: u64) -> Option<Al
     match mirror {
         crate::mirror::MirrorStatus::Lost { reason, since, .. } => {
             Some(Alert::MirrorLost { reason: reason.clone(), seconds: now.saturating_sub(*since) })
+        }
+        _ => None,
+    }
+}
+
+/// The alert for the remote mirror's state, if it has one.
+pub fn remote_mirror_alert(remote: &crate::mirror::vss::VssStatus, now: u64) -> Option<Alert> {
+    match remote {
+        crate::mirror::vss::VssStatus::Lost { reason, since, behind } => Some(Alert::RemoteMirrorLost {
+            reason: reason.clone(),
+            seconds: now.saturating_sub(*since),
+            behind: *behind,
+        }),
+        crate::mirror::vss::VssStatus::Refused { reason } => {
+            Some(Alert::RemoteMirrorRefused { reason: reason.clone() })
         }
         _ => None,
     }

@@ -155,12 +155,12 @@ fn a_remote_mirror_in_sync_reads_back_as_the_store_and_a_second_writer_is_refuse
     fresh.mirror_to_vss(setup(&vss, &seed, regtest(), &workers));
     write(&fresh, "x", vec![1]);
     let reason = wait_refused(&fresh, "a second device with another history refused");
-    assert!(reason.contains("another history of this node"), "{reason}");
+    assert!(reason.contains("this node's state from another device"), "{reason}");
     // 2. An older copy of this card: VSS holds a later state.
     older.mirror_to_vss(setup(&vss, &seed, regtest(), &workers));
     write(&older, "x", vec![1]);
     let reason = wait_refused(&older, "an older copy of the card refused");
-    assert!(reason.contains("later state of this node"), "{reason}");
+    assert!(reason.contains("VSS is ahead of this card"), "{reason}");
     // The device that writes there is not disturbed by either.
     write(&store, "still", vec![2]);
     assert!(matches!(store.vss_status(), VssStatus::InSync { .. }), "{:?}", store.vss_status());
@@ -192,7 +192,7 @@ fn a_remote_mirror_in_sync_reads_back_as_the_store_and_a_second_writer_is_refuse
         }
     }
     let reason = wait_refused(&store, "the device a clone took over from refused");
-    assert!(reason.contains("another device writes this node's state"), "{reason}");
+    assert!(reason.contains("another device runs this node"), "{reason}");
     assert!(
         original_wrote.load(Ordering::Relaxed),
         "every write of the original was acknowledged by its card"

@@ -2,7 +2,7 @@
 //! boot and the config error.
 
 use super::draw::{Align, BIG, BODY, Canvas, MEDIUM, SMALL, W, bytes, clip, short_duration, wrap_lines};
-use super::{BackupProgress, Rendered, ShutdownPhase};
+use super::{BackupProgress, Rendered, ShutdownPhase, StateSource};
 
 /// Seed words on one page: four lines of 13 px text below the title bar.
 pub const SEED_WORDS_PER_PAGE: usize = 4;
@@ -130,20 +130,33 @@ pub fn mirror_confirm(stick: &Result<String, String>) -> Rendered {
 /// Without the seed words on the stick (`words` false) it says so.
 pub fn restore_offer(backup: &super::BackupFacts, words: bool) -> Rendered {
     let mut c = Canvas::new("restore offer");
-    c.header(if backup.mirror { "restore mirror?" } else { "restore backup?" }, "");
+    let source = backup.source;
+    c.header(
+        match source {
+            StateSource::Backup => "restore backup?",
+            StateSource::Mirror => "restore mirror?",
+            StateSource::Vss => "restore from VSS?",
+        },
+        "",
+    );
     c.text(&format!("node {}", backup.node_id8), BODY, 12, Align::Center);
     let age = short_duration(backup.age);
     c.text(
         // A mirror on offer is current (one that fell behind is refused): it was in sync
         // when its last commit was written.
-        &if backup.mirror { format!("in sync {age} ago") } else { format!("{age} old") },
+        &match source {
+            StateSource::Backup => format!("{age} old"),
+            StateSource::Mirror => format!("in sync {age} ago"),
+            StateSource::Vss => format!("written {age} ago"),
+        },
         BODY,
         23,
         Align::Center,
     );
     let commit = super::thousands(backup.commit);
     c.text(
-        &if backup.mirror { format!("commit {commit}+") } else { format!("commit {commit}") },
+        // A stick's mirror names its snapshot's commit; its log goes further.
+        &if source == StateSource::Mirror { format!("commit {commit}+") } else { format!("commit {commit}") },
         BODY,
         34,
         Align::Center,

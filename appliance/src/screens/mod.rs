@@ -27,7 +27,7 @@ pub use dialogs::{
 };
 pub use draw::{bytes, clip, msat_as_sats, short_duration, thousands, wrap, wrap_lines};
 pub use service::{
-    BackupFacts, StoreChoice, Waiting, empty_confirm, not_saved, restarting, seed_reminder,
+    BackupFacts, StateSource, StoreChoice, Waiting, empty_confirm, not_saved, restarting, seed_reminder,
     seed_skip_confirm, starting, store_choice, waiting,
 };
 pub use status::{

@@ -225,7 +225,7 @@ pub fn render_all() -> Vec<(String, Rendered)> {
                 node_id8: "02d96ead".into(),
                 age: Duration::from_secs(7200),
                 commit: 1_874,
-                mirror: false,
+                source: StateSource::Backup,
             }),
             start_empty: true,
         }),
@@ -255,12 +255,15 @@ pub fn render_all() -> Vec<(String, Rendered)> {
         node_id8: "02d96ead".into(),
         age: Duration::from_secs(3 * 3600 + 20 * 60),
         commit: 1_874,
-        mirror: false,
+        source: StateSource::Backup,
     };
     out.push(("restore-offer".into(), restore_offer(&offered, true)));
     out.push(("restore-offer-no-words".into(), restore_offer(&offered, false)));
-    let mirror = BackupFacts { age: Duration::from_secs(90), mirror: true, ..offered };
+    let mirror = BackupFacts { age: Duration::from_secs(90), source: StateSource::Mirror, ..offered.clone() };
     out.push(("restore-offer-mirror".into(), restore_offer(&mirror, true)));
+    let vss =
+        BackupFacts { age: Duration::from_secs(40), commit: 2_016, source: StateSource::Vss, ..offered };
+    out.push(("restore-offer-vss".into(), restore_offer(&vss, true)));
     out.push(("restore-confirm".into(), restore_confirm()));
     out.push(("restore-running".into(), restore_progress(None)));
     out.push((

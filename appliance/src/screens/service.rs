@@ -34,17 +34,29 @@ pub fn waiting(w: &Waiting) -> Rendered {
     c.done()
 }
 
-/// A backup of this node found on a stick, for a store choice or the restore offer.
+/// Where a state on offer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateSource {
+    /// A backup file on a stick.
+    Backup,
+    /// The node's live mirror on a stick.
+    Mirror,
+    /// The node's remote mirror on VSS.
+    Vss,
+}
+
+/// A state of this node on offer (a stick's backup or mirror, or VSS), for a store choice or
+/// the restore offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupFacts {
     /// The first eight hex digits of its node id.
     pub node_id8: String,
-    /// How old it is.
+    /// How old it is (for a mirror: since it was last written).
     pub age: Duration,
-    /// Its commit counter (for a mirror: its snapshot's; the log goes further).
+    /// Its commit counter (for a stick's mirror: its snapshot's; the log goes further).
     pub commit: u64,
-    /// Whether it is the node's live mirror rather than a backup.
-    pub mirror: bool,
+    /// Where it is.
+    pub source: StateSource,
 }
 
 /// A data dir that needs the owner (a missing, empty or damaged store, and others), with what
@@ -69,7 +81,8 @@ pub fn store_choice(s: &StoreChoice) -> Rendered {
         c.text_in(line, BODY, 0, W, 12 + 13 * i as i32, Align::Left);
     }
     let backup = match &s.backup {
-        Some(b) if b.mirror => "B: restore the mirror".to_string(),
+        Some(b) if b.source == StateSource::Mirror => "B: restore the mirror".to_string(),
+        Some(b) if b.source == StateSource::Vss => "B: restore from VSS".to_string(),
         Some(b) => format!("B: restore, {} old", short_duration(b.age)),
         None if s.start_empty => "no backup on a stick".to_string(),
         None => String::new(),
@@ -183,7 +196,7 @@ mod tests {
             node_id8: "02abcdef".into(),
             age: Duration::from_secs(7200),
             commit: 1234,
-            mirror: false,
+            source: StateSource::Backup,
         });
         let screen = store_choice(&s);
         assert!(screen.caption.contains("B: restore, 2 h old"), "{}", screen.caption);

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use boltbox_node::mirror::MirrorStatus;
+use boltbox_node::mirror::vss::VssStatus;
 use boltbox_node::{Network, Status};
 use qrcode::{Color, EcLevel, QrCode};
 
@@ -283,9 +284,11 @@ pub fn system(status: &Status, info: &SystemInfo) -> Rendered {
     c.text_in(&format!("mem {mem}"), BODY, 0, W, 26, Align::Left);
     c.text_in(&format!("disk {disk}"), BODY, 0, W, 26, Align::Right);
     // With a live mirror its state matters more to the owner than the executor's workers.
-    match mirror_line(&status.mirror) {
-        Some(state) => c.row("mirror", &state, 39, 13, &[BODY, SMALL]),
-        None => c.row("workers", &or_dash(info.executor_workers, |n| n.to_string()), 39, 13, &[BODY]),
+    // (The stick's mirror first; a remote mirror that is lost shows in the alerts too.)
+    match (mirror_line(&status.mirror), remote_mirror_line(&status.remote_mirror)) {
+        (Some(state), _) => c.row("mirror", &state, 39, 13, &[BODY, SMALL]),
+        (None, Some(state)) => c.row("vss", &state, 39, 13, &[BODY, SMALL]),
+        (None, None) => c.row("workers", &or_dash(info.executor_workers, |n| n.to_string()), 39, 13, &[BODY]),
     }
     let backup = info
         .last_backup_age
@@ -301,6 +304,17 @@ fn mirror_line(mirror: &MirrorStatus) -> Option<String> {
         MirrorStatus::Syncing { percent, .. } => Some(format!("sync {percent}%")),
         MirrorStatus::InSync { .. } => Some("in sync".into()),
         MirrorStatus::Lost { .. } => Some("LOST".into()),
+    }
+}
+
+/// The remote mirror's state in a few characters, if one is set.
+fn remote_mirror_line(remote: &VssStatus) -> Option<String> {
+    match remote {
+        VssStatus::Off => None,
+        VssStatus::Syncing { percent, .. } => Some(format!("sync {percent}%")),
+        VssStatus::InSync { .. } => Some("in sync".into()),
+        VssStatus::Lost { behind, .. } => Some(format!("LOST -{behind}")),
+        VssStatus::Refused { .. } => Some("REFUSED".into()),
     }
 }
 
@@ -420,6 +434,27 @@ mod tests {
             assert!(caption.contains("mirror") && caption.contains(shown), "{caption}");
             assert!(!caption.contains("workers"), "{caption}");
         }
+    }
+
+    #[test]
+    fn the_system_page_shows_the_remote_mirror_when_no_stick_is_chosen() {
+        let mut status = samples::synced();
+        let info = samples::system_info();
+        for (remote, shown) in [
+            (VssStatus::Syncing { percent: 40, behind: 3 }, "sync 40%"),
+            (VssStatus::InSync { counter: 9 }, "in sync"),
+            (VssStatus::Lost { reason: "down".into(), since: 0, behind: 12 }, "LOST -12"),
+            (VssStatus::Refused { reason: "another device".into() }, "REFUSED"),
+        ] {
+            status.remote_mirror = remote;
+            let caption = system(&status, &info).caption;
+            assert!(caption.contains("vss") && caption.contains(shown), "{caption}");
+            assert!(!caption.contains("workers"), "{caption}");
+        }
+        // A chosen stick keeps its row; the remote mirror's trouble is in the alerts.
+        status.mirror = MirrorStatus::InSync { dir: "/stick".into(), counter: 9 };
+        let caption = system(&status, &info).caption;
+        assert!(caption.contains("mirror") && !caption.contains("vss"), "{caption}");
     }
 
     #[test]

@@ -225,6 +225,12 @@ pub(crate) fn restore_backup_until(
         }
     }
     let Some(kept_older_store) = finish(data_dir, go_on)? else { return Ok(None) };
+    // The node's state was chosen anew: a refusal by the remote mirror no longer applies.
+    match std::fs::remove_file(data_dir.join(crate::mirror::vss::REFUSED_FILE)) {
+        Ok(()) => tracing::info!("the remote mirror's refusal is lifted by the restore"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove the remote mirror's refusal mark: {e}"),
+    }
     Ok(Some(RestoreReport {
         store: data_dir.join(STORE_FILE),
         commit_counter: header.commit_counter,

@@ -29,7 +29,7 @@ mod writer;
 
 use std::time::Duration;
 
-pub use remote::{read_vss, vss_head};
+pub use remote::{check_vss, read_vss, vss_head};
 pub(crate) use writer::VssMirror;
 
 use crate::backup::Workers;
@@ -49,6 +49,25 @@ pub const MAX_BEHIND_BYTES: usize = 64 << 20;
 pub const COMPACT_BYTES: u64 = 64 << 20;
 /// See [`COMPACT_BYTES`].
 pub const COMPACT_SEGMENTS: u64 = 20_000;
+
+/// In the data dir: the remote mirror refused this device while its node ran (another device
+/// took over the node). Its text is the reason. While it is there the node is not started
+/// (after a reboot too): the other device's state is the node's now, and this card's is behind
+/// it. A restore (of any source) removes it.
+pub const REFUSED_FILE: &str = "vss-refused";
+
+/// Records in `data_dir` that the remote mirror refused this device for `reason` (0600,
+/// durable).
+pub fn mark_refused(data_dir: &std::path::Path, reason: &str) -> std::io::Result<()> {
+    crate::files::write_private_atomic(&data_dir.join(REFUSED_FILE), reason.as_bytes())
+}
+
+/// The reason recorded by [`mark_refused`], if the mark is there.
+pub fn refused(data_dir: &std::path::Path) -> Option<String> {
+    crate::files::read_untrusted(&data_dir.join(REFUSED_FILE), 4096)
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
 
 /// How the remote mirror proves who it is to the VSS server.
 #[derive(Clone)]
@@ -159,10 +178,11 @@ pub enum VssMirrorError {
     /// The URL or the pinned certificate cannot be used.
     #[error("the VSS settings: {0}")]
     Settings(String),
-    /// Another device wrote this node's state to the same VSS store.
+    /// Another device wrote this node's state to the same VSS store. (Each of these messages
+    /// says the essential in its first 63 characters: three lines of the OLED.)
     #[error(
-        "another device writes this node's state to VSS: the store's version moved from {expected} to {found} \
-         without us; a second boltbox with this seed must not run, so this one stops mirroring"
+        "another device runs this node (it wrote to VSS after this one): this box stops it; restore from VSS to \
+         move the node back here (the store's version moved from {expected} to {found} without this box)"
     )]
     Conflict {
         /// The version we expected.
@@ -172,9 +192,8 @@ pub enum VssMirrorError {
     },
     /// VSS holds another history of this node (another store lineage).
     #[error(
-        "VSS holds another history of this node (commit {counter}, written {written_at} UTC): another boltbox \
-         with this seed writes there, or this card was set up anew; restore from VSS (boltbox restore --vss) or \
-         stop the other device"
+        "VSS has this node's state from another device: restore from it (boltbox restore --vss) or stop that \
+         device (VSS is at commit {counter}, written {written_at} UTC)"
     )]
     OtherHistory {
         /// The commit counter VSS holds.
@@ -184,8 +203,8 @@ pub enum VssMirrorError {
     },
     /// VSS holds a later state of the card's own history: the card went back.
     #[error(
-        "VSS holds a later state of this node (commit {remote}) than the card (commit {card}): the card's channel \
-         state is behind; stop the node and restore from VSS (boltbox restore --vss)"
+        "VSS is ahead of this card ({remote} vs {card}): restore from VSS, the card's channel state is old \
+         (boltbox restore --vss)"
     )]
     Ahead {
         /// The remote's commit counter.

@@ -65,6 +65,9 @@ impl Head {
     }
 }
 
+/// A head as opened, and its bytes as stored (to recognise a put of our own).
+pub(super) type StoredHead = (Head, Vec<u8>);
+
 /// The object names' labels.
 pub(super) fn header_label(generation: &str) -> String {
     format!("header/{generation}")
@@ -149,7 +152,7 @@ impl Remote {
     }
 
     /// The store's global version and its head (opened, and as stored).
-    pub(super) fn state(&self) -> Result<(i64, Option<(Head, Vec<u8>)>), VssMirrorError> {
+    pub(super) fn state(&self) -> Result<(i64, Option<StoredHead>), VssMirrorError> {
         let store_id = self.keys.store_id.clone();
         let listed = self.runtime.block_on(self.client.list_key_versions(&ListKeyVersionsRequest {
             store_id: store_id.clone(),
@@ -228,6 +231,38 @@ impl Remote {
     fn seal_head(&self, head: &Head) -> Result<Vec<u8>, VssMirrorError> {
         let plain = serde_json::to_vec(head).map_err(|e| VssMirrorError::Damaged(e.to_string()))?;
         self.keys.seal(&self.keys.name(HEAD), &plain)
+    }
+}
+
+/// Whether `store` may write to the remote mirror `setup` names (checked before the node
+/// starts, so that a second device never runs a node whose state another one writes): `Ok`
+/// when the server holds nothing of this node, or this store's own history no more than one
+/// commit ahead; [`VssMirrorError::OtherHistory`], [`VssMirrorError::Ahead`] or
+/// [`VssMirrorError::WrongSeed`] otherwise. An unreachable server is an error too: the caller
+/// decides to go on without it.
+pub fn check_vss(setup: &VssSetup, store: &crate::store::Store) -> Result<(), VssMirrorError> {
+    let identity = store
+        .identity()
+        .map_err(|e| VssMirrorError::Mirror(crate::mirror::MirrorError::Store(e.to_string())))?;
+    let counter = store
+        .commit_counter()
+        .map_err(|e| VssMirrorError::Mirror(crate::mirror::MirrorError::Store(e.to_string())))?;
+    let remote = Remote::connect(setup)?;
+    let (_, head) = remote.state()?;
+    super::writer::judge(head.as_ref().map(|(h, _)| h), &setup.node_id, &identity.lineage_id, counter)
+}
+
+impl VssMirrorError {
+    /// Whether this error means another device's (or a later) state is on the server: the node
+    /// must not run on this card. Anything else leaves the node running on the card alone.
+    pub fn refuses(&self) -> bool {
+        matches!(
+            self,
+            VssMirrorError::Conflict { .. }
+                | VssMirrorError::OtherHistory { .. }
+                | VssMirrorError::Ahead { .. }
+                | VssMirrorError::WrongSeed
+        )
     }
 }
 

@@ -555,8 +555,7 @@ impl Thread {
                 let keep = head
                     .generations
                     .iter()
-                    .filter(|g| g.snapshot_complete())
-                    .next_back()
+                    .rfind(|g| g.snapshot_complete())
                     .filter(|g| g.counter >= current.base)
                     .cloned();
                 dropped = head
@@ -690,27 +689,37 @@ impl Thread {
             }
             // Not applied: sent again from the same state.
         } else if !self.attached {
-            if let Some(remote_head) = &head {
-                if remote_head.node_id != self.setup.node_id {
-                    return Err(VssMirrorError::WrongSeed);
-                }
-                if remote_head.lineage_id != lineage {
-                    return Err(VssMirrorError::OtherHistory {
-                        counter: remote_head.counter(),
-                        written_at: utc(remote_head.written_at),
-                    });
-                }
-                // One frame past the card's state is the commit a cut interrupted (never
-                // acknowledged); more is a later state than the card's.
-                if remote_head.counter() > base.saturating_add(1) {
-                    return Err(VssMirrorError::Ahead { remote: remote_head.counter(), card: base });
-                }
-            }
+            judge(head.as_ref(), &self.setup.node_id, &lineage, base)?;
             self.attached = true;
         }
         self.fence = Some(Fence { version, head, head_bytes: Some(head_bytes) });
         Ok(())
     }
+}
+
+/// Whether a store of history `lineage` at commit `card` of node `node_id` may write where
+/// `head` is: nothing there, or its own history no more than one commit (the one a cut
+/// interrupted, never acknowledged) ahead of the card.
+pub(super) fn judge(
+    head: Option<&Head>,
+    node_id: &str,
+    lineage: &str,
+    card: u64,
+) -> Result<(), VssMirrorError> {
+    let Some(head) = head else { return Ok(()) };
+    if head.node_id != node_id {
+        return Err(VssMirrorError::WrongSeed);
+    }
+    if head.lineage_id != lineage {
+        return Err(VssMirrorError::OtherHistory {
+            counter: head.counter(),
+            written_at: utc(head.written_at),
+        });
+    }
+    if head.counter() > card.saturating_add(1) {
+        return Err(VssMirrorError::Ahead { remote: head.counter(), card });
+    }
+    Ok(())
 }
 
 fn utc(secs: u64) -> String {
@@ -724,4 +733,60 @@ fn labels_of(g: &Generation) -> Vec<String> {
     labels.extend((0..g.chunks_sent).map(|i| chunk_label(&g.id, i)));
     labels.extend((0..g.segments).map(|j| segment_label(&g.id, j)));
     labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lineage: &str, counter: u64) -> Head {
+        Head {
+            node_id: "02aa".into(),
+            lineage_id: lineage.into(),
+            generations: vec![Generation {
+                id: "0011223344556677".into(),
+                base: 1,
+                chunks: 1,
+                chunks_sent: 1,
+                segments: 1,
+                log_bytes: 100,
+                counter,
+            }],
+            written_at: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn only_the_same_history_no_more_than_one_commit_ahead_may_be_written_over() {
+        assert!(judge(None, "02aa", "L", 5).is_ok(), "an empty server");
+        assert!(judge(Some(&head("L", 5)), "02aa", "L", 5).is_ok(), "in sync");
+        assert!(judge(Some(&head("L", 3)), "02aa", "L", 5).is_ok(), "behind the card (lost, resynced)");
+        assert!(judge(Some(&head("L", 6)), "02aa", "L", 5).is_ok(), "the frame a cut interrupted");
+        assert!(matches!(
+            judge(Some(&head("L", 7)), "02aa", "L", 5),
+            Err(VssMirrorError::Ahead { remote: 7, card: 5 })
+        ));
+        assert!(matches!(
+            judge(Some(&head("M", 2)), "02aa", "L", 5),
+            Err(VssMirrorError::OtherHistory { counter: 2, .. })
+        ));
+        assert!(matches!(judge(Some(&head("L", 5)), "03bb", "L", 5), Err(VssMirrorError::WrongSeed)));
+    }
+
+    #[test]
+    fn a_refusal_says_what_to_do_within_three_oled_lines() {
+        for e in [
+            VssMirrorError::Conflict { expected: 5, found: 9 },
+            VssMirrorError::OtherHistory { counter: 12, written_at: "2026-12-01 05:00".into() },
+            VssMirrorError::Ahead { remote: 12, card: 7 },
+        ] {
+            assert!(e.refuses());
+            let text = e.to_string();
+            let shown: String = text.chars().take(63).collect();
+            assert!(shown.contains("VSS") || shown.contains("device"), "{shown}");
+            assert!(shown.contains("restore") || shown.contains("stop") || shown.contains("runs"), "{shown}");
+        }
+        let away = VssMirrorError::Unreachable { url: "http://x/vss".into(), detail: "no answer".into() };
+        assert!(!away.refuses(), "an unreachable server leaves the node running");
+    }
 }
