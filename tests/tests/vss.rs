@@ -286,3 +286,52 @@ fn a_node_pays_through_vss_outages_and_is_restored_from_vss_with_its_channel() {
     assert!(bitcoind.mempool().expect("mempool").is_empty(), "nothing was broadcast: no force-close");
     assert!(bob.node().list_channels().iter().all(|c| c.usable), "bob's channel is open and usable");
 }
+
+#[test]
+fn a_self_hosted_server_behind_tls_is_trusted_by_its_pinned_certificate_only() {
+    let vss = Vss::start().expect("vss");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port: u16 =
+        vss.url().trim_start_matches("http://127.0.0.1:").trim_end_matches("/vss").parse().expect("port");
+    let proxy = boltbox_tests::TlsProxy::start(port, dir.path()).expect("TLS proxy");
+    let rt = runtime();
+    let workers = Workers(rt.handle().clone());
+    let seed = Seed::generate();
+    let pinned = |certificate: &[u8]| VssSetup {
+        url: format!("https://127.0.0.1:{}/vss", proxy.port()),
+        certificate: Some(certificate.to_vec()),
+        ..setup(&vss, &seed, regtest(), &workers)
+    };
+
+    // Pinned to the server's own certificate: in sync, and it reads back.
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(store_dir.path(), &seed);
+    store.mirror_to_vss(pinned(proxy.certificate()));
+    write(&store, "a", vec![1; 100]);
+    wait_in_sync(&store, "in sync over TLS");
+    write(&store, "b", vec![2; 100]);
+    let read = read_vss(&pinned(proxy.certificate()), Network::Regtest, &workers).expect("read over TLS");
+    assert_eq!(read.contents.snapshot, mirrored_state(&store));
+
+    // Pinned to another certificate (the server was swapped, or someone is in the middle):
+    // nothing is sent; the mirror is lost, and says why.
+    let (other, _) = boltbox_tests::self_signed(dir.path(), "other").expect("another certificate");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let stranger = new_store(store_dir.path(), &seed);
+    stranger.mirror_to_vss(pinned(&other));
+    write(&stranger, "c", vec![3; 100]);
+    let reason =
+        wait_until(Deadline::in_secs(60), "lost for the certificate", || match stranger.vss_status() {
+            VssStatus::Lost { reason, .. } => Some(reason),
+            _ => None,
+        });
+    assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+    assert!(
+        matches!(read_vss(&pinned(&other), Network::Regtest, &workers), Err(e) if e.to_string().to_lowercase().contains("certificate")),
+        "a restore through it is refused too"
+    );
+    // Plain http to a TLS port is not TLS: refused as well, never sent in the clear.
+    let mut plain = pinned(proxy.certificate());
+    plain.url = format!("http://127.0.0.1:{}/vss", proxy.port());
+    assert!(read_vss(&plain, Network::Regtest, &workers).is_err());
+}

@@ -104,6 +104,9 @@ pub(super) enum PutError {
 /// A connection to the server, used from one thread (it has its own small runtime).
 pub(super) struct Remote {
     client: VssClient<NoRetry>,
+    /// The client's own HTTP client: asked again when a request failed, for the reason the VSS
+    /// client's error leaves out.
+    http: reqwest::Client,
     pub(super) keys: VssKeys,
     url: String,
     runtime: tokio::runtime::Runtime,
@@ -124,23 +127,22 @@ impl Remote {
         }
         let http = http.build().map_err(|e| VssMirrorError::Settings(format!("the HTTP client: {e}")))?;
         let headers = Arc::new(keys.headers(&setup.auth));
-        let client = VssClient::from_client_and_headers(setup.url.clone(), http, NoRetry, headers);
+        let client = VssClient::from_client_and_headers(setup.url.clone(), http.clone(), NoRetry, headers);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| VssMirrorError::Settings(format!("no runtime: {e}")))?;
-        Ok(Remote { client, keys, url: setup.url.clone(), runtime })
+        Ok(Remote { client, http, keys, url: setup.url.clone(), runtime })
     }
 
     fn error(&self, e: VssError) -> VssMirrorError {
         match e {
             VssError::AuthError(detail) => VssMirrorError::Auth { url: self.url.clone(), detail },
-            // The client keeps only reqwest's top-level words, which name the URL and not why.
+            // The client keeps only reqwest's top-level words, which name the URL and not why:
+            // the server is asked once more, directly, for the reason (refused, timed out, a
+            // certificate that is not the pinned one).
             VssError::InternalError(detail) if detail.starts_with("error sending request") => {
-                VssMirrorError::Unreachable {
-                    url: self.url.clone(),
-                    detail: "no answer (the server is down, or not reachable from here)".into(),
-                }
+                VssMirrorError::Unreachable { url: self.url.clone(), detail: self.why_unreachable() }
             }
             VssError::InternalError(detail) => VssMirrorError::Unreachable { url: self.url.clone(), detail },
             VssError::InternalServerError(detail) => VssMirrorError::Unreachable {
@@ -148,6 +150,27 @@ impl Remote {
                 detail: format!("the server failed: {detail}"),
             },
             other => VssMirrorError::Unreachable { url: self.url.clone(), detail: other.to_string() },
+        }
+    }
+
+    /// Why the server cannot be reached, in the words of the deepest error.
+    fn why_unreachable(&self) -> String {
+        // Built inside the runtime: reqwest arms its timeout when the request is made.
+        let answer =
+            self.runtime.block_on(async { self.http.post(format!("{}/getObject", self.url)).send().await });
+        match answer {
+            Ok(_) => "no answer to the last request (it answers again now)".into(),
+            Err(e) => {
+                let mut source: &dyn std::error::Error = &e;
+                while let Some(deeper) = source.source() {
+                    source = deeper;
+                }
+                if e.is_timeout() {
+                    format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+                } else {
+                    source.to_string()
+                }
+            }
         }
     }
 
