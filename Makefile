@@ -117,7 +117,7 @@ $(SDCARD_SHIM): node/benches/sdcard_fsync.c
 BENCH_ENV := BOLTBOX_SDCARD_SHIM=$(SDCARD_SHIM) BOLTBOX_BENCH_DIR=$(BOLTBOX_CACHE)/bench
 
 bench: $(SDCARD_SHIM)
-	scripts/setup.sh base bitcoind
+	scripts/setup.sh base bitcoind vss
 	mkdir -p $(BOLTBOX_CACHE)/bench
 	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench store
 	cargo bench --locked -p boltbox-executor

@@ -419,6 +419,59 @@ mod tests {
     }
 
     #[test]
+    fn a_first_start_with_the_words_on_a_stick_offers_and_restores_the_nodes_state_on_vss() {
+        use boltbox_node::mirror::vss::{VssAuth, VssSetup, VssStatus};
+        use ldk_node::lightning::util::persist::KVStoreSync;
+        let vss = boltbox_tests::Vss::start().expect("vss");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sticks = dir.path().join("usb");
+        let data = dir.path().join("data");
+        let mut config = config(&data, &sticks);
+        config.mirror.vss =
+            Some(crate::config::VssSettings { url: vss.url(), token_file: None, certificate: None });
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
+        let workers = Workers(runtime.handle().clone());
+        // The node of a box that is gone, mirrored to VSS.
+        let seed = Seed::generate();
+        let store = store_of(&seed, &config, dir.path());
+        store.mirror_to_vss(VssSetup {
+            url: vss.url(),
+            auth: VssAuth::Signature,
+            certificate: None,
+            seed: seed.clone(),
+            config: config.node.clone(),
+            node_id: seed.node_id(config.node.network).expect("node id"),
+            workers: workers.clone(),
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            KVStoreSync::write(&store, "monitors", "", "m", vec![7; 64]).expect("write");
+            if matches!(store.vss_status(), VssStatus::InSync { .. }) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "in sync: {:?}", store.vss_status());
+        }
+        KVStoreSync::write(&store, "monitors", "", "last", vec![8; 64]).expect("write");
+        let counter = store.commit_counter().expect("counter");
+
+        // A fresh card: without the words VSS cannot even be asked (its keys are the seed's).
+        std::fs::create_dir_all(sticks.join("sda1").join(STICK_DIR)).expect("stick");
+        assert_eq!(find_offer(&config, None, &workers), None, "no words, no backup: nothing on offer");
+        let words = sticks.join("sda1").join(STICK_DIR).join(WORDS_FILE);
+        std::fs::write(&words, seed.words().join(" ")).expect("words");
+        let offer = find_offer(&config, None, &workers).expect("VSS's state on offer");
+        let facts = offer.facts();
+        assert_eq!((facts.source, facts.commit), (StateSource::Vss, counter), "{offer:?}");
+        assert!(offer.words_present());
+
+        let report = restore(&config, &workers).expect("restore from VSS");
+        assert_eq!(report.commit_counter, counter, "the last commit VSS acknowledged");
+        assert!(!words.exists(), "the words are not left on the stick");
+        let restored = boltbox_node::store::Store::open(&report.store).expect("the restored store");
+        assert_eq!(KVStoreSync::read(&restored, "monitors", "", "last").expect("read"), vec![8; 64]);
+    }
+
+    #[test]
     fn a_stick_with_the_nodes_mirror_offers_it_and_restores_its_newest_state() {
         use boltbox_node::mirror::{MirrorSetup, MirrorStatus};
         use ldk_node::lightning::util::persist::KVStoreSync;

@@ -2,7 +2,9 @@
 //! boltbox nodes in one process, A → B over 8 channels, with 32 keysend payments in flight
 //! (a new one starts whenever one completes, driven by A's events), on boltbox's store, on
 //! boltbox's store with the live mirror on (both nodes mirroring into a directory on the same
-//! disk; the SD-card model flushes it as a stick of its own beside the card), and on ldk-node's
+//! disk; the SD-card model flushes it as a stick of its own beside the card), with the remote
+//! mirror to a vss-server on this machine (its own PostgreSQL, fsync on) reached directly and
+//! through a proxy that adds 20 ms and 100 ms to each round trip (a WAN), and on ldk-node's
 //! stock SQLite store, side by side. Bytes written per payment are what both nodes passed to
 //! write(2) (`wchar`), of that what went to the mirrors' logs, and the rest (the card's).
 //!
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use boltbox_node::bench::sdcard;
 use boltbox_node::{NodeEvent, Storage};
-use boltbox_tests::{BitcoinD, TestNode, mine_and_sync};
+use boltbox_tests::{BitcoinD, Fault, FaultProxy, TestNode, Vss, mine_and_sync};
 use tokio::sync::broadcast::error::RecvError;
 
 const CHANNELS: usize = 8;
@@ -144,21 +146,35 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// Two fresh nodes on `storage` (each mirroring into a directory of `parent` with `mirror`), 8
-/// confirmed channels A → B, then the measured payments.
+/// Where the nodes' stores are mirrored in a run.
+#[derive(Debug, Clone, Copy)]
+enum Mirror {
+    Off,
+    /// Into a directory on the same disk (a stick of its own under the SD-card model).
+    Stick,
+    /// To the bench's vss-server on loopback, through a proxy that holds each answer back this
+    /// long (a WAN's round trip).
+    Vss(Duration),
+}
+
+/// Two fresh nodes on `storage` (each mirroring as `mirror` says), 8 confirmed channels A → B,
+/// then the measured payments.
+#[allow(clippy::too_many_arguments)]
 fn run(
     bitcoind: &BitcoinD,
+    vss: Option<&Vss>,
     storage: Storage,
-    mirror: bool,
+    mirror: Mirror,
     model: &str,
     parent: &Path,
     warmup: f64,
     secs: f64,
 ) -> Row {
     let label = match (storage, mirror) {
-        (Storage::Boltbox, false) => "boltbox",
-        (Storage::Boltbox, true) => "boltbox+mirror",
-        (Storage::LdkSqlite, _) => "SqliteStore",
+        (Storage::Boltbox, Mirror::Off) => "boltbox".to_string(),
+        (Storage::Boltbox, Mirror::Stick) => "boltbox+mirror".to_string(),
+        (Storage::Boltbox, Mirror::Vss(rtt)) => format!("boltbox+vss{}", rtt.as_millis()),
+        (Storage::LdkSqlite, _) => "SqliteStore".to_string(),
     };
     eprintln!("payments: {label}, {model}: setting up {CHANNELS} channels");
     let b = TestNode::start_with_storage(bitcoind, &format!("bob-{label}"), vec![], storage, parent);
@@ -188,15 +204,45 @@ fn run(
     b.wait_status("8 usable channels on B", 120, |s| s.usable_channels() == CHANNELS);
     let workers_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("runtime");
     let mirrors = tempfile::tempdir_in(parent).expect("mirror dir");
-    if mirror {
-        for (node, name) in [(&a, "a"), (&b, "b")] {
-            node.node().store().mirror_to(boltbox_node::mirror::MirrorSetup {
-                dir: mirrors.path().join(name),
-                seed: node.seed().clone(),
-                config: node.config.clone(),
-                node_id: node.node().node_id(),
-                workers: boltbox_node::backup::Workers(workers_rt.handle().clone()),
-            });
+    let workers = boltbox_node::backup::Workers(workers_rt.handle().clone());
+    let mut proxy = None;
+    match (mirror, vss) {
+        (Mirror::Off, _) | (Mirror::Vss(_), None) => {}
+        (Mirror::Stick, _) => {
+            for (node, name) in [(&a, "a"), (&b, "b")] {
+                node.node().store().mirror_to(boltbox_node::mirror::MirrorSetup {
+                    dir: mirrors.path().join(name),
+                    seed: node.seed().clone(),
+                    config: node.config.clone(),
+                    node_id: node.node().node_id(),
+                    workers: workers.clone(),
+                });
+            }
+        }
+        (Mirror::Vss(rtt), Some(vss)) => {
+            let target = std::net::SocketAddr::from(([127, 0, 0, 1], vss.port()));
+            let fault = if rtt.is_zero() { Fault::Pass } else { Fault::Delay(rtt) };
+            let started = proxy.insert(FaultProxy::start(target, fault).expect("latency proxy"));
+            for node in [&a, &b] {
+                node.node().store().mirror_to_vss(boltbox_node::mirror::vss::VssSetup {
+                    url: format!("http://127.0.0.1:{}/vss", started.port()),
+                    auth: boltbox_node::mirror::vss::VssAuth::Signature,
+                    certificate: None,
+                    seed: node.seed().clone(),
+                    config: node.config.clone(),
+                    node_id: node.node().node_id(),
+                    workers: workers.clone(),
+                });
+            }
+            for node in [&a, &b] {
+                boltbox_tests::wait_until(boltbox_tests::Deadline::in_secs(120), "VSS in sync", || {
+                    matches!(
+                        node.node().store().vss_status(),
+                        boltbox_node::mirror::vss::VssStatus::InSync { .. }
+                    )
+                    .then_some(())
+                });
+            }
         }
     }
     let mirror_log_bytes = || log_bytes(&mirrors.path().join("a")) + log_bytes(&mirrors.path().join("b"));
@@ -297,10 +343,11 @@ fn run(
     let wchar_window = wchar().saturating_sub(wchar_start);
     // A compaction in the window would shrink the sum; the window is far shorter than 64 MiB.
     let mirror_window = mirror_log_bytes().saturating_sub(mirror_start);
-    if mirror {
+    if !matches!(mirror, Mirror::Off) {
         for (node, name) in [(&a, "a"), (&b, "b")] {
             let status = node.node().store().mirror_status();
-            eprintln!("payments: mirror of {name} at the end: {status:?}");
+            let remote = node.node().store().vss_status();
+            eprintln!("payments: mirrors of {name} at the end: {status:?}, {remote:?}");
         }
     }
     if lagged > 0 {
@@ -308,7 +355,7 @@ fn run(
     }
     latencies.sort();
     let row = Row {
-        storage: label.into(),
+        storage: label.clone(),
         model: model.into(),
         payments,
         failed,
@@ -333,9 +380,24 @@ fn run_both(model: &str) -> Vec<Row> {
     let parent = tempfile::tempdir_in(bench_dir()).expect("bench dir");
     let bitcoind = BitcoinD::start().expect("bitcoind");
     bitcoind.mine(101).expect("mine");
-    [(Storage::Boltbox, false), (Storage::Boltbox, true), (Storage::LdkSqlite, false)]
-        .into_iter()
-        .map(|(storage, mirror)| run(&bitcoind, storage, mirror, model, parent.path(), warmup, secs))
+    // A vss-server on its own PostgreSQL (fsync on), on this machine; without one provisioned
+    // (scripts/setup.sh vss) its rows are left out.
+    let vss = match Vss::start() {
+        Ok(vss) => Some(vss),
+        Err(e) => {
+            eprintln!("payments: no VSS rows: {e}");
+            None
+        }
+    };
+    let mut runs = vec![(Storage::Boltbox, Mirror::Off), (Storage::Boltbox, Mirror::Stick)];
+    if vss.is_some() {
+        runs.extend([0, 20, 100].map(|ms| (Storage::Boltbox, Mirror::Vss(Duration::from_millis(ms)))));
+    }
+    runs.push((Storage::LdkSqlite, Mirror::Off));
+    runs.into_iter()
+        .map(|(storage, mirror)| {
+            run(&bitcoind, vss.as_ref(), storage, mirror, model, parent.path(), warmup, secs)
+        })
         .collect()
 }
 
@@ -425,6 +487,14 @@ fn main() {
             |storage: &str| rows.iter().find(|r| r.storage == storage && r.model == model).map(Row::per_sec);
         if let (Some(on), Some(off)) = (rate("boltbox+mirror"), rate("boltbox")) {
             println!("mirror on ÷ off, {model}: {:.2}x payments/s", on / off.max(f64::MIN_POSITIVE));
+        }
+        for rtt in [0, 20, 100] {
+            if let (Some(on), Some(off)) = (rate(&format!("boltbox+vss{rtt}")), rate("boltbox")) {
+                println!(
+                    "VSS mirror on ÷ off, +{rtt} ms round trip, {model}: {:.2}x payments/s",
+                    on / off.max(f64::MIN_POSITIVE)
+                );
+            }
         }
     }
     println!(

@@ -125,7 +125,9 @@ impl Vss {
         } else {
             Command::new(&program)
         };
-        let out = command.args(args).stdin(Stdio::null()).output().map_err(io(tool))?;
+        // The SD-card model of the benchmarks is the device's card, not the server's disk.
+        let out =
+            command.args(args).env_remove("LD_PRELOAD").stdin(Stdio::null()).output().map_err(io(tool))?;
         if !out.status.success() {
             return Err(HarnessError::Rpc {
                 call: format!("{tool} {}", args.join(" ")),
@@ -175,6 +177,11 @@ impl Vss {
         format!("http://127.0.0.1:{}/vss", self.port)
     }
 
+    /// The server's port on 127.0.0.1 (for a proxy in front of it).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Kills vss-server (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.server.take() {
@@ -194,6 +201,7 @@ impl Vss {
         let child = Command::new(vss_bin())
             .arg(self.dir.path().join("vss-server.toml"))
             .current_dir(self.dir.path())
+            .env_remove("LD_PRELOAD")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io("the vss-server log"))?)
             .stderr(log)

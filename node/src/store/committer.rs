@@ -362,10 +362,14 @@ impl Shared {
                 *slot = Some(m);
             }
         }
+        // While the remote mirror is in sync, this batch's writers are released by its
+        // releaser once VSS has the commit; the committer goes on meanwhile (pipelined).
+        let mut done = Some(done);
         if let Some(mut m) = vss {
             let mut slot = self.vss.lock().unwrap_or_else(|p| p.into_inner());
             if self.vss_epoch.load(Ordering::SeqCst) == vss_epoch {
-                m.after_commit(vss_pending, before.saturating_add(1), self.counter.load(Ordering::SeqCst));
+                let counter = self.counter.load(Ordering::SeqCst);
+                done = done.and_then(|d| m.after_commit(vss_pending, before.saturating_add(1), counter, d));
                 *slot = Some(m);
             }
         }
@@ -376,7 +380,9 @@ impl Shared {
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        done.finish(Ok(()));
+        if let Some(done) = done {
+            done.finish(Ok(()));
+        }
         true
     }
 
