@@ -362,14 +362,13 @@ impl Shared {
                 *slot = Some(m);
             }
         }
-        // While the remote mirror is in sync, this batch's writers are released by its
-        // releaser once VSS has the commit; the committer goes on meanwhile (pipelined).
-        let mut done = Some(done);
+        // (Both copies' flushes overlapped the card's commit; the writers wait for both.
+        // Pipelining commits over VSS's round trip was measured and gained nothing: LDK waits
+        // for each monitor write before it handles its peer's next message; docs/BENCHMARKS.md.)
         if let Some(mut m) = vss {
             let mut slot = self.vss.lock().unwrap_or_else(|p| p.into_inner());
             if self.vss_epoch.load(Ordering::SeqCst) == vss_epoch {
-                let counter = self.counter.load(Ordering::SeqCst);
-                done = done.and_then(|d| m.after_commit(vss_pending, before.saturating_add(1), counter, d));
+                m.after_commit(vss_pending, before.saturating_add(1), self.counter.load(Ordering::SeqCst));
                 *slot = Some(m);
             }
         }
@@ -380,9 +379,7 @@ impl Shared {
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        if let Some(done) = done {
-            done.finish(Ok(()));
-        }
+        done.finish(Ok(()));
         true
     }
 

@@ -16,7 +16,7 @@
 //!   show the key until the next commit (LDK allows exactly this).
 
 pub(crate) mod committer;
-pub(crate) mod completion;
+mod completion;
 pub(crate) mod keys;
 
 use std::io;

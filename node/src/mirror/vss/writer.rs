@@ -20,7 +20,6 @@ use crate::backup::BackupInput;
 use crate::mirror::log::{LogOp, LogSealer};
 use crate::mirror::writer::{key_mirrored, mirrored};
 use crate::store::committer::Op;
-use crate::store::completion::BatchDone;
 use crate::store::{Entry, snapshot_of};
 use crate::unix_now;
 
@@ -52,21 +51,11 @@ struct Shared {
     wants_begin: AtomicBool,
 }
 
-/// A committed batch whose writers wait for VSS: released by the releaser thread when VSS has
-/// its commit, or at `deadline`.
-struct Release {
-    ack: Receiver<Result<(), String>>,
-    done: Arc<BatchDone>,
-    deadline: Instant,
-}
-
 /// The committer's handle on the remote mirror.
 pub(crate) struct VssMirror {
     status: Arc<Mutex<VssStatus>>,
     shared: Arc<Shared>,
     writer: Option<Sender<Msg>>,
-    /// The releaser thread's queue: batches committed on the card, in order.
-    releaser: Option<Sender<Release>>,
     needs_begin: bool,
 }
 
@@ -138,19 +127,7 @@ impl VssMirror {
                     None
                 }
             };
-        let (release_tx, release_rx) = mpsc::channel();
-        let (release_status, release_shared) = (Arc::clone(&status), Arc::clone(&shared));
-        let releaser = std::thread::Builder::new()
-            .name("boltbox-vss-release".into())
-            .spawn(move || release(&release_rx, &release_status, &release_shared));
-        let releaser = match releaser {
-            Ok(_) => Some(release_tx),
-            Err(e) => {
-                lost(&status, format!("no thread for the remote mirror: {e}"), 0);
-                None
-            }
-        };
-        VssMirror { status, shared, writer, releaser, needs_begin: true }
+        VssMirror { status, shared, writer, needs_begin: true }
     }
 
     /// Before the commit that brings the store from `counter` to `counter + 1`: begins a
@@ -215,51 +192,30 @@ impl VssMirror {
     }
 
     /// After the card's commit brought the store to `counter` (the mirror's copy was sent as
-    /// `counter_sent`): while in sync, hands the batch to the releaser, which releases its
-    /// writers once VSS has the commit (or [`VSS_WAIT`] has passed), and returns `None`; the
-    /// committer goes on with the next batch meanwhile, so that commits are pipelined over the
-    /// network's round trip. Otherwise returns `done` for the committer to release at once.
+    /// `counter_sent`): waits for VSS while in sync, at most [`VSS_WAIT`].
     pub(crate) fn after_commit(
         &mut self,
         pending: Option<Receiver<Result<(), String>>>,
         counter_sent: u64,
         counter: u64,
-        done: Arc<BatchDone>,
-    ) -> Option<Arc<BatchDone>> {
+    ) {
         if counter != counter_sent {
             // A card commit retried under another counter: the log has a gap; a new generation.
             self.shared.in_sync.store(false, Ordering::SeqCst);
             self.needs_begin = true;
         }
-        let Some(ack) = pending else { return Some(done) };
-        let Some(releaser) = &self.releaser else { return Some(done) };
-        match releaser.send(Release { ack, done, deadline: Instant::now() + VSS_WAIT }) {
-            Ok(()) => None,
-            Err(mpsc::SendError(unsent)) => {
-                self.shared.in_sync.store(false, Ordering::SeqCst);
-                Some(unsent.done)
-            }
-        }
-    }
-}
-
-/// The releaser thread: releases each batch's writers, in commit order, once VSS has its commit
-/// (every put carries the commits before it too), or when its deadline passes (the mirror is
-/// then lost: commits stop waiting for it until it is in sync again).
-fn release(queue: &Receiver<Release>, status: &Mutex<VssStatus>, shared: &Shared) {
-    while let Ok(Release { ack, done, deadline }) = queue.recv() {
-        match ack.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let Some(done) = pending else { return };
+        match done.recv_timeout(VSS_WAIT) {
             Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => shared.in_sync.store(false, Ordering::SeqCst),
+            Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
+                self.shared.in_sync.store(false, Ordering::SeqCst)
+            }
             Err(RecvTimeoutError::Timeout) => {
                 // The writer goes on trying: this commit, and those after it, are caught up.
-                shared.in_sync.store(false, Ordering::SeqCst);
-                lost(status, format!("{TIMEOUT_REASON} within {} s", VSS_WAIT.as_secs()), 1);
+                self.shared.in_sync.store(false, Ordering::SeqCst);
+                lost(&self.status, format!("{TIMEOUT_REASON} within {} s", VSS_WAIT.as_secs()), 1);
             }
         }
-        // The card's commit succeeded: the writers hear "done" (the mirror's state is said
-        // apart, in the status).
-        done.finish(Ok(()));
     }
 }
 
