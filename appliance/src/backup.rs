@@ -20,7 +20,7 @@ use boltbox_executor::runtime::{BoardFacts, RuntimeError, RuntimePlan};
 use boltbox_node::backup::{self, BackupError, BackupHeader, DataDirStore, RestoreReport, Workers, Written};
 use boltbox_node::datadir::{DataDirLock, LockError, STORE_FILE};
 use boltbox_node::mirror::read_mirror;
-use boltbox_node::mirror::vss::read_vss;
+use boltbox_node::mirror::vss::{VssContents, read_vss};
 use boltbox_node::{Alert, NodeConfig, Seed, SeedError, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -802,6 +802,7 @@ pub fn restore(
     };
     let runtime = cli_runtime()?;
     let workers = Workers(runtime.handle().clone());
+    let mut vss_takeover = None;
     let mirror_dir = match &source {
         Read::Mirror(dir) => Some(dir.to_path_buf()),
         Read::Backup { .. } | Read::Vss(_) => None,
@@ -831,7 +832,8 @@ pub fn restore(
             .setup(&seed, node, workers.clone())
             .map_err(CommandError::VssSettings)
             .and_then(|setup| {
-                let read = read_vss(&setup, node.network, &workers)?;
+                let VssContents { mirror: read, takeover } = read_vss(&setup, node.network, &workers)?;
+                vss_takeover = Some(takeover);
                 say(out, &describe(&read.contents.header, &node.data_dir, &current))?;
                 say(
                     out,
@@ -858,6 +860,11 @@ pub fn restore(
         }
     }
     let report = backup::restore_backup(&node.data_dir, node.network, &contents, &seed)?;
+    // Restored from VSS: this card may take over writing the node's state there.
+    if let Some(takeover) = &vss_takeover {
+        boltbox_node::mirror::vss::record_takeover(&node.data_dir, takeover)
+            .map_err(io("recording the takeover"))?;
+    }
     // The stick restored from stays the mirror, if it was the chosen one.
     if let Some(dir) = &mirror_dir
         && crate::mirror::adopt(&node.data_dir, dir).is_some()

@@ -212,8 +212,13 @@ impl VssSettings {
         let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
             return Err(ConfigError::new("mirror.vss.url", "must begin with https:// (or http://)"));
         };
-        if rest.split('/').next().is_none_or(str::is_empty) {
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() {
             return Err(ConfigError::new("mirror.vss.url", "has no host"));
+        }
+        if authority.contains('@') {
+            // It would be shown in the log and on the OLED.
+            return Err(ConfigError::new("mirror.vss.url", "must not hold credentials: use token_file"));
         }
         if self.certificate.is_some() && !url.starts_with("https://") {
             return Err(ConfigError::new(
@@ -239,26 +244,11 @@ impl VssSettings {
         config: &boltbox_node::NodeConfig,
         workers: boltbox_node::backup::Workers,
     ) -> Result<boltbox_node::mirror::vss::VssSetup, String> {
-        use std::os::unix::fs::PermissionsExt as _;
+        // The token is read (and its file's mode checked) at each connection: a renewed token
+        // is taken up without a restart.
         let auth = match &self.token_file {
             None => boltbox_node::mirror::vss::VssAuth::Signature,
-            Some(path) => {
-                let meta = std::fs::metadata(path)
-                    .map_err(|e| format!("the VSS token file {}: {e}", path.display()))?;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    return Err(format!(
-                        "the VSS token file {} can be read by others: chmod 600 it",
-                        path.display()
-                    ));
-                }
-                let token = std::fs::read_to_string(path)
-                    .map_err(|e| format!("the VSS token file {}: {e}", path.display()))?;
-                let token = token.trim();
-                if token.is_empty() || token.contains(char::is_whitespace) {
-                    return Err(format!("the VSS token file {} does not hold one token", path.display()));
-                }
-                boltbox_node::mirror::vss::VssAuth::Bearer(token.to_string())
-            }
+            Some(path) => boltbox_node::mirror::vss::VssAuth::BearerFile(path.clone()),
         };
         let certificate = match &self.certificate {
             None => None,

@@ -259,11 +259,21 @@ fn newest_backup(dir: &Path, network: Network, node_id: Option<&str>) -> Option<
 /// Restores the backup on offer onto the data dir: a backup of the seed's node when the data dir
 /// has a seed, else the newest backup with the seed words from the stick (then deleted there).
 /// Decrypts and checks the whole backup first; the restore itself is atomic.
-pub fn restore(config: &AppConfig, workers: &Workers) -> Result<RestoreReport, RestoreError> {
+///
+/// `shown` is where the state the owner confirmed is (what the OLED showed): if the offer is
+/// now elsewhere (VSS stopped answering, a stick was swapped), nothing is restored.
+pub fn restore(
+    config: &AppConfig,
+    workers: &Workers,
+    shown: Option<StateSource>,
+) -> Result<RestoreReport, RestoreError> {
     let data_dir = &config.node.data_dir;
     let network = config.node.network;
     let own_seed = Seed::load(data_dir).map_err(|e| RestoreError::Read(e.to_string()))?;
     let offer = find_offer(config, own_seed.as_ref(), workers).ok_or(RestoreError::NoBackup)?;
+    if shown.is_some_and(|shown| shown != offer.facts().source) {
+        return Err(RestoreError::Changed);
+    }
     let words = match &offer {
         Offered::Stick(stick) => Some(stick.words.clone()),
         Offered::Vss(vss) => vss.words.clone(),
@@ -272,6 +282,7 @@ pub fn restore(config: &AppConfig, workers: &Workers) -> Result<RestoreReport, R
         Some(seed) => (seed, false),
         None => (seed_from_words(words.as_deref().ok_or(RestoreError::NoWords)?)?, true),
     };
+    let mut takeover = None;
     let contents = match &offer {
         Offered::Stick(offer) => match &offer.mirror {
             Some((stick, _)) => {
@@ -288,12 +299,18 @@ pub fn restore(config: &AppConfig, workers: &Workers) -> Result<RestoreReport, R
         Offered::Vss(_) => {
             let settings = config.mirror.vss.as_ref().ok_or(RestoreError::NoBackup)?;
             let setup = settings.setup(&seed, &config.node, workers.clone()).map_err(RestoreError::Read)?;
-            boltbox_node::mirror::vss::read_vss(&setup, network, workers)
-                .map_err(|e| RestoreError::Read(e.to_string()))?
-                .contents
+            let read = boltbox_node::mirror::vss::read_vss(&setup, network, workers)
+                .map_err(|e| RestoreError::Read(e.to_string()))?;
+            takeover = Some(read.takeover);
+            read.mirror.contents
         }
     };
     let report = backup::restore_backup(data_dir, network, &contents, &seed)?;
+    // Restored from VSS: this card may take over writing the node's state there.
+    if let Some(takeover) = &takeover {
+        boltbox_node::mirror::vss::record_takeover(data_dir, takeover)
+            .map_err(|e| RestoreError::Read(e.to_string()))?;
+    }
     if let Offered::Stick(offer) = &offer
         && let Some((stick, _)) = &offer.mirror
     {
@@ -331,6 +348,9 @@ pub enum RestoreError {
     /// The backup or the seed cannot be read.
     #[error("cannot read: {0}")]
     Read(String),
+    /// What is on offer is no longer what was shown.
+    #[error("the state on offer changed: look again")]
+    Changed,
     /// The backup refused: wrong seed, altered, not older...
     #[error("{0}")]
     Backup(#[from] boltbox_node::backup::BackupError),
@@ -434,12 +454,15 @@ mod tests {
         // The node of a box that is gone, mirrored to VSS.
         let seed = Seed::generate();
         let store = store_of(&seed, &config, dir.path());
+        // (The box that is gone had its own data dir, and its own device record there.)
+        let old_box = boltbox_node::NodeConfig { data_dir: dir.path().join("old"), ..config.node.clone() };
+        std::fs::create_dir_all(&old_box.data_dir).expect("old data dir");
         store.mirror_to_vss(VssSetup {
             url: vss.url(),
             auth: VssAuth::Signature,
             certificate: None,
             seed: seed.clone(),
-            config: config.node.clone(),
+            config: old_box,
             node_id: seed.node_id(config.node.network).expect("node id"),
             workers: workers.clone(),
         });
@@ -464,7 +487,11 @@ mod tests {
         assert_eq!((facts.source, facts.commit), (StateSource::Vss, counter), "{offer:?}");
         assert!(offer.words_present());
 
-        let report = restore(&config, &workers).expect("restore from VSS");
+        assert!(
+            matches!(restore(&config, &workers, Some(StateSource::Backup)), Err(RestoreError::Changed)),
+            "not what the owner was shown: nothing restored"
+        );
+        let report = restore(&config, &workers, Some(StateSource::Vss)).expect("restore from VSS");
         assert_eq!(report.commit_counter, counter, "the last commit VSS acknowledged");
         assert!(!words.exists(), "the words are not left on the stick");
         let restored = boltbox_node::store::Store::open(&report.store).expect("the restored store");
@@ -525,7 +552,7 @@ mod tests {
         );
         std::fs::remove_file(&offer.file).expect("take the later backup away again");
 
-        let report = restore(&config, &workers).expect("restore");
+        let report = restore(&config, &workers, Some(StateSource::Mirror)).expect("restore");
         assert_eq!(
             report.commit_counter, counter,
             "the mirror's last commit, past the backup's {}",

@@ -422,6 +422,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
         lock: None,
         serving,
         mirroring: None,
+        frozen: false,
     };
     let outcome = life.live();
     life.shut_down(outcome, display_thread, &socket)
@@ -461,6 +462,9 @@ struct Life {
     serving: bool,
     /// Where the open store's mirror was last pointed (none since the store was opened).
     mirroring: Option<crate::mirror::Target>,
+    /// The remote mirror refused this device while the node ran: the store holds its writes,
+    /// and the node is not stopped (it could not persist) but left to the process's end.
+    frozen: bool,
 }
 
 /// While the data dir waits for the owner, the remote mirror's offer is looked at again this
@@ -726,10 +730,16 @@ impl Life {
                 dir.create_node(&Seed::generate()).map_err(|e| e.to_string())?.close();
                 Ok(())
             }
-            (State::Store { .. } | State::Offer(_), Owner::Restore) => {
+            (state @ (State::Store { .. } | State::Offer(_)), Owner::Restore) => {
+                let shown = match &state {
+                    State::Store { choice, .. } => choice.backup.as_ref().map(|b| b.source),
+                    State::Offer(offer) => Some(offer.backup.source),
+                    _ => None,
+                };
                 self.set_state(State::Restoring(None));
                 let workers = boltbox_node::backup::Workers(self.runtime.handle().clone());
-                let report = restore_offer::restore(&self.config, &workers).map_err(|e| e.to_string())?;
+                let report =
+                    restore_offer::restore(&self.config, &workers, shown).map_err(|e| e.to_string())?;
                 // A stick restored from that was the mirror is the mirror again.
                 self.shared.mirror.reload();
                 tracing::info!(commit = report.commit_counter, "restored the backup from the stick");
@@ -969,6 +979,13 @@ impl Life {
                 if let Some(setup) = vss {
                     match boltbox_node::mirror::vss::check_vss(&setup, &store) {
                         Err(e) if e.refuses() => {
+                            // Marked: the card must not run the node later either, when VSS
+                            // cannot be asked.
+                            if let Err(mark) =
+                                boltbox_node::mirror::vss::mark_refused(&config.data_dir, &e.to_string())
+                            {
+                                tracing::error!("cannot record the remote mirror's refusal: {mark}");
+                            }
                             let _ = tx.send(Event::NodeStarted(Box::new(Err(e.into()))));
                             return;
                         }
@@ -1039,17 +1056,20 @@ impl Life {
                 Some(boltbox_node::mirror::vss::VssStatus::Refused { reason }) => Some(reason),
                 _ => None,
             };
-            if let Some(reason) = &refused {
-                // Another device runs this node: this one stops running it at once.
-                tracing::error!("the remote mirror refused this device ({reason}): stopping the node");
-                if let Err(e) = boltbox_node::mirror::vss::mark_refused(&self.config.node.data_dir, reason) {
+            if let Some(reason) = refused {
+                // Another device runs this node. The store holds every write from now on (none
+                // is acknowledged: fail closed), so the node cannot even be stopped cleanly; the
+                // process ends, and the next one waits (the refusal is marked in the data dir).
+                tracing::error!(
+                    "the remote mirror refused this device ({reason}): the node's writes are held"
+                );
+                if let Err(e) = boltbox_node::mirror::vss::mark_refused(&self.config.node.data_dir, &reason) {
                     tracing::error!("cannot record the remote mirror's refusal: {e}");
                 }
+                self.frozen = true;
+                return Err(End::Restart(format!("the remote mirror refused this device: {reason}")));
             }
-            let why = match refused {
-                Some(_) => Some("the remote mirror refused this device".to_string()),
-                None => node.needs_restart(),
-            };
+            let why = node.needs_restart();
             if let Some(why) = why {
                 tracing::warn!("{why}: stopping and starting the node");
                 self.set_state(State::Starting);
@@ -1109,7 +1129,11 @@ impl Life {
                 BACKUP_WAIT.as_secs()
             );
         }
-        let stopped = self.stop_node();
+        let stopped = if self.frozen {
+            Err("the remote mirror refused this device: its last writes are not acknowledged, and the node is left to the process's end".to_string())
+        } else {
+            self.stop_node()
+        };
         self.shared.backups.set_target(None);
         // Closing commits what is still queued: its health afterwards says whether all of it
         // reached the disk.

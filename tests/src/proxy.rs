@@ -21,6 +21,9 @@ pub enum Fault {
     Delay(Duration),
     /// The first answer on a connection is cut in the middle, and the connection closed.
     CloseMidAnswer,
+    /// Every answer, on every connection, is cut in the middle and its connection closed: the
+    /// requests still reach the server whole (it acts on them), the client never hears back.
+    CutEveryAnswer,
 }
 
 #[derive(Debug)]
@@ -139,6 +142,10 @@ fn relay(client: TcpStream, target: SocketAddr, state: &Arc<State>) {
         match state.fault() {
             Fault::Delay(d) => std::thread::sleep(d),
             Fault::CloseMidAnswer if !answered => {
+                let _ = client_write.write_all(&buf[..n / 2]);
+                break;
+            }
+            Fault::CutEveryAnswer => {
                 let _ = client_write.write_all(&buf[..n / 2]);
                 break;
             }

@@ -11,7 +11,7 @@
 //!   and after its data dir is destroyed it is restored from VSS: the same channel, both sides
 //!   agreeing, no force-close.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 
 use boltbox_node::backup::{self, Workers};
 use boltbox_node::mirror::vss::{VssAuth, VssSetup, VssStatus, read_vss, vss_head};
@@ -48,8 +48,9 @@ fn setup(vss: &Vss, seed: &Seed, config: NodeConfig, workers: &Workers) -> VssSe
     }
 }
 
-fn regtest() -> NodeConfig {
-    NodeConfig { network: Network::Regtest, ..NodeConfig::default() }
+/// A regtest node's config whose data dir (where the device's VSS record is kept) is `dir`.
+fn regtest(dir: &Path) -> NodeConfig {
+    NodeConfig { network: Network::Regtest, data_dir: dir.to_path_buf(), ..NodeConfig::default() }
 }
 
 fn write(store: &Store, key: &str, value: Vec<u8>) {
@@ -65,10 +66,11 @@ fn wait_in_sync(store: &Store, what: &str) -> u64 {
 }
 
 fn wait_refused(store: &Store, what: &str) -> String {
-    wait_until(Deadline::in_secs(60), what, || match store.vss_status() {
+    boltbox_tests::try_wait_until(Deadline::in_secs(60), || match store.vss_status() {
         VssStatus::Refused { reason } => Some(reason),
         _ => None,
     })
+    .unwrap_or_else(|| panic!("timed out waiting for {what}: {:?}", store.vss_status()))
 }
 
 fn new_store(dir: &std::path::Path, seed: &Seed) -> Store {
@@ -96,9 +98,9 @@ fn a_remote_mirror_in_sync_reads_back_as_the_store_and_a_second_writer_is_refuse
     for i in 0..50u32 {
         write(&store, &format!("before{i}"), vec![i as u8; 1000]);
     }
-    // A snapshot of several chunks (1 MiB each) goes up while writers go on.
+    // A snapshot of several chunks (512 KiB each) goes up while writers go on.
     write(&store, "large", vec![9; 3 << 20]);
-    store.mirror_to_vss(setup(&vss, &seed, regtest(), &workers));
+    store.mirror_to_vss(setup(&vss, &seed, regtest(dir.path()), &workers));
     std::thread::scope(|s| {
         for t in 0..4u32 {
             let store = store.clone();
@@ -118,7 +120,9 @@ fn a_remote_mirror_in_sync_reads_back_as_the_store_and_a_second_writer_is_refuse
     write(&store, "after", vec![7; 10]);
     let counter = store.commit_counter().expect("counter");
     assert_eq!(store.vss_status(), VssStatus::InSync { counter });
-    let read = read_vss(&setup(&vss, &seed, regtest(), &workers), Network::Regtest, &workers).expect("read");
+    let read = read_vss(&setup(&vss, &seed, regtest(dir.path()), &workers), Network::Regtest, &workers)
+        .expect("read")
+        .mirror;
     assert_eq!(
         read.contents.snapshot,
         mirrored_state(&store),
@@ -126,77 +130,109 @@ fn a_remote_mirror_in_sync_reads_back_as_the_store_and_a_second_writer_is_refuse
     );
     assert_eq!(read.contents.header.commit_counter, counter);
     assert!(read.frames > 0, "commits came from the log, not only the snapshot");
-    let head = vss_head(&setup(&vss, &seed, regtest(), &workers)).expect("head").expect("a mirror");
+    let head = vss_head(&setup(&vss, &seed, regtest(dir.path()), &workers)).expect("head").expect("a mirror");
     assert_eq!((head.0, head.2), (counter, true));
     let other = Seed::generate();
     assert!(
-        vss_head(&setup(&vss, &other, regtest(), &workers)).expect("head").is_none(),
+        vss_head(&setup(&vss, &other, regtest(dir.path()), &workers)).expect("head").is_none(),
         "another seed is another user and store on the server: it sees nothing of this node"
     );
-
-    // A copy of the card as it is now: the same history at the same commit.
-    let clone_dir = tempfile::tempdir().expect("tempdir");
-    let copy = |to: &std::path::Path| {
-        let snapshot = store.snapshot().expect("snapshot");
-        let identity = store.identity().expect("identity");
-        Store::create_from_snapshot(&to.join("node.redb"), &snapshot, &identity).expect("copy");
-        Store::open(&to.join("node.redb")).expect("open the copy")
-    };
-    let older_dir = tempfile::tempdir().expect("tempdir");
-    let older = copy(older_dir.path());
-    for i in 0..5u32 {
-        write(&store, &format!("later{i}"), vec![1; 10]);
-    }
-    wait_in_sync(&store, "in sync after later writes");
 
     // 1. Another history of the same node (the seed set up anew on another box).
     let fresh_dir = tempfile::tempdir().expect("tempdir");
     let fresh = new_store(fresh_dir.path(), &seed);
-    fresh.mirror_to_vss(setup(&vss, &seed, regtest(), &workers));
+    fresh.mirror_to_vss(setup(&vss, &seed, regtest(fresh_dir.path()), &workers));
     write(&fresh, "x", vec![1]);
     let reason = wait_refused(&fresh, "a second device with another history refused");
     assert!(reason.contains("this node's state from another device"), "{reason}");
-    // 2. An older copy of this card: VSS holds a later state.
-    older.mirror_to_vss(setup(&vss, &seed, regtest(), &workers));
+    assert!(
+        boltbox_node::mirror::vss::refused(fresh_dir.path()).is_some(),
+        "the refusal is marked on the card"
+    );
+
+    // 2. An older backup restored onto this card: VSS holds a later state of its history.
+    let older_dir = tempfile::tempdir().expect("tempdir");
+    let older = copy_of(&store, older_dir.path());
+    std::fs::copy(
+        dir.path().join(boltbox_node::mirror::vss::DEVICE_FILE),
+        older_dir.path().join(boltbox_node::mirror::vss::DEVICE_FILE),
+    )
+    .expect("the same device");
+    for i in 0..5u32 {
+        write(&store, &format!("later{i}"), vec![1; 10]);
+    }
+    older.mirror_to_vss(setup(&vss, &seed, regtest(older_dir.path()), &workers));
     write(&older, "x", vec![1]);
     let reason = wait_refused(&older, "an older copy of the card refused");
     assert!(reason.contains("VSS is ahead of this card"), "{reason}");
-    // The device that writes there is not disturbed by either.
+    // 3. A copy of the card on another box (the same history, the same commit): another device.
+    let copy_dir = tempfile::tempdir().expect("tempdir");
+    let copy = copy_of(&store, copy_dir.path());
+    copy.mirror_to_vss(setup(&vss, &seed, regtest(copy_dir.path()), &workers));
+    write(&copy, "x", vec![1]);
+    let reason = wait_refused(&copy, "a copy of the card on another box refused");
+    assert!(reason.contains("another device runs this node"), "{reason}");
+    // The device that writes there is not disturbed by any of them.
     write(&store, "still", vec![2]);
     assert!(matches!(store.vss_status(), VssStatus::InSync { .. }), "{:?}", store.vss_status());
 
-    // 3. A clone at the very same commit takes the first write: the device it took it from is
-    //    refused at its next write (the store's version moved without it), and says so.
-    let clone = copy(clone_dir.path());
-    clone.mirror_to_vss(setup(&vss, &seed, regtest(), &workers));
-    write(&clone, "clone", vec![3]);
-    wait_until(Deadline::in_secs(60), "the clone writes", || match clone.vss_status() {
-        VssStatus::Refused { reason } => panic!("the clone was refused: {reason}"),
-        VssStatus::Syncing { .. } | VssStatus::InSync { .. } => Some(()),
-        VssStatus::Lost { .. } | VssStatus::Off => None,
-    });
-    wait_until(Deadline::in_secs(60), "the clone's first put", || {
-        let read = read_vss(&setup(&vss, &seed, regtest(), &workers), Network::Regtest, &workers);
-        // Until the clone's snapshot is up, the old generation still reads (the clone's log
-        // continues it).
-        read.ok()
-            .filter(|r| r.contents.header.commit_counter >= store.commit_counter().unwrap_or(0))
-            .map(|_| ())
-    });
-    let original_wrote = AtomicBool::new(false);
-    for i in 0..20u32 {
-        write(&store, &format!("original{i}"), vec![4]);
-        original_wrote.store(true, Ordering::Relaxed);
-        if matches!(store.vss_status(), VssStatus::Refused { .. }) {
-            break;
-        }
-    }
-    let reason = wait_refused(&store, "the device a clone took over from refused");
+    // 4. Another box restored from VSS while this one goes on writing: this one's next commit
+    //    after the restore tells the other that it still runs the node; the other is refused.
+    let late_dir = tempfile::tempdir().expect("tempdir");
+    let late = restored_from_vss(&vss, &seed, late_dir.path(), &workers);
+    write(&store, "after-the-other-restore", vec![5]);
+    late.mirror_to_vss(setup(&vss, &seed, regtest(late_dir.path()), &workers));
+    write(&late, "x", vec![1]);
+    let reason = wait_refused(&late, "a box restored before the original's last commit refused");
     assert!(reason.contains("another device runs this node"), "{reason}");
+
+    // 5. Another box restored from VSS takes the node over: it writes; this one's next write is
+    //    refused, and never acknowledged (the store holds it: fail closed) until it is closed.
+    let next_dir = tempfile::tempdir().expect("tempdir");
+    let next = restored_from_vss(&vss, &seed, next_dir.path(), &workers);
+    next.mirror_to_vss(setup(&vss, &seed, regtest(next_dir.path()), &workers));
+    write(&next, "taken-over", vec![6]);
+    wait_in_sync(&next, "the box that took the node over in sync");
+    let before = store.commit_counter().expect("counter");
+    let held = {
+        let store = store.clone();
+        std::thread::spawn(move || KVStoreSync::write(&store, "monitors", "", "held", vec![7]))
+    };
+    wait_refused(&store, "the box the node was taken from refused");
+    wait_until(Deadline::in_secs(30), "the held write committed on the card", || {
+        (store.commit_counter().ok()? > before).then_some(())
+    });
+    assert!(!held.is_finished(), "a write VSS refused is not acknowledged");
+    assert!(boltbox_node::mirror::vss::refused(dir.path()).is_some(), "the refusal is marked on the card");
+    store.close();
+    let answer = held.join().expect("the writer");
     assert!(
-        original_wrote.load(Ordering::Relaxed),
-        "every write of the original was acknowledged by its card"
+        answer.is_err_and(|e| e.to_string().contains("another device runs this node")),
+        "the writer hears why"
     );
+    assert!(
+        matches!(next.vss_status(), VssStatus::InSync { .. }),
+        "the new box goes on: {:?}",
+        next.vss_status()
+    );
+}
+
+/// A copy of `store` (its state and history) in `to`.
+fn copy_of(store: &Store, to: &Path) -> Store {
+    let snapshot = store.snapshot().expect("snapshot");
+    let identity = store.identity().expect("identity");
+    Store::create_from_snapshot(&to.join("node.redb"), &snapshot, &identity).expect("copy");
+    Store::open(&to.join("node.redb")).expect("open the copy")
+}
+
+/// A store in `dir` restored from VSS, as `boltbox restore --vss` leaves it (the takeover
+/// recorded).
+fn restored_from_vss(vss: &Vss, seed: &Seed, dir: &Path, workers: &Workers) -> Store {
+    let read =
+        read_vss(&setup(vss, seed, regtest(dir), workers), Network::Regtest, workers).expect("read VSS");
+    backup::restore_backup(dir, Network::Regtest, &read.mirror.contents, seed).expect("restore");
+    boltbox_node::mirror::vss::record_takeover(dir, &read.takeover).expect("record the takeover");
+    Store::open(&dir.join("node.redb")).expect("open the restored store")
 }
 
 #[test]
@@ -270,7 +306,9 @@ fn a_node_pays_through_vss_outages_and_is_restored_from_vss_with_its_channel() {
     alice.restart_after(|config| {
         std::fs::remove_dir_all(&config.data_dir).expect("destroy the data dir");
         let read = read_vss(&alice_setup, network, &workers).expect("read VSS");
-        backup::restore_backup(&config.data_dir, network, &read.contents, &seed).expect("restore");
+        backup::restore_backup(&config.data_dir, network, &read.mirror.contents, &seed).expect("restore");
+        boltbox_node::mirror::vss::record_takeover(&config.data_dir, &read.takeover)
+            .expect("record the takeover");
     });
     assert_eq!(alice.node().node_id(), alice_id, "the same node");
     let after = alice.wait_status("the channel usable again", 90, |s| s.usable_channels() == 1);
@@ -300,7 +338,7 @@ fn a_self_hosted_server_behind_tls_is_trusted_by_its_pinned_certificate_only() {
     let pinned = |certificate: &[u8]| VssSetup {
         url: format!("https://127.0.0.1:{}/vss", proxy.port()),
         certificate: Some(certificate.to_vec()),
-        ..setup(&vss, &seed, regtest(), &workers)
+        ..setup(&vss, &seed, regtest(dir.path()), &workers)
     };
 
     // Pinned to the server's own certificate: in sync, and it reads back.
@@ -310,7 +348,8 @@ fn a_self_hosted_server_behind_tls_is_trusted_by_its_pinned_certificate_only() {
     write(&store, "a", vec![1; 100]);
     wait_in_sync(&store, "in sync over TLS");
     write(&store, "b", vec![2; 100]);
-    let read = read_vss(&pinned(proxy.certificate()), Network::Regtest, &workers).expect("read over TLS");
+    let read =
+        read_vss(&pinned(proxy.certificate()), Network::Regtest, &workers).expect("read over TLS").mirror;
     assert_eq!(read.contents.snapshot, mirrored_state(&store));
 
     // Pinned to another certificate (the server was swapped, or someone is in the middle):
@@ -334,4 +373,41 @@ fn a_self_hosted_server_behind_tls_is_trusted_by_its_pinned_certificate_only() {
     let mut plain = pinned(proxy.certificate());
     plain.url = format!("http://127.0.0.1:{}/vss", proxy.port());
     assert!(read_vss(&plain, Network::Regtest, &workers).is_err());
+}
+
+#[test]
+fn puts_whose_answers_are_cut_are_found_applied_and_never_taken_for_another_device() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let vss = Vss::start().expect("vss");
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], vss.port()));
+    let proxy = boltbox_tests::FaultProxy::start(target, boltbox_tests::Fault::Pass).expect("proxy");
+    let rt = runtime();
+    let workers = Workers(rt.handle().clone());
+    let seed = Seed::generate();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(dir.path(), &seed);
+    let through_proxy = VssSetup {
+        url: format!("http://127.0.0.1:{}/vss", proxy.port()),
+        ..setup(&vss, &seed, regtest(dir.path()), &workers)
+    };
+    store.mirror_to_vss(through_proxy);
+    write(&store, "first", vec![1; 100]);
+    wait_in_sync(&store, "in sync");
+    // Every answer is cut after the server applied the put: each write still returns (on the
+    // card's commit), and the mirror is lost while no answer comes.
+    proxy.set(boltbox_tests::Fault::CutEveryAnswer);
+    for i in 0..10u32 {
+        write(&store, &format!("cut{i}"), vec![i as u8; 100]);
+    }
+    wait_until(Deadline::in_secs(30), "lost while the answers are cut", || {
+        matches!(store.vss_status(), VssStatus::Lost { .. }).then_some(())
+    });
+    proxy.set(boltbox_tests::Fault::Pass);
+    wait_in_sync(&store, "in sync once answers come again");
+    write(&store, "last", vec![2; 100]);
+    let read = read_vss(&setup(&vss, &seed, regtest(dir.path()), &workers), Network::Regtest, &workers)
+        .expect("read")
+        .mirror;
+    assert_eq!(read.contents.snapshot, mirrored_state(&store), "every commit on VSS once, in order");
+    assert!(boltbox_node::mirror::vss::refused(dir.path()).is_none(), "its own puts never refused it");
 }

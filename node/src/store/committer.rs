@@ -189,6 +189,9 @@ impl Committer {
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = thread.join();
         }
+        // The remote mirror's thread stops after the exchange it is in: a reopened store's
+        // mirror is the only one that writes.
+        self.shared.vss.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.shared.db.write().unwrap_or_else(|p| p.into_inner()).take();
     }
 
@@ -365,12 +368,21 @@ impl Shared {
         // (Both copies' flushes overlapped the card's commit; the writers wait for both.
         // Pipelining commits over VSS's round trip was measured and gained nothing: LDK waits
         // for each monitor write before it handles its peer's next message; docs/BENCHMARKS.md.)
+        let mut refused = None;
         if let Some(mut m) = vss {
             let mut slot = self.vss.lock().unwrap_or_else(|p| p.into_inner());
             if self.vss_epoch.load(Ordering::SeqCst) == vss_epoch {
-                m.after_commit(vss_pending, before.saturating_add(1), self.counter.load(Ordering::SeqCst));
+                refused = m.after_commit(
+                    vss_pending,
+                    before.saturating_add(1),
+                    self.counter.load(Ordering::SeqCst),
+                );
                 *slot = Some(m);
             }
+        }
+        if let Some(refusal) = refused {
+            self.hold(&done, &refusal);
+            return false;
         }
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -381,6 +393,23 @@ impl Shared {
         self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
         done.finish(Ok(()));
         true
+    }
+
+    /// The remote mirror refused this device: another one runs the node. Fails closed: the
+    /// batch's writers (and every one after them) are never told "done"; they wait until the
+    /// store is closed and then get the refusal as an error. The committer commits nothing more.
+    fn hold(&self, done: &BatchDone, refusal: &io::Error) {
+        tracing::error!("{refusal}: no write is acknowledged any more; the node must stop");
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while !q.shutting_down {
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        done.finish(Err(refusal));
+        for (_, segment) in q.segments.drain(..) {
+            segment.finish(Err(refusal));
+        }
+        std::mem::take(&mut q.done).finish(Err(refusal));
+        q.ops.clear();
     }
 
     /// Commits `ops`, reopening the database and retrying with a growing pause while commits

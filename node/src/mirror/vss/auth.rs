@@ -36,8 +36,10 @@ pub(super) struct VssKeys {
 }
 
 impl VssKeys {
-    pub(super) fn derive(seed: &Seed) -> Result<VssKeys, VssMirrorError> {
-        let hkdf = Hkdf::<Sha256>::new(Some(SALT), &seed.to_seed_bytes());
+    pub(super) fn derive(seed: &Seed, network: crate::config::Network) -> Result<VssKeys, VssMirrorError> {
+        // One seed on two networks is two nodes: two stores, apart.
+        let salt = [SALT, network.to_string().as_bytes()].concat();
+        let hkdf = Hkdf::<Sha256>::new(Some(&salt), &seed.to_seed_bytes());
         let mut value = [0u8; 32];
         let mut names = [0u8; 32];
         let mut store = [0u8; 16];
@@ -106,11 +108,11 @@ impl VssKeys {
         Ok(plain)
     }
 
-    /// The header provider for `auth`.
-    pub(super) fn headers(&self, auth: &VssAuth) -> AuthHeaders {
+    /// The header provider for `auth` (a bearer token is read from its file now).
+    pub(super) fn headers(&self, auth: &VssAuth) -> Result<AuthHeaders, VssMirrorError> {
         match auth {
-            VssAuth::Signature => AuthHeaders::Signature(self.auth),
-            VssAuth::Bearer(token) => AuthHeaders::Bearer(token.clone()),
+            VssAuth::Signature => Ok(AuthHeaders::Signature(self.auth)),
+            VssAuth::BearerFile(path) => Ok(AuthHeaders::Bearer(read_token(path)?)),
         }
     }
 }
@@ -147,6 +149,24 @@ impl VssHeaderProvider for AuthHeaders {
     }
 }
 
+/// The token in `path`: a file not readable by group or others, holding one token. The
+/// errors never include its contents.
+pub(super) fn read_token(path: &std::path::Path) -> Result<String, VssMirrorError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bad = |why: String| VssMirrorError::Settings(format!("the VSS token file {}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(bad("it can be read by others: chmod 600 it".into()));
+    }
+    let bytes = crate::files::read_untrusted(path, 16 * 1024).map_err(|e| bad(e.to_string()))?;
+    let token = String::from_utf8(bytes).map_err(|_| bad("not text".into()))?;
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(bad("it does not hold one token".into()));
+    }
+    Ok(token.to_string())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -178,12 +198,12 @@ mod tests {
 
     #[test]
     fn values_open_under_their_own_name_only_and_names_are_opaque() {
-        let keys = VssKeys::derive(&Seed::generate()).expect("keys");
+        let keys = VssKeys::derive(&Seed::generate(), crate::config::Network::Regtest).expect("keys");
         let sealed = keys.seal("a", b"channel state").expect("seal");
         assert_eq!(keys.open("a", &sealed).expect("open"), b"channel state");
         assert!(matches!(keys.open("b", &sealed), Err(VssMirrorError::WrongSeed)));
         assert!(matches!(keys.open("a", &sealed[..20]), Err(VssMirrorError::WrongSeed)));
-        let other = VssKeys::derive(&Seed::generate()).expect("keys");
+        let other = VssKeys::derive(&Seed::generate(), crate::config::Network::Regtest).expect("keys");
         assert!(matches!(other.open("a", &sealed), Err(VssMirrorError::WrongSeed)));
         assert_ne!(keys.name("head"), other.name("head"));
         assert_eq!(keys.name("head").len(), 64);

@@ -29,7 +29,7 @@ mod writer;
 
 use std::time::Duration;
 
-pub use remote::{check_vss, read_vss, vss_head};
+pub use remote::{VssContents, check_vss, read_vss, vss_head};
 pub(crate) use writer::VssMirror;
 
 use crate::backup::Workers;
@@ -62,32 +62,85 @@ pub fn mark_refused(data_dir: &std::path::Path, reason: &str) -> std::io::Result
     crate::files::write_private_atomic(&data_dir.join(REFUSED_FILE), reason.as_bytes())
 }
 
-/// The reason recorded by [`mark_refused`], if the mark is there.
+/// The reason recorded by [`mark_refused`], if the mark is there (a mark that cannot be read
+/// counts as one: fail closed).
 pub fn refused(data_dir: &std::path::Path) -> Option<String> {
-    crate::files::read_untrusted(&data_dir.join(REFUSED_FILE), 4096)
-        .ok()
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    match crate::files::read_untrusted(&data_dir.join(REFUSED_FILE), 4096) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(crate::files::UntrustedError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!("the remote mirror's refusal mark cannot be read ({e}): restore to go on")),
+    }
+}
+
+/// In the data dir: this device as a writer of the node's state on VSS ([`VssDevice`]).
+pub const DEVICE_FILE: &str = "vss-device";
+
+/// This device as a writer of the node's state on VSS (`vss-device` in the data dir, 0600):
+/// its id goes into every head it writes, so that a device finds whether another one wrote
+/// there since (see [`check_vss`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VssDevice {
+    /// Random, 16 hex digits.
+    pub id: String,
+    /// Set by a restore from VSS: the head this card's state came from. Until this device's
+    /// first put, it may follow that writer, and only while nothing was written after it.
+    #[serde(default)]
+    pub takeover: Option<Takeover>,
+}
+
+/// The head a card was restored from: its writer and the store's version when it was read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Takeover {
+    /// The device that wrote it.
+    pub writer: String,
+    /// VSS's `global_version` then.
+    pub version: i64,
+}
+
+impl VssDevice {
+    /// The record in `data_dir`, made (with a new id) when there is none.
+    pub fn load_or_create(data_dir: &std::path::Path) -> std::io::Result<VssDevice> {
+        let path = data_dir.join(DEVICE_FILE);
+        match crate::files::read_untrusted(&path, 4096) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+            Err(crate::files::UntrustedError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut random = [0u8; 8];
+                getrandom::fill(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
+                let device =
+                    VssDevice { id: random.iter().map(|b| format!("{b:02x}")).collect(), takeover: None };
+                device.save(data_dir)?;
+                Ok(device)
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+
+    /// Writes the record into `data_dir` (0600, atomically).
+    pub fn save(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        crate::files::write_private_atomic(&data_dir.join(DEVICE_FILE), &bytes)
+    }
+}
+
+/// Records in `data_dir` that its store was just restored from VSS at `takeover`: this device
+/// may then take over writing the node's state, if no other device writes after it.
+pub fn record_takeover(data_dir: &std::path::Path, takeover: &Takeover) -> std::io::Result<()> {
+    let mut device = VssDevice::load_or_create(data_dir)?;
+    device.takeover = Some(takeover.clone());
+    device.save(data_dir)
 }
 
 /// How the remote mirror proves who it is to the VSS server.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum VssAuth {
     /// vss-server's signature authorizer: an ECDSA signature, over a constant, the key and the
     /// time, by a secp256k1 key derived from the seed (`Authorization: <pubkey><sig><time>`,
     /// vss-auth-impls `signature.rs`). The server's user is that key.
     Signature,
     /// vss-server's JWT authorizer: `Authorization: Bearer <token>` (RS256, issued by the
-    /// operator's own issuer). The token is a secret: never logged.
-    Bearer(String),
-}
-
-impl std::fmt::Debug for VssAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VssAuth::Signature => f.write_str("Signature"),
-            VssAuth::Bearer(_) => f.write_str("Bearer(…)"),
-        }
-    }
+    /// operator's own issuer), the token read from this file (not readable by group or others)
+    /// at each connection, so that a renewed token is taken up. The token is never logged.
+    BearerFile(std::path::PathBuf),
 }
 
 /// What the remote mirror writes with.
@@ -189,6 +242,18 @@ pub enum VssMirrorError {
         expected: i64,
         /// The version found.
         found: i64,
+    },
+    /// Another device wrote this node's state to VSS last (a second box that took the node over,
+    /// or this card is older than the node's move to another box).
+    #[error(
+        "another device runs this node (it wrote to VSS last): restore from VSS to move the node back here, \
+         or stop the other device (VSS is at commit {counter}, written {written_at} UTC)"
+    )]
+    OtherDevice {
+        /// The commit counter VSS holds.
+        counter: u64,
+        /// When it was written (UTC, text).
+        written_at: String,
     },
     /// VSS holds another history of this node (another store lineage).
     #[error(

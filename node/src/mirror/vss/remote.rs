@@ -19,7 +19,7 @@ use crate::mirror::{MIRROR_DIR, MirrorContents, read_mirror};
 
 /// A request that gets no answer within this is taken as failed (its outcome is then read
 /// back before anything else is sent).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One generation of the mirror: a log (its header and segments of frames) and the snapshot it
 /// begins with, as the stick's `.log` and `.snap` files.
@@ -53,6 +53,8 @@ impl Generation {
 pub(super) struct Head {
     pub node_id: String,
     pub lineage_id: String,
+    /// The device that wrote it ([`super::VssDevice`]).
+    pub writer: String,
     pub generations: Vec<Generation>,
     /// When this head was written (Unix seconds).
     pub written_at: u64,
@@ -97,8 +99,8 @@ pub(super) enum PutError {
     /// The server refused the version: someone else wrote (or our own put whose answer was
     /// lost was applied).
     Conflict,
-    /// Anything else: its outcome is unknown.
-    Failed(VssMirrorError),
+    /// Anything else: its outcome is unknown; the head's bytes as sent.
+    Failed(VssMirrorError, Vec<u8>),
 }
 
 /// A connection to the server, used from one thread (it has its own small runtime).
@@ -114,7 +116,7 @@ pub(super) struct Remote {
 
 impl Remote {
     pub(super) fn connect(setup: &VssSetup) -> Result<Remote, VssMirrorError> {
-        let keys = VssKeys::derive(&setup.seed)?;
+        let keys = VssKeys::derive(&setup.seed, setup.config.network)?;
         let mut http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(REQUEST_TIMEOUT)
@@ -126,7 +128,7 @@ impl Remote {
             http = http.tls_built_in_root_certs(false).add_root_certificate(certificate).https_only(true);
         }
         let http = http.build().map_err(|e| VssMirrorError::Settings(format!("the HTTP client: {e}")))?;
-        let headers = Arc::new(keys.headers(&setup.auth));
+        let headers = Arc::new(keys.headers(&setup.auth)?);
         let client = VssClient::from_client_and_headers(setup.url.clone(), http.clone(), NoRetry, headers);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -222,11 +224,11 @@ impl Remote {
         deletes: &[String],
         head: &Head,
     ) -> Result<Vec<u8>, PutError> {
-        let sealed_head = self.seal_head(head).map_err(PutError::Failed)?;
+        let sealed_head = self.seal_head(head).map_err(|e| PutError::Failed(e, Vec::new()))?;
         let mut transaction_items = Vec::with_capacity(items.len() + 1);
         for (label, plain) in items {
             let key = self.keys.name(label);
-            let value = self.keys.seal(&key, plain).map_err(PutError::Failed)?;
+            let value = self.keys.seal(&key, plain).map_err(|e| PutError::Failed(e, Vec::new()))?;
             transaction_items.push(KeyValue { key, version: -1, value });
         }
         transaction_items.push(KeyValue {
@@ -247,7 +249,7 @@ impl Remote {
         match self.runtime.block_on(self.client.put_object(&request)) {
             Ok(_) => Ok(sealed_head),
             Err(VssError::ConflictError(_)) => Err(PutError::Conflict),
-            Err(e) => Err(PutError::Failed(self.error(e))),
+            Err(e) => Err(PutError::Failed(self.error(e), sealed_head)),
         }
     }
 
@@ -270,9 +272,18 @@ pub fn check_vss(setup: &VssSetup, store: &crate::store::Store) -> Result<(), Vs
     let counter = store
         .commit_counter()
         .map_err(|e| VssMirrorError::Mirror(crate::mirror::MirrorError::Store(e.to_string())))?;
+    let device = super::VssDevice::load_or_create(&setup.config.data_dir)
+        .map_err(|e| VssMirrorError::Settings(format!("this device's record for VSS: {e}")))?;
     let remote = Remote::connect(setup)?;
-    let (_, head) = remote.state()?;
-    super::writer::judge(head.as_ref().map(|(h, _)| h), &setup.node_id, &identity.lineage_id, counter)
+    let (version, head) = remote.state()?;
+    super::writer::judge(
+        head.as_ref().map(|(h, _)| h),
+        &setup.node_id,
+        &identity.lineage_id,
+        counter,
+        &device,
+        version,
+    )
 }
 
 impl VssMirrorError {
@@ -282,6 +293,7 @@ impl VssMirrorError {
         matches!(
             self,
             VssMirrorError::Conflict { .. }
+                | VssMirrorError::OtherDevice { .. }
                 | VssMirrorError::OtherHistory { .. }
                 | VssMirrorError::Ahead { .. }
                 | VssMirrorError::WrongSeed
@@ -300,6 +312,16 @@ pub fn vss_head(setup: &VssSetup) -> Result<Option<(u64, u64, bool)>, VssMirrorE
     }))
 }
 
+/// A remote mirror read back.
+#[derive(Debug, Clone)]
+pub struct VssContents {
+    /// The state, ready to restore as a backup.
+    pub mirror: MirrorContents,
+    /// Where it came from: record it with [`super::record_takeover`] once it is restored, so
+    /// that this card may take over writing the node's state.
+    pub takeover: super::Takeover,
+}
+
 /// Reads the remote mirror of the node `setup.seed` gives on `network` back: the generations
 /// are fetched, written as the stick's files into a private temporary directory and read with
 /// the stick's reader ([`read_mirror`]): the same chain rules and checks, and a result that
@@ -308,10 +330,10 @@ pub fn read_vss(
     setup: &VssSetup,
     network: Network,
     workers: &Workers,
-) -> Result<MirrorContents, VssMirrorError> {
+) -> Result<VssContents, VssMirrorError> {
     let remote = Remote::connect(setup)?;
     let node_id = setup.seed.node_id(network).map_err(|e| VssMirrorError::Settings(e.to_string()))?;
-    let (_, head) = remote.state()?;
+    let (version, head) = remote.state()?;
     let Some((head, _)) = head else { return Err(VssMirrorError::Nothing(setup.url.clone())) };
     if head.node_id != node_id {
         return Err(VssMirrorError::WrongSeed);
@@ -343,7 +365,7 @@ pub fn read_vss(
             contents.contents.header.commit_counter
         )));
     }
-    Ok(contents)
+    Ok(VssContents { mirror: contents, takeover: super::Takeover { writer: head.writer.clone(), version } })
 }
 
 /// A directory only this process reads (0700), removed when dropped.

@@ -5,16 +5,18 @@
 //! no gap) and, while the mirror is in sync, waits at most [`VSS_WAIT`] for VSS to acknowledge
 //! it. The thread seals the commits as the stick's frames, sends them in order (several per
 //! put while catching up), sends the snapshot in chunks between them, and says where it stands.
+//! Once VSS refused this device, no write is acknowledged any more (the committer holds them).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::remote::{Generation, Head, PutError, Remote, chunk_label, header_label, segment_label};
 use super::{
-    COMPACT_BYTES, COMPACT_SEGMENTS, MAX_BEHIND_BYTES, VSS_WAIT, VssMirrorError, VssSetup, VssStatus,
+    COMPACT_BYTES, COMPACT_SEGMENTS, MAX_BEHIND_BYTES, VSS_WAIT, VssDevice, VssMirrorError, VssSetup,
+    VssStatus,
 };
 use crate::backup::BackupInput;
 use crate::mirror::log::{LogOp, LogSealer};
@@ -23,10 +25,11 @@ use crate::store::committer::Op;
 use crate::store::{Entry, snapshot_of};
 use crate::unix_now;
 
-/// A snapshot goes up in chunks of this size.
-const CHUNK: usize = 1 << 20;
-/// At most this many bytes of frames in one put while catching up.
-const SEGMENT_MAX: usize = 4 << 20;
+/// A snapshot goes up in chunks of this size (under a reverse proxy's usual 1 MiB body limit
+/// with the seal and the request around it).
+const CHUNK: usize = 512 << 10;
+/// At most this many bytes of frames in one put while catching up (as [`CHUNK`]).
+const SEGMENT_MAX: usize = 512 << 10;
 /// At most this many old objects deleted per put (the server takes 1000 items per put).
 const DELETES_PER_PUT: usize = 900;
 /// Pauses between attempts while VSS is away: from the first to the last, doubling.
@@ -49,6 +52,11 @@ struct Shared {
     in_sync: AtomicBool,
     /// The thread needs a new generation (its queue overflowed, or its log has grown).
     wants_begin: AtomicBool,
+    /// The newest commit the committer handed to the thread: the mirror is in sync only when
+    /// the server has it (one may still be in the channel).
+    handed: AtomicU64,
+    /// The committer let go of this mirror: the thread stops after the exchange it is in.
+    stop: AtomicBool,
 }
 
 /// The committer's handle on the remote mirror.
@@ -62,6 +70,12 @@ pub(crate) struct VssMirror {
 impl std::fmt::Debug for VssMirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VssMirror").finish_non_exhaustive()
+    }
+}
+
+impl Drop for VssMirror {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -106,8 +120,10 @@ impl VssMirror {
             status: Arc::clone(&status),
             shared: Arc::clone(&shared),
             remote: None,
+            device: None,
             fence: None,
             in_flight: None,
+            unanswered: Vec::new(),
             attached: false,
             current: None,
             queue: VecDeque::new(),
@@ -141,6 +157,7 @@ impl VssMirror {
     ) -> Option<Receiver<Result<(), String>>> {
         let writer = self.writer.as_ref()?;
         if self.needs_begin || self.shared.wants_begin.swap(false, Ordering::SeqCst) {
+            self.needs_begin = true;
             match begin_read() {
                 Ok(txn) => {
                     self.needs_begin = false;
@@ -150,10 +167,9 @@ impl VssMirror {
                         return None;
                     }
                 }
-                Err(e) => {
-                    lost(&self.status, format!("cannot read the store for a snapshot: {e}"), 0);
-                    return None;
-                }
+                // The commit still goes to the generation there is (no gap); a new one is
+                // begun at the next commit.
+                Err(e) => lost(&self.status, format!("cannot read the store for a snapshot: {e}"), 0),
             }
         }
         let ops = ops
@@ -172,10 +188,10 @@ impl VssMirror {
         } else {
             (None, None)
         };
-        let sent = self
-            .writer
-            .as_ref()
-            .is_some_and(|w| w.send(Msg::Append { counter: counter + 1, ops, ack }).is_ok());
+        let next = counter.saturating_add(1);
+        self.shared.handed.store(next, Ordering::SeqCst);
+        let sent =
+            self.writer.as_ref().is_some_and(|w| w.send(Msg::Append { counter: next, ops, ack }).is_ok());
         if !sent {
             self.writer_gone();
             return None;
@@ -192,29 +208,37 @@ impl VssMirror {
     }
 
     /// After the card's commit brought the store to `counter` (the mirror's copy was sent as
-    /// `counter_sent`): waits for VSS while in sync, at most [`VSS_WAIT`].
+    /// `counter_sent`): waits for VSS while in sync, at most [`VSS_WAIT`]. Returns the refusal
+    /// when VSS refused this device: the committer then holds the writers (fails closed).
     pub(crate) fn after_commit(
         &mut self,
         pending: Option<Receiver<Result<(), String>>>,
         counter_sent: u64,
         counter: u64,
-    ) {
+    ) -> Option<std::io::Error> {
         if counter != counter_sent {
             // A card commit retried under another counter: the log has a gap; a new generation.
             self.shared.in_sync.store(false, Ordering::SeqCst);
             self.needs_begin = true;
         }
-        let Some(done) = pending else { return };
-        match done.recv_timeout(VSS_WAIT) {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
-                self.shared.in_sync.store(false, Ordering::SeqCst)
+        if let Some(done) = pending {
+            match done.recv_timeout(VSS_WAIT) {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
+                    self.shared.in_sync.store(false, Ordering::SeqCst);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // The writer goes on trying: this commit, and those after it, are caught up.
+                    self.shared.in_sync.store(false, Ordering::SeqCst);
+                    lost(&self.status, format!("{TIMEOUT_REASON} within {} s", VSS_WAIT.as_secs()), 1);
+                }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                // The writer goes on trying: this commit, and those after it, are caught up.
-                self.shared.in_sync.store(false, Ordering::SeqCst);
-                lost(&self.status, format!("{TIMEOUT_REASON} within {} s", VSS_WAIT.as_secs()), 1);
+        }
+        match get(&self.status) {
+            VssStatus::Refused { reason } => {
+                Some(std::io::Error::other(format!("the remote mirror: {reason}")))
             }
+            _ => None,
         }
     }
 }
@@ -232,6 +256,8 @@ struct Current {
     lineage_id: String,
     base: u64,
     sealer: LogSealer,
+    /// The counter the next frame must carry: a commit missing from the log ends the generation.
+    next: u64,
     /// The snapshot's sealed bytes, in [`CHUNK`]s.
     chunks: Vec<Vec<u8>>,
 }
@@ -243,15 +269,23 @@ struct Fence {
     head_bytes: Option<Vec<u8>>,
 }
 
-/// A put whose answer did not come: applied if the server now shows its head under the next
-/// version, not applied if the server still shows the head and version it was sent over.
+/// A put whose answer did not come: applied if the server now shows its head, not applied if
+/// the server still shows the head and version it was sent over.
 struct InFlight {
-    head: Head,
-    effect: Effect,
+    sent: Unanswered,
     version: i64,
     before: Vec<u8>,
 }
 
+/// A put sent without an answer: its head's bytes as sent, and what it does once applied.
+#[derive(Clone)]
+struct Unanswered {
+    head_bytes: Vec<u8>,
+    head: Head,
+    effect: Effect,
+}
+
+#[derive(Clone, Copy)]
 enum Effect {
     Registered,
     Frames { count: usize },
@@ -259,14 +293,29 @@ enum Effect {
     Deleted { count: usize },
 }
 
+impl Effect {
+    /// The same put after the frames it carried were dropped (a new generation began).
+    fn without_frames(self) -> Effect {
+        match self {
+            Effect::Frames { .. } => Effect::Frames { count: 0 },
+            other => other,
+        }
+    }
+}
+
 struct Thread {
     setup: VssSetup,
     status: Arc<Mutex<VssStatus>>,
     shared: Arc<Shared>,
     remote: Option<Remote>,
+    /// This device as a writer (the data dir's `vss-device`), loaded at the first look.
+    device: Option<VssDevice>,
     fence: Option<Fence>,
     in_flight: Option<InFlight>,
-    /// The first look at the server (who wrote there) was taken for this generation.
+    /// Puts judged not applied after their answer was lost, since the last success: one of them
+    /// may still be applied late (the server was slow), which the next put then finds.
+    unanswered: Vec<Unanswered>,
+    /// The first look at the server (who wrote there) was taken.
     attached: bool,
     current: Option<Current>,
     queue: VecDeque<Pending>,
@@ -286,6 +335,9 @@ struct Thread {
 impl Thread {
     fn run(mut self, rx: Receiver<Msg>) {
         loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
             let msg = if self.has_work() {
                 match self.retry_at {
                     Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
@@ -327,20 +379,17 @@ impl Thread {
                     self.say();
                 }
                 Err(e) if e.refuses() => {
-                    let reason = e.to_string();
-                    tracing::error!("remote mirror refused: {reason}");
-                    self.shared.in_sync.store(false, Ordering::SeqCst);
-                    set(&self.status, VssStatus::Refused { reason: reason.clone() });
-                    for pending in self.queue.drain(..) {
-                        if let Some(ack) = pending.ack {
-                            let _ = ack.send(Err(reason.clone()));
-                        }
-                    }
+                    self.refused(&e.to_string());
                     return;
                 }
                 Err(e) => {
+                    if matches!(e, VssMirrorError::Auth { .. }) {
+                        // A token replaced in its file is read at the next connection.
+                        self.remote = None;
+                    }
                     self.shared.in_sync.store(false, Ordering::SeqCst);
                     let reason = e.to_string();
+                    lost(&self.status, reason.clone(), self.behind());
                     // Writers waiting on these commits go on at once on the card's commit; the
                     // commits themselves stay queued and go up when VSS is back.
                     for pending in &mut self.queue {
@@ -348,10 +397,27 @@ impl Thread {
                             let _ = ack.send(Err(reason.clone()));
                         }
                     }
-                    lost(&self.status, reason, self.behind());
                     self.retry_at = Some(Instant::now() + self.retry);
                     self.retry = (self.retry * 2).min(RETRY_LAST);
                 }
+            }
+        }
+    }
+
+    /// Another device runs this node (or VSS holds a later state): said, recorded in the data
+    /// dir (the node must not run on this card again until a restore), and nothing more is
+    /// written. Waiting writers hear it: the committer holds them.
+    fn refused(&mut self, reason: &str) {
+        tracing::error!("remote mirror refused: {reason}");
+        self.shared.in_sync.store(false, Ordering::SeqCst);
+        // Marked before it is said: whoever sees the refusal finds the mark.
+        if let Err(e) = super::mark_refused(&self.setup.config.data_dir, reason) {
+            tracing::error!("cannot record the remote mirror's refusal: {e}");
+        }
+        set(&self.status, VssStatus::Refused { reason: reason.to_string() });
+        for pending in self.queue.drain(..) {
+            if let Some(ack) = pending.ack {
+                let _ = ack.send(Err(reason.to_string()));
             }
         }
     }
@@ -377,30 +443,41 @@ impl Thread {
             Msg::Begin { base, txn } => {
                 if let Err(e) = self.begin(base, *txn) {
                     // Tried again at the next commit.
-                    self.current = None;
-                    self.shared.wants_begin.store(true, Ordering::SeqCst);
-                    lost(&self.status, e.to_string(), self.behind());
+                    self.drop_generation(&e.to_string());
                 }
             }
             Msg::Append { counter, ops, ack } => {
                 self.latest = counter;
                 let frame = match &self.current {
-                    Some(current) => {
+                    Some(current) if current.next == counter => {
                         current.sealer.seal(counter, unix_now(), &ops).map_err(|e| e.to_string())
                     }
+                    Some(current) => Err(format!(
+                        "commit {} is missing from the remote mirror's log: a new snapshot goes up",
+                        current.next
+                    )),
                     None => Err("no generation is open: an earlier step failed".to_string()),
                 };
                 match frame {
                     Ok(frame) => {
+                        if let Some(current) = &mut self.current {
+                            current.next = counter.saturating_add(1);
+                        }
                         self.queued_bytes = self.queued_bytes.saturating_add(frame.len());
                         self.queue.push_back(Pending { counter, frame, ack });
                         if self.queued_bytes > MAX_BEHIND_BYTES {
-                            self.overflow();
+                            self.drop_generation(&format!(
+                                "more than {} MiB of commits waited for VSS: a new snapshot goes up once it is back",
+                                MAX_BEHIND_BYTES >> 20
+                            ));
                         }
                     }
                     Err(reason) => {
                         if let Some(ack) = ack {
-                            let _ = ack.send(Err(reason));
+                            let _ = ack.send(Err(reason.clone()));
+                        }
+                        if self.current.is_some() {
+                            self.drop_generation(&reason);
                         }
                     }
                 }
@@ -408,22 +485,31 @@ impl Thread {
         }
     }
 
-    /// More is waiting than [`MAX_BEHIND_BYTES`]: dropped, and a new snapshot once VSS is back.
-    fn overflow(&mut self) {
-        let reason = format!(
-            "more than {} MiB of commits waited for VSS: a new snapshot goes up once it is back",
-            MAX_BEHIND_BYTES >> 20
-        );
+    /// The generation cannot go on (too far behind, a commit missing, a snapshot that could not
+    /// be read): its waiting commits are dropped, and a new one begins at the next commit.
+    fn drop_generation(&mut self, reason: &str) {
         for pending in self.queue.drain(..) {
             if let Some(ack) = pending.ack {
-                let _ = ack.send(Err(reason.clone()));
+                let _ = ack.send(Err(reason.to_string()));
             }
         }
+        self.forget_sent_frames();
         self.queued_bytes = 0;
         self.current = None;
         self.shared.in_sync.store(false, Ordering::SeqCst);
         self.shared.wants_begin.store(true, Ordering::SeqCst);
-        lost(&self.status, reason, self.behind());
+        lost(&self.status, reason.to_string(), self.behind());
+    }
+
+    /// The queued frames are gone: a put of them whose answer is still unknown must not take
+    /// the new queue's frames for its own once it turns out applied.
+    fn forget_sent_frames(&mut self) {
+        if let Some(f) = &mut self.in_flight {
+            f.sent.effect = f.sent.effect.without_frames();
+        }
+        for u in &mut self.unanswered {
+            u.effect = u.effect.without_frames();
+        }
     }
 
     fn begin(&mut self, base: u64, txn: redb::ReadTransaction) -> Result<(), VssMirrorError> {
@@ -457,6 +543,7 @@ impl Thread {
                 let _ = ack.send(Err("superseded by a new snapshot".into()));
             }
         }
+        self.forget_sent_frames();
         self.queued_bytes = 0;
         self.latest = base;
         self.current = Some(Current {
@@ -464,6 +551,7 @@ impl Thread {
             lineage_id: identity.lineage_id,
             base,
             sealer,
+            next: base.saturating_add(1),
             chunks: bytes.chunks(CHUNK).map(<[u8]>::to_vec).collect(),
         });
         Ok(())
@@ -492,21 +580,28 @@ impl Thread {
     /// Says where the mirror stands after a step.
     fn say(&mut self) {
         let behind = self.behind();
-        if self.whole() && self.queue.is_empty() {
-            let counter = self.fence.as_ref().and_then(|f| f.head.as_ref()).map_or(0, Head::counter);
-            let was = get(&self.status);
-            if !matches!(was, VssStatus::InSync { .. }) {
-                tracing::info!("remote mirror in sync at commit {counter}");
-            }
-            set(&self.status, VssStatus::InSync { counter });
+        let on_server = self.fence.as_ref().and_then(|f| f.head.as_ref()).map_or(0, Head::counter);
+        let whole = self.whole();
+        // Once the chain is whole and little is left to send, commits wait for VSS again: their
+        // own frames, behind the few still queued, hold back a node that commits faster than
+        // VSS acknowledges, so that the mirror always catches up.
+        if whole && self.queued_bytes <= SEGMENT_MAX {
             self.shared.in_sync.store(true, Ordering::SeqCst);
+        }
+        // A commit handed over but not yet taken from the channel is not on the server.
+        let caught_up = self.queue.is_empty() && on_server >= self.shared.handed.load(Ordering::SeqCst);
+        if whole && caught_up {
+            if !matches!(get(&self.status), VssStatus::InSync { .. }) {
+                tracing::info!("remote mirror in sync at commit {on_server}");
+            }
+            set(&self.status, VssStatus::InSync { counter: on_server });
             let compact = self
                 .generation()
                 .is_some_and(|g| g.log_bytes > COMPACT_BYTES || g.segments > COMPACT_SEGMENTS);
             if compact && self.deletes.is_empty() {
                 self.shared.wants_begin.store(true, Ordering::SeqCst);
             }
-        } else if !self.whole() {
+        } else if !whole {
             let percent = match (&self.current, self.generation()) {
                 (Some(c), Some(g)) if !c.chunks.is_empty() => {
                     (g.chunks_sent * 100 / c.chunks.len() as u64).min(99) as u8
@@ -529,14 +624,19 @@ impl Thread {
         if self.fence.is_none() {
             return self.look();
         }
-        let (Some(current), Some(fence)) = (&self.current, &self.fence) else { return Ok(()) };
+        let whole = self.whole();
+        let (Some(current), Some(fence), Some(device)) = (&self.current, &self.fence, &self.device) else {
+            return Ok(());
+        };
         let mut head = fence.head.clone().unwrap_or_else(|| Head {
             node_id: self.setup.node_id.clone(),
             lineage_id: current.lineage_id.clone(),
+            writer: device.id.clone(),
             generations: Vec::new(),
             written_at: 0,
         });
         head.written_at = unix_now();
+        head.writer = device.id.clone();
         let mut items = Vec::new();
         let mut deletes = Vec::new();
         let mut dropped = Vec::new();
@@ -544,12 +644,13 @@ impl Thread {
         match head.generations.iter().position(|g| g.id == current.id) {
             None => {
                 // Register the generation: its log's header, and the head naming it. An older
-                // generation is kept only while it carries the chain to this one's base.
+                // generation is kept only while it carries the chain to this one's base (and
+                // began before it: two logs of one base would be one file name).
                 let keep = head
                     .generations
                     .iter()
                     .rfind(|g| g.snapshot_complete())
-                    .filter(|g| g.counter >= current.base)
+                    .filter(|g| g.counter >= current.base && g.base < current.base)
                     .cloned();
                 dropped = head
                     .generations
@@ -572,7 +673,8 @@ impl Thread {
             }
             Some(at) => {
                 let chunks_left = head.generations[at].chunks_sent < current.chunks.len() as u64;
-                let frames = !self.queue.is_empty() && (!self.frames_last || !chunks_left);
+                // While the chain is whole, commits wait for VSS: their frames go first.
+                let frames = !self.queue.is_empty() && (whole || !self.frames_last || !chunks_left);
                 if frames {
                     let mut segment = Vec::new();
                     let mut count = 0;
@@ -625,14 +727,24 @@ impl Thread {
                 Ok(())
             }
             Err(PutError::Conflict) => {
+                // A put of ours whose answer was lost may have been applied late; otherwise
+                // someone else wrote.
                 self.fence = None;
-                let found = self.remote()?.state().map(|(v, _)| v).unwrap_or(-1);
+                let (found, now) = self.remote()?.state()?;
+                let now = now.map(|(_, bytes)| bytes).unwrap_or_default();
+                if let Some(late) = self.unanswered.iter().find(|u| u.head_bytes == now).cloned() {
+                    tracing::info!("a put of the remote mirror whose answer was lost was applied late");
+                    self.apply(late.head, now, late.effect, found);
+                    return Ok(());
+                }
                 Err(VssMirrorError::Conflict { expected: version, found })
             }
-            Err(PutError::Failed(e)) => {
+            Err(PutError::Failed(e, head_bytes)) => {
                 // The outcome is unknown: the server's state is read back before anything else.
+                // (Deletes of dropped generations are found again from the head then.)
+                self.in_flight =
+                    Some(InFlight { sent: Unanswered { head_bytes, head, effect }, version, before });
                 self.pending_dropped = dropped;
-                self.in_flight = Some(InFlight { head, effect, version, before });
                 self.fence = None;
                 Err(e)
             }
@@ -641,6 +753,7 @@ impl Thread {
 
     fn apply(&mut self, head: Head, head_bytes: Vec<u8>, effect: Effect, version: i64) {
         self.fence = Some(Fence { version, head: Some(head), head_bytes: Some(head_bytes) });
+        self.unanswered.clear();
         let mut acks = Vec::new();
         match effect {
             Effect::Frames { count } => {
@@ -656,6 +769,14 @@ impl Thread {
             }
             Effect::Registered => {}
         }
+        // The first put after a restore from VSS made this device the writer.
+        if let Some(device) = &mut self.device {
+            if device.takeover.take().is_some() {
+                if let Err(e) = device.save(&self.setup.config.data_dir) {
+                    tracing::warn!("cannot record that this device writes VSS now: {e}");
+                }
+            }
+        }
         // The status says it before the writers hear it.
         self.say();
         for ack in acks {
@@ -668,6 +789,11 @@ impl Thread {
     fn look(&mut self) -> Result<(), VssMirrorError> {
         let Some(current) = &self.current else { return Ok(()) };
         let (base, lineage) = (current.base, current.lineage_id.clone());
+        if self.device.is_none() {
+            let device = VssDevice::load_or_create(&self.setup.config.data_dir)
+                .map_err(|e| VssMirrorError::Settings(format!("this device's record for VSS: {e}")))?;
+            self.device = Some(device);
+        }
         let (version, head) = self.remote()?.state()?;
         let (head, head_bytes) = match head {
             Some((head, bytes)) => (Some(head), bytes),
@@ -675,18 +801,30 @@ impl Thread {
         };
         if let Some(f) = self.in_flight.take() {
             let dropped = std::mem::take(&mut self.pending_dropped);
-            if version == f.version.saturating_add(1) && head.as_ref() == Some(&f.head) {
+            if head.is_some() && head_bytes == f.sent.head_bytes {
                 // Applied: the server holds the head we sent.
-                self.apply(f.head, head_bytes, f.effect, version);
+                tracing::info!("the remote mirror's last put, whose answer was lost, was applied");
+                self.apply(f.sent.head, head_bytes, f.sent.effect, version);
                 self.deletes.extend(dropped.iter().flat_map(labels_of));
                 return Ok(());
             }
             if version != f.version || head_bytes != f.before {
+                if let Some(late) = self.unanswered.iter().find(|u| u.head_bytes == head_bytes).cloned() {
+                    self.apply(late.head, head_bytes, late.effect, version);
+                    return Ok(());
+                }
                 return Err(VssMirrorError::Conflict { expected: f.version, found: version });
             }
-            // Not applied: sent again from the same state.
+            // Not applied (yet): sent again from the same state; remembered, in case it is
+            // applied late after all.
+            tracing::info!(
+                "the remote mirror's last put, whose answer was lost, was not applied: sent again"
+            );
+            self.unanswered.push(f.sent);
         } else if !self.attached {
-            judge(head.as_ref(), &self.setup.node_id, &lineage, base)?;
+            let device =
+                self.device.as_ref().ok_or_else(|| VssMirrorError::Settings("no device record".into()))?;
+            judge(head.as_ref(), &self.setup.node_id, &lineage, base, device, version)?;
             self.attached = true;
         }
         self.fence = Some(Fence { version, head, head_bytes: Some(head_bytes) });
@@ -694,14 +832,17 @@ impl Thread {
     }
 }
 
-/// Whether a store of history `lineage` at commit `card` of node `node_id` may write where
-/// `head` is: nothing there, or its own history no more than one commit (the one a cut
-/// interrupted, never acknowledged) ahead of the card.
+/// Whether a store of history `lineage` at commit `card` of node `node_id`, on `device`, may
+/// write where `head` is at version `version`: nothing there; or its own history no more than
+/// one commit (the one a cut interrupted, never acknowledged) ahead of the card, last written
+/// by this device, or by the device this card was restored from if nothing was written since.
 pub(super) fn judge(
     head: Option<&Head>,
     node_id: &str,
     lineage: &str,
     card: u64,
+    device: &VssDevice,
+    version: i64,
 ) -> Result<(), VssMirrorError> {
     let Some(head) = head else { return Ok(()) };
     if head.node_id != node_id {
@@ -712,6 +853,16 @@ pub(super) fn judge(
             counter: head.counter(),
             written_at: utc(head.written_at),
         });
+    }
+    if head.writer != device.id {
+        let taken_over =
+            device.takeover.as_ref().is_some_and(|t| t.writer == head.writer && t.version == version);
+        if !taken_over {
+            return Err(VssMirrorError::OtherDevice {
+                counter: head.counter(),
+                written_at: utc(head.written_at),
+            });
+        }
     }
     if head.counter() > card.saturating_add(1) {
         return Err(VssMirrorError::Ahead { remote: head.counter(), card });
@@ -735,11 +886,13 @@ fn labels_of(g: &Generation) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::vss::Takeover;
 
-    fn head(lineage: &str, counter: u64) -> Head {
+    fn head(lineage: &str, counter: u64, writer: &str) -> Head {
         Head {
             node_id: "02aa".into(),
             lineage_id: lineage.into(),
+            writer: writer.into(),
             generations: vec![Generation {
                 id: "0011223344556677".into(),
                 base: 1,
@@ -754,26 +907,49 @@ mod tests {
     }
 
     #[test]
-    fn only_the_same_history_no_more_than_one_commit_ahead_may_be_written_over() {
-        assert!(judge(None, "02aa", "L", 5).is_ok(), "an empty server");
-        assert!(judge(Some(&head("L", 5)), "02aa", "L", 5).is_ok(), "in sync");
-        assert!(judge(Some(&head("L", 3)), "02aa", "L", 5).is_ok(), "behind the card (lost, resynced)");
-        assert!(judge(Some(&head("L", 6)), "02aa", "L", 5).is_ok(), "the frame a cut interrupted");
+    fn only_this_devices_history_no_more_than_one_commit_ahead_may_be_written_over() {
+        let me = VssDevice { id: "me".into(), takeover: None };
+        assert!(judge(None, "02aa", "L", 5, &me, 0).is_ok(), "an empty server");
+        assert!(judge(Some(&head("L", 5, "me")), "02aa", "L", 5, &me, 9).is_ok(), "in sync");
+        assert!(judge(Some(&head("L", 3, "me")), "02aa", "L", 5, &me, 9).is_ok(), "behind the card");
+        assert!(
+            judge(Some(&head("L", 6, "me")), "02aa", "L", 5, &me, 9).is_ok(),
+            "the frame a cut interrupted"
+        );
         assert!(matches!(
-            judge(Some(&head("L", 7)), "02aa", "L", 5),
+            judge(Some(&head("L", 7, "me")), "02aa", "L", 5, &me, 9),
             Err(VssMirrorError::Ahead { remote: 7, card: 5 })
         ));
         assert!(matches!(
-            judge(Some(&head("M", 2)), "02aa", "L", 5),
+            judge(Some(&head("M", 2, "me")), "02aa", "L", 5, &me, 9),
             Err(VssMirrorError::OtherHistory { counter: 2, .. })
         ));
-        assert!(matches!(judge(Some(&head("L", 5)), "03bb", "L", 5), Err(VssMirrorError::WrongSeed)));
+        assert!(matches!(
+            judge(Some(&head("L", 5, "me")), "03bb", "L", 5, &me, 9),
+            Err(VssMirrorError::WrongSeed)
+        ));
+        // Another device wrote last: refused, unless this card was restored from exactly that.
+        assert!(matches!(
+            judge(Some(&head("L", 5, "other")), "02aa", "L", 5, &me, 9),
+            Err(VssMirrorError::OtherDevice { counter: 5, .. })
+        ));
+        let restored =
+            VssDevice { id: "me".into(), takeover: Some(Takeover { writer: "other".into(), version: 9 }) };
+        assert!(judge(Some(&head("L", 5, "other")), "02aa", "L", 5, &restored, 9).is_ok(), "taken over");
+        assert!(
+            matches!(
+                judge(Some(&head("L", 6, "other")), "02aa", "L", 5, &restored, 10),
+                Err(VssMirrorError::OtherDevice { .. })
+            ),
+            "the other device wrote after the restore: it still runs the node"
+        );
     }
 
     #[test]
     fn a_refusal_says_what_to_do_within_three_oled_lines() {
         for e in [
             VssMirrorError::Conflict { expected: 5, found: 9 },
+            VssMirrorError::OtherDevice { counter: 12, written_at: "2026-12-01 05:00".into() },
             VssMirrorError::OtherHistory { counter: 12, written_at: "2026-12-01 05:00".into() },
             VssMirrorError::Ahead { remote: 12, card: 7 },
         ] {
