@@ -221,16 +221,7 @@ impl Mirror {
                 }
             }
         }
-        let ops = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Put { key, value } if key_mirrored(key) => {
-                    Some(LogOp::Put { key: key.clone(), value: value.clone() })
-                }
-                Op::Delete { key } if key_mirrored(key) => Some(LogOp::Delete { key: key.clone() }),
-                _ => None,
-            })
-            .collect();
+        let ops = log_ops(ops);
         let (ack, done) = mpsc::sync_channel(1);
         self.send(Msg::Append { counter: counter.saturating_add(1), ops, ack })?;
         Some(done)
@@ -275,9 +266,22 @@ impl Mirror {
     }
 }
 
+/// A commit's operations as a mirror's frame carries them: the mirrored keys' puts and deletes.
+pub(crate) fn log_ops(ops: &[Op]) -> Vec<LogOp> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Put { key, value } if key_mirrored(key) => {
+                Some(LogOp::Put { key: key.clone(), value: value.clone() })
+            }
+            Op::Delete { key } if key_mirrored(key) => Some(LogOp::Delete { key: key.clone() }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// [`mirrored`] on a key as the store encodes it, without decoding it (it runs for every
 /// operation of every commit): the rebuildable keys are in the empty namespaces.
-pub(crate) fn key_mirrored(stored: &[u8]) -> bool {
+fn key_mirrored(stored: &[u8]) -> bool {
     match stored {
         [keys::SEP, keys::SEP, key @ ..] => !REBUILDABLE_KEYS.iter().any(|r| r.as_bytes() == key),
         _ => true,

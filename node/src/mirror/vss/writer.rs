@@ -20,7 +20,7 @@ use super::{
 };
 use crate::backup::BackupInput;
 use crate::mirror::log::{LogOp, LogSealer};
-use crate::mirror::writer::{key_mirrored, mirrored};
+use crate::mirror::writer::{log_ops, mirrored};
 use crate::store::committer::Op;
 use crate::store::{Entry, snapshot_of};
 use crate::unix_now;
@@ -172,16 +172,7 @@ impl VssMirror {
                 Err(e) => lost(&self.status, format!("cannot read the store for a snapshot: {e}"), 0),
             }
         }
-        let ops = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Put { key, value } if key_mirrored(key) => {
-                    Some(LogOp::Put { key: key.clone(), value: value.clone() })
-                }
-                Op::Delete { key } if key_mirrored(key) => Some(LogOp::Delete { key: key.clone() }),
-                _ => None,
-            })
-            .collect();
+        let ops = log_ops(ops);
         let (ack, done) = if self.shared.in_sync.load(Ordering::SeqCst) {
             let (ack, done) = mpsc::sync_channel(1);
             (Some(ack), Some(done))
