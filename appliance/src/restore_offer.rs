@@ -25,7 +25,7 @@ use boltbox_node::backup::{self, BackupHeader, RestoreReport, Workers};
 use boltbox_node::files::read_untrusted;
 use boltbox_node::{Network, Seed};
 
-use crate::backup::{STICK_DIR, find_stick};
+use crate::backup::{STICK_DIR, Stick, find_stick};
 use crate::config::AppConfig;
 use crate::screens::{BackupFacts, StateSource};
 
@@ -66,7 +66,7 @@ impl StickBackup {
 
     /// Whether the words file is on the stick (a regular file).
     pub fn words_present(&self) -> bool {
-        std::fs::symlink_metadata(&self.words).is_ok_and(|m| m.is_file())
+        words_present(&self.words)
     }
 }
 
@@ -110,9 +110,7 @@ impl Offered {
     pub fn words_present(&self) -> bool {
         match self {
             Offered::Stick(stick) => stick.words_present(),
-            Offered::Vss(vss) => {
-                vss.words.as_ref().is_some_and(|w| std::fs::symlink_metadata(w).is_ok_and(|m| m.is_file()))
-            }
+            Offered::Vss(vss) => vss.words.as_deref().is_some_and(words_present),
         }
     }
 
@@ -169,11 +167,24 @@ pub fn find_offer(config: &AppConfig, seed: Option<&Seed>, workers: &Workers) ->
     }
 }
 
-/// The seed words' file a first start reads: on the first stick, else in `[mirror] dir`.
+/// Whether the words file at `path` is there (a regular file, never through a symlink).
+fn words_present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Where a first start looks for the seed words: `stick` (the first inserted one: its name and
+/// path), else `[mirror] dir`.
+fn words_home(stick: Option<&Stick>, config: &AppConfig) -> Option<(String, PathBuf)> {
+    match stick {
+        Some(stick) => Some((stick.name.clone(), stick.path.clone())),
+        None => config.mirror.dir().map(|dir| (dir.display().to_string(), dir.to_path_buf())),
+    }
+}
+
+/// The seed words' file a first start reads (see [`words_home`]).
 fn words_file(config: &AppConfig) -> Option<PathBuf> {
     let stick = find_stick(&config.backup.sticks, config.eject_request().is_some()).ok();
-    let home = stick.map(|s| s.path).or_else(|| config.mirror.dir().map(Path::to_path_buf))?;
-    Some(home.join(STICK_DIR).join(WORDS_FILE))
+    words_home(stick.as_ref(), config).map(|(_, home)| home.join(STICK_DIR).join(WORDS_FILE))
 }
 
 /// The newest state of a node on `config`'s network that a stick offers: of `node_id` when
@@ -185,15 +196,13 @@ fn words_file(config: &AppConfig) -> Option<PathBuf> {
 pub fn find_backup(config: &AppConfig, node_id: Option<&str>) -> Option<StickBackup> {
     let network = config.node.network;
     let stick = find_stick(&config.backup.sticks, config.eject_request().is_some()).ok();
-    let home =
-        stick.as_ref().map(|s| s.path.clone()).or_else(|| config.mirror.dir().map(Path::to_path_buf))?;
+    let (name, home) = words_home(stick.as_ref(), config)?;
     let words = home.join(STICK_DIR).join(WORDS_FILE);
     let words_node = match node_id {
         Some(_) => None,
         None => seed_from_words(&words).ok().and_then(|seed| seed.node_id(network).ok()),
     };
     let node_id = node_id.or(words_node.as_deref());
-    let name = stick.as_ref().map_or_else(|| home.display().to_string(), |s| s.name.clone());
     // The mirror may be on another stick than the backups (a backup stick and the mirror
     // stick both inserted): every one is looked at, and the furthest state taken.
     let mirror = config

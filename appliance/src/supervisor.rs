@@ -1063,9 +1063,7 @@ impl Life {
                 tracing::error!(
                     "the remote mirror refused this device ({reason}): the node's writes are held"
                 );
-                if let Err(e) = boltbox_node::mirror::vss::mark_refused(&self.config.node.data_dir, &reason) {
-                    tracing::error!("cannot record the remote mirror's refusal: {e}");
-                }
+                // (The mirror's writer marked the refusal before it said it.)
                 self.frozen = true;
                 return Err(End::Restart(format!("the remote mirror refused this device: {reason}")));
             }

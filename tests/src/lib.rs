@@ -18,7 +18,9 @@ mod wait;
 
 pub use bitcoind::{BitcoinD, HarnessError, free_port};
 pub use electrs::Electrs;
-pub use node::{TestNode, appliance_config, mine_and_sync, open_store, regtest_config, wait_for_gossip};
+pub use node::{
+    TestNode, appliance_config, mine_and_sync, mirrored_state, open_store, regtest_config, wait_for_gossip,
+};
 pub use proxy::{Fault, FaultProxy};
 pub use rng::Rng;
 pub use tls::{TlsProxy, self_signed};

@@ -283,6 +283,16 @@ pub fn wait_for_gossip<T>(
     }
 }
 
+/// `store`'s state without the keys the mirrors leave out (the network graph): what a mirror
+/// read back must equal.
+pub fn mirrored_state(store: &Store) -> boltbox_node::store::Snapshot {
+    let mut snapshot = store.snapshot().expect("snapshot");
+    snapshot
+        .entries
+        .retain(|e| !(e.primary.is_empty() && e.secondary.is_empty() && e.key == "network_graph"));
+    snapshot
+}
+
 /// Mines `n` blocks and waits (up to `secs` each) until every node has processed them.
 pub fn mine_and_sync(bitcoind: &BitcoinD, n: u64, nodes: &[&TestNode], secs: u64) {
     bitcoind.mine(n).expect("mine");

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use boltbox_node::backup::{self, Workers};
 use boltbox_node::mirror::{MirrorSetup, MirrorStatus, read_mirror};
 use boltbox_node::{Network, NodeConfig, NodeEvent, Seed, Store};
-use boltbox_tests::{BitcoinD, Deadline, TestNode, Tmpfs, mine_and_sync, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, Tmpfs, mine_and_sync, mirrored_state, wait_until};
 use ldk_node::lightning::util::persist::KVStoreSync;
 
 const SAT: u64 = 1000;
@@ -54,15 +54,6 @@ fn fresh_store() -> (tokio::runtime::Runtime, tempfile::TempDir, Seed, Store) {
     let node_id = seed.node_id(Network::Regtest).expect("node id");
     let store = Store::create_new(&dir.path().join("node.redb"), Some(&node_id)).expect("store");
     (runtime(), dir, seed, store)
-}
-
-/// The store's state without the keys the mirror leaves out.
-fn mirrored_state(store: &Store) -> boltbox_node::store::Snapshot {
-    let mut snapshot = store.snapshot().expect("snapshot");
-    snapshot
-        .entries
-        .retain(|e| !(e.primary.is_empty() && e.secondary.is_empty() && e.key == "network_graph"));
-    snapshot
 }
 
 #[test]

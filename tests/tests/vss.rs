@@ -16,7 +16,7 @@ use std::path::Path;
 use boltbox_node::backup::{self, Workers};
 use boltbox_node::mirror::vss::{VssAuth, VssSetup, VssStatus, read_vss, vss_head};
 use boltbox_node::{Network, NodeConfig, NodeEvent, Seed, Store};
-use boltbox_tests::{BitcoinD, Deadline, TestNode, Vss, mine_and_sync, wait_until};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, Vss, mine_and_sync, mirrored_state, wait_until};
 use ldk_node::lightning::util::persist::KVStoreSync;
 
 const SAT: u64 = 1000;
@@ -76,15 +76,6 @@ fn wait_refused(store: &Store, what: &str) -> String {
 fn new_store(dir: &std::path::Path, seed: &Seed) -> Store {
     let node_id = seed.node_id(Network::Regtest).expect("node id");
     Store::create_new(&dir.join("node.redb"), Some(&node_id)).expect("store")
-}
-
-/// The store's state without the keys the mirror leaves out.
-fn mirrored_state(store: &Store) -> boltbox_node::store::Snapshot {
-    let mut snapshot = store.snapshot().expect("snapshot");
-    snapshot
-        .entries
-        .retain(|e| !(e.primary.is_empty() && e.secondary.is_empty() && e.key == "network_graph"));
-    snapshot
 }
 
 #[test]

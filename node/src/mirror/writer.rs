@@ -22,7 +22,7 @@ use super::{
 };
 use crate::backup::BackupInput;
 use crate::store::committer::Op;
-use crate::store::{Entry, Snapshot, keys, snapshot_of};
+use crate::store::{Entry, Snapshot, StoreIdentity, keys, snapshot_of};
 use crate::unix_now;
 
 /// Whether a store key (decoded) is mirrored.
@@ -266,6 +266,19 @@ impl Mirror {
     }
 }
 
+/// The store's identity and its mirrored entries at the state `txn` reads, read at once and
+/// the transaction let go: one held through a slow medium would keep redb from reusing the
+/// card's pages.
+pub(crate) fn mirrored_snapshot(
+    txn: redb::ReadTransaction,
+) -> Result<(StoreIdentity, Snapshot), MirrorError> {
+    let store = |e: crate::store::StoreError| MirrorError::Store(e.to_string());
+    let identity = crate::store::identity_of(&txn).map_err(store)?;
+    let keep = |e: &Entry| mirrored(&e.primary, &e.secondary, &e.key);
+    let snapshot = snapshot_of(&txn, &keep).map_err(store)?;
+    Ok((identity, snapshot))
+}
+
 /// A commit's operations as a mirror's frame carries them: the mirrored keys' puts and deletes.
 pub(crate) fn log_ops(ops: &[Op]) -> Vec<LogOp> {
     ops.iter()
@@ -355,12 +368,7 @@ impl WriterThread {
         txn: redb::ReadTransaction,
     ) -> Result<(), MirrorError> {
         self.log = None;
-        // Read at once and let go: a read transaction held through a stick's slow writes would
-        // keep redb from reusing the card's pages.
-        let identity = crate::store::identity_of(&txn).map_err(|e| MirrorError::Store(e.to_string()))?;
-        let keep = |e: &Entry| mirrored(&e.primary, &e.secondary, &e.key);
-        let snapshot = snapshot_of(&txn, &keep).map_err(|e| MirrorError::Store(e.to_string()))?;
-        drop(txn);
+        let (identity, snapshot) = mirrored_snapshot(txn)?;
         let dir = self.dir();
         std::fs::create_dir_all(&dir).map_err(MirrorError::io(format!("creating {}", dir.display())))?;
         let setup = &self.setup;

@@ -20,9 +20,8 @@ use super::{
 };
 use crate::backup::BackupInput;
 use crate::mirror::log::{LogOp, LogSealer};
-use crate::mirror::writer::{log_ops, mirrored};
+use crate::mirror::writer::{log_ops, mirrored_snapshot};
 use crate::store::committer::Op;
-use crate::store::{Entry, snapshot_of};
 use crate::unix_now;
 
 /// A snapshot goes up in chunks of this size (under a reverse proxy's usual 1 MiB body limit
@@ -504,14 +503,7 @@ impl Thread {
     }
 
     fn begin(&mut self, base: u64, txn: redb::ReadTransaction) -> Result<(), VssMirrorError> {
-        let store = |e: crate::store::StoreError| {
-            VssMirrorError::Mirror(crate::mirror::MirrorError::Store(e.to_string()))
-        };
-        // Read at once and let go (as the stick's writer does).
-        let identity = crate::store::identity_of(&txn).map_err(store)?;
-        let keep = |e: &Entry| mirrored(&e.primary, &e.secondary, &e.key);
-        let snapshot = snapshot_of(&txn, &keep).map_err(store)?;
-        drop(txn);
+        let (identity, snapshot) = mirrored_snapshot(txn)?;
         let setup = &self.setup;
         let (_, sealer) =
             LogSealer::new(&setup.seed, setup.config.network, &setup.node_id, &identity.lineage_id, base)?;
