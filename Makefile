@@ -71,6 +71,8 @@ RELIABILITY_POWER_CUTS ?= 20
 reliability: image
 	scripts/setup.sh base bitcoind electrs image
 	BOLTBOX_KILLS=$(RELIABILITY_KILLS) cargo test --locked -p boltbox --test kill_storm -- --nocapture
+	BOLTBOX_KILLS=$(RELIABILITY_KILLS) cargo test --locked -p boltbox-node --test accounts_crash
+	PROPTEST_CASES=200 cargo test --locked -p boltbox-node --test accounts_oracle
 	cargo test --locked -p boltbox-tests --test storage_faults -- --nocapture
 	PROPTEST_CASES=20000 cargo test --locked -p boltbox-board --lib -- gesture display emulated
 	BOLTBOX_POWER_CUTS=$(RELIABILITY_POWER_CUTS) cargo run --locked -p boltbox-image -- boot-test
@@ -122,6 +124,7 @@ bench: $(SDCARD_SHIM)
 	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench store
 	cargo bench --locked -p boltbox-executor
 	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench durable_transfers
+	$(BENCH_ENV) cargo bench --locked -p boltbox-node --bench accounts
 	cargo bench --locked -p boltbox-node --bench backup_seal
 	$(BENCH_ENV) cargo bench --locked -p boltbox-tests --bench payments
 	cargo bench --locked -p boltbox-tests --bench node_rss

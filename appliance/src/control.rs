@@ -34,8 +34,9 @@ pub const SOCKET_NAME: &str = "control.sock";
 /// taken the request, not when it completes, so answers come quickly.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The longest request line the service reads (an invoice or offer is well under 2 KiB).
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The longest request line the service reads: an account batch of 10,000 signed transfers is
+/// about 1.6 MiB of JSON (an invoice or offer is well under 2 KiB).
+const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// What the service is doing, as `boltbox status` reports it beside the node's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +182,8 @@ pub enum Request {
     },
     /// Forgets the mirror stick: commits are no longer mirrored (its files stay on it).
     MirrorStop,
+    /// An accounts request (`{"cmd": "account", "op": …}`, docs/ACCOUNTS.md).
+    Account(crate::accounts::AccountRequest),
 }
 
 /// An answer: the value, or why there is none.
@@ -375,6 +378,7 @@ fn command_name(request: &Request) -> &'static str {
         Request::StartEmpty => "start-empty",
         Request::MirrorUse { .. } => "mirror-use",
         Request::MirrorStop => "mirror-stop",
+        Request::Account(_) => "account",
     }
 }
 
@@ -466,6 +470,7 @@ fn handle(service: &dyn Service, request: Request) -> Response {
                 service.mirror().stop()?;
                 serde_json::Value::Null
             }
+            Request::Account(request) => crate::accounts::handle(&*running()?, request)?,
         })
     })();
     match result {

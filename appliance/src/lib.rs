@@ -2,6 +2,7 @@
 //! it, and the service that runs it all. The screens and the UI are kept free of I/O so that
 //! they are tested without a board.
 //!
+//! - [`accounts`]: `boltbox account …` on the service's side (the accounts ledger).
 //! - [`backup`]: backups to USB sticks (the B gesture), `boltbox backup` and `boltbox restore`.
 //! - [`bench`]: `boltbox bench`, the benchmarks on the device.
 //! - [`config`]: `boltbox.toml`, parsed and validated with errors that name the field.
@@ -16,6 +17,7 @@
 //! - [`ui`]: the state machine that turns gestures and time into the screen shown and the
 //!   actions requested (shutdown, backup).
 
+pub mod accounts;
 pub mod backup;
 pub mod bench;
 pub mod config;

@@ -37,6 +37,121 @@ enum MirrorCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Open an account; prints its id and its transfer key (hex: give it to the app that signs
+    /// its transfers; it is shown only here).
+    New {
+        /// A name (1 to 32 bytes, not only digits).
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every open account, and what main has, as JSON.
+    List(Target),
+    /// One account (id, name, or `main`), as JSON.
+    Show {
+        /// Id or name.
+        account: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Rename an account.
+    Rename {
+        /// Id or name.
+        account: String,
+        /// The new name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Close an empty account (its id is never given again).
+    Close {
+        /// Id or name.
+        account: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move money between accounts, instantly and for free (`main` on either side).
+    Transfer {
+        /// Paying account (id, name or `main`).
+        from: String,
+        /// Receiving account.
+        to: String,
+        /// Amount in msat.
+        #[arg(long)]
+        msat: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Many transfers at once: JSON lines on stdin (`{"from":1,"to":2,"amount_msat":5}`, with
+    /// `"nonce"` and `"mac"` when signed), sent in durable batches of up to 10,000. Prints
+    /// how many were applied and each refusal; exits 1 if any was refused.
+    Batch(Target),
+    /// A BOLT11 invoice whose payment is credited to one account.
+    Invoice {
+        /// Id or name.
+        account: String,
+        /// Amount in msat; omitted: any amount.
+        #[arg(long)]
+        msat: Option<u64>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        expiry_secs: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A BOLT11 invoice whose payment is split over accounts by weight (`alice:2 bob:1`).
+    Split {
+        /// ACCOUNT:WEIGHT, 1 to 16 of them.
+        #[arg(required = true, value_parser = parse_share)]
+        shares: Vec<(String, u32)>,
+        /// Amount in msat; omitted: any amount.
+        #[arg(long)]
+        msat: Option<u64>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        expiry_secs: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Pay a BOLT11 invoice (with an amount) from an account: amount plus fee limit are held,
+    /// the unused fee returns; waits up to 50 s for the outcome.
+    Pay {
+        /// Id or name.
+        account: String,
+        /// The invoice.
+        invoice: String,
+        /// The most routing fee in msat (default: 1% + 50 sat).
+        #[arg(long)]
+        fee_limit_msat: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set an account's spending budget (payments with their fee limit, and transfers out).
+    Budget {
+        /// Id or name.
+        account: String,
+        /// At most this many msat per period.
+        #[arg(long, required_unless_present = "none", conflicts_with = "none")]
+        msat: Option<u64>,
+        /// The period in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        period_secs: u64,
+        /// Remove the budget.
+        #[arg(long)]
+        none: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the appliance: board, node and display until a safe shutdown (SIGTERM, SIGINT or
     /// the shutdown gesture). Exits 0 after a safe shutdown, non-zero on a bad config.
@@ -69,6 +184,11 @@ enum Command {
     Mirror {
         #[command(subcommand)]
         command: MirrorCommand,
+    },
+    /// Accounts: one node, many wallets (docs/ACCOUNTS.md).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
     },
     /// The node's status (what the OLED shows), as JSON.
     Status(Target),
@@ -315,6 +435,7 @@ fn command_line(command: Command) -> anyhow::Result<()> {
         Command::StartEmpty { yes, target } => start_empty(yes, &target),
         Command::Screens { out, scale } => screens(&out, scale),
         Command::Status(target) => target.call(Request::Status),
+        Command::Account { command } => account(command),
         Command::Mirror { command: MirrorCommand::Use { stick, target } } => {
             eprintln!("press B on the device to confirm (A: no)");
             let mut client = boltbox::control::Client::connect(&target.socket()?)?;
@@ -372,6 +493,105 @@ fn command_line(command: Command) -> anyhow::Result<()> {
 }
 
 /// `boltbox start-empty`: the warning, the confirmation, then the request to the service.
+/// `ACCOUNT:WEIGHT` of `boltbox account split`.
+fn parse_share(text: &str) -> Result<(String, u32), String> {
+    let (account, weight) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not ACCOUNT:WEIGHT"))?;
+    let weight = weight.parse().map_err(|e| format!("weight {weight:?}: {e}"))?;
+    Ok((account.to_string(), weight))
+}
+
+fn account(command: AccountCommand) -> anyhow::Result<()> {
+    use boltbox::accounts::AccountRequest as A;
+    let call = |target: Target, request: A| target.call(Request::Account(request));
+    match command {
+        AccountCommand::New { name, target } => call(target, A::New { name }),
+        AccountCommand::List(target) => call(target, A::List),
+        AccountCommand::Show { account, target } => call(target, A::Show { account }),
+        AccountCommand::Rename { account, name, target } => call(target, A::Rename { account, name }),
+        AccountCommand::Close { account, target } => call(target, A::Close { account }),
+        AccountCommand::Transfer { from, to, msat, target } => {
+            call(target, A::Transfer { from, to, amount_msat: msat })
+        }
+        AccountCommand::Batch(target) => account_batch(&target),
+        AccountCommand::Invoice { account, msat, description, expiry_secs, target } => call(
+            target,
+            A::Invoice { shares: vec![(account, 1)], amount_msat: msat, description, expiry_secs },
+        ),
+        AccountCommand::Split { shares, msat, description, expiry_secs, target } => {
+            call(target, A::Invoice { shares, amount_msat: msat, description, expiry_secs })
+        }
+        AccountCommand::Pay { account, invoice, fee_limit_msat, target } => {
+            let mut client = boltbox::control::Client::connect(&target.socket()?)?;
+            client.set_timeout(std::time::Duration::from_secs(120))?;
+            let answer = client.call(&Request::Account(A::Pay { account, invoice, fee_limit_msat }))?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            match answer.get("outcome").and_then(|o| o.as_str()) {
+                Some("failed") => anyhow::bail!("the payment failed; its hold was released"),
+                _ => Ok(()),
+            }
+        }
+        AccountCommand::Budget { account, msat, period_secs, none: _, target } => {
+            call(target, A::Budget { account, limit_msat: msat, period_secs })
+        }
+    }
+}
+
+type Pending = Vec<(usize, boltbox::accounts::BatchTransfer)>;
+
+/// Sends the pending transfers as one batch; prints each refusal with its line; returns
+/// (applied, refused).
+fn send_batch(client: &mut boltbox::control::Client, pending: &mut Pending) -> anyhow::Result<(u64, u64)> {
+    if pending.is_empty() {
+        return Ok((0, 0));
+    }
+    let transfers = pending.iter().map(|(_, t)| t.clone()).collect();
+    let answer = client.call(&Request::Account(boltbox::accounts::AccountRequest::Batch { transfers }))?;
+    let applied = answer.get("applied").and_then(|a| a.as_u64()).unwrap_or(0);
+    let mut refused = 0;
+    for r in answer.get("refused").and_then(|r| r.as_array()).into_iter().flatten() {
+        let line = r.get("index").and_then(|i| i.as_u64()).and_then(|i| pending.get(i as usize)).map(|p| p.0);
+        let reason = r.get("reason").and_then(|r| r.as_str()).unwrap_or("refused");
+        println!("line {}: {reason}", line.unwrap_or(0));
+        refused += 1;
+    }
+    pending.clear();
+    Ok((applied, refused))
+}
+
+/// `boltbox account batch`: JSON lines from stdin, in requests of up to 10,000.
+fn account_batch(target: &Target) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let mut client = boltbox::control::Client::connect(&target.socket()?)?;
+    client.set_timeout(std::time::Duration::from_secs(600))?;
+    let (mut applied, mut refused) = (0u64, 0u64);
+    let mut pending = Pending::new();
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(&line) {
+            Ok(transfer) => pending.push((line_no, transfer)),
+            Err(e) => {
+                println!("line {line_no}: not a transfer: {e}");
+                refused += 1;
+            }
+        }
+        if pending.len() == boltbox::accounts::MAX_BATCH {
+            let (a, r) = send_batch(&mut client, &mut pending)?;
+            (applied, refused) = (applied + a, refused + r);
+        }
+    }
+    let (a, r) = send_batch(&mut client, &mut pending)?;
+    (applied, refused) = (applied + a, refused + r);
+    println!("{applied} applied, {refused} refused");
+    if refused > 0 {
+        anyhow::bail!("{refused} transfers were refused");
+    }
+    Ok(())
+}
+
 fn start_empty(yes: bool, target: &Target) -> anyhow::Result<()> {
     use std::io::{BufRead as _, Write as _};
     eprintln!(

@@ -96,6 +96,8 @@ pub enum Page {
     Channels,
     /// Routing fees and payments.
     Earnings,
+    /// The accounts: how many, their total, the largest.
+    Accounts,
     /// Address, port and node URI as a QR code.
     Network,
     /// Temperature, load, memory, disk, executor, backup age.
@@ -106,8 +108,15 @@ pub enum Page {
 
 impl Page {
     /// The pages in cycle order.
-    pub const ALL: [Page; 6] =
-        [Page::Home, Page::Channels, Page::Earnings, Page::Network, Page::System, Page::Alerts];
+    pub const ALL: [Page; 7] = [
+        Page::Home,
+        Page::Channels,
+        Page::Earnings,
+        Page::Accounts,
+        Page::Network,
+        Page::System,
+        Page::Alerts,
+    ];
 
     /// The page after this one, wrapping to home.
     pub fn next(self) -> Page {
@@ -605,6 +614,7 @@ impl Ui {
             }
             View::Page(Page::Channels) => screens::channels(status, self.channel),
             View::Page(Page::Earnings) => screens::earnings(status),
+            View::Page(Page::Accounts) => screens::accounts(status),
             View::Page(Page::Network) if self.network_view == 1 => screens::network_qr(status),
             View::Page(Page::Network) if self.network_view == 2 => screens::chain_source(status),
             View::Page(Page::Network) => screens::network(status, ctx.ip),
@@ -825,11 +835,11 @@ mod tests {
         let mut rig = Rig::new();
         rig.at(0.0, &[]);
         let mut seen = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..7 {
             let out = rig.short(A);
             seen.push(name(&out).to_string());
         }
-        assert_eq!(seen, ["channels", "earnings", "network", "system", "alerts", "home"]);
+        assert_eq!(seen, ["channels", "earnings", "accounts", "network", "system", "alerts", "home"]);
     }
 
     #[test]
@@ -844,7 +854,7 @@ mod tests {
         assert_eq!(fund.actions, vec![Action::FundingAddress], "which the node is asked for");
         assert!(rig.short(B).caption.contains("channel 1/3"));
         rig.short(B);
-        for _ in 0..6 {
+        for _ in 0..7 {
             rig.short(A);
         }
         assert!(rig.tick(0.1).caption.contains("channel 1/3"), "back on channels: first channel");
@@ -874,7 +884,7 @@ mod tests {
     #[test]
     fn b_short_on_network_toggles_the_big_qr_and_leaving_resets_it() {
         let mut rig = Rig::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             rig.short(A);
         }
         assert_eq!(name(&rig.tick(0.1)), "network");
@@ -883,7 +893,7 @@ mod tests {
         assert_eq!(name(&rig.short(B)), "network");
         rig.short(B);
         assert_eq!(name(&rig.short(A)), "system", "A leaves the big QR for the next page");
-        for _ in 0..5 {
+        for _ in 0..6 {
             rig.short(A);
         }
         assert_eq!(name(&rig.tick(0.1)), "network", "and the small QR is back");
@@ -892,7 +902,7 @@ mod tests {
     #[test]
     fn b_short_on_pages_without_an_action_does_nothing() {
         let mut rig = Rig::new();
-        for page in ["home", "channels", "earnings", "network", "system", "alerts"] {
+        for page in ["home", "channels", "earnings", "accounts", "network", "system", "alerts"] {
             let before = rig.tick(0.1);
             assert_eq!(name(&before), page);
             if !matches!(page, "channels" | "network" | "system") {
@@ -1166,7 +1176,7 @@ mod tests {
     #[test]
     fn the_other_button_pressed_once_awake_counts() {
         let mut rig = Rig::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             rig.short(A);
         }
         rig.at(200.0, &[Pressed(A)]);

@@ -109,7 +109,7 @@ fn b_long_and_confirm_writes_a_verified_backup_to_the_first_stick() {
     // The system page shows the backup's age.
     link.press(Button::A, SHORT_PRESS).expect("A");
     wait_screen(&mut link, "home", ALIAS, SCREEN);
-    for page in ["channels", "earnings", "network"] {
+    for page in ["channels", "earnings", "accounts", "network"] {
         link.press(Button::A, SHORT_PRESS).expect("A");
         wait_screen(&mut link, page, "", SCREEN);
     }

@@ -4,18 +4,20 @@
 //! run comes back with the same node id (read from the network screen's URI caption) and the
 //! channel, and SIGTERM stops it safely without powering off ("stopped"), telling a pretend
 //! systemd READY, WATCHDOG and STOPPING; meanwhile
-//! the `boltbox` CLI reads its status and refuses bad input through the control socket. Every wait is on a caption, an event or a polled condition with
+//! the `boltbox` CLI reads its status, refuses bad input, and keeps accounts (an invoice made
+//! for one paid by the peer, a batch of transfers, the OLED's accounts page) through the
+//! control socket. Every wait is on a caption, an event or a polled condition with
 //! a deadline; the only timed things are how long a finger holds a button for a short press and
 //! lifts it between two presses.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write as _};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boltbox_board::{Button, LinkClient, LinkFrame};
 use boltbox_node::NodeEvent;
-use boltbox_tests::{BitcoinD, Deadline, TestNode};
+use boltbox_tests::{BitcoinD, Deadline, TestNode, wait_until};
 
 mod common;
 use common::{
@@ -83,6 +85,8 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     let channels = next_page(&mut link, "channels");
     assert!(channels.caption.contains("no channels yet"), "{}", channels.caption);
     next_page(&mut link, "earnings");
+    let accounts = next_page(&mut link, "accounts");
+    assert!(accounts.caption.contains("no accounts yet"), "{}", accounts.caption);
     let id = node_id(&next_page(&mut link, "network"));
     for page in ["system", "alerts", "home"] {
         next_page(&mut link, page);
@@ -100,6 +104,7 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     bitcoind.wait_for_mempool(mempool + 1, Deadline::in_secs(30));
     bitcoind.mine(6).expect("mine");
     wait_screen(&mut link, "home", "1/1 ch", BOOT);
+    accounts_over_the_cli(&config, &mut link, &peer);
 
     // Long-press A (held until the confirmation shows), then confirm with a short press.
     link.send_edge(Button::A, true).expect("A down");
@@ -127,6 +132,7 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     let channels = next_page(&mut link, "channels");
     assert!(channels.caption.contains("channel 1/1"), "{}", channels.caption);
     next_page(&mut link, "earnings");
+    next_page(&mut link, "accounts");
     assert_eq!(node_id(&next_page(&mut link, "network")), id, "the same node after a restart");
 
     // The CLI reaches the running node through the control socket.
@@ -150,6 +156,73 @@ fn boots_pages_shuts_down_safely_and_restarts_with_the_same_node_and_channel() {
     assert_eq!(unreachable.status.code(), Some(69), "no service, no status: EX_UNAVAILABLE");
     let why = String::from_utf8_lossy(&unreachable.stderr);
     assert!(why.contains("cannot reach boltbox"), "{why}");
+}
+
+/// Accounts through the CLI and on the OLED: the peer pays an invoice made for an account,
+/// a batch moves money between accounts, and what is wrong is refused with its reason.
+fn accounts_over_the_cli(config: &std::path::Path, link: &mut LinkClient, peer: &TestNode) {
+    let family: serde_json::Value =
+        serde_json::from_slice(&cli_ok(config, &["account", "new", "family"])).expect("JSON");
+    assert_eq!(family["name"], "family", "{family}");
+    assert_eq!(family["key"].as_str().map(str::len), Some(64), "the transfer key, shown once: {family}");
+    cli_ok(config, &["account", "new", "kid"]);
+    let again = cli(config, &["account", "new", "family"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    // The node has no outbound money of its own: main has nothing to give.
+    let broke = cli(config, &["account", "transfer", "main", "kid", "--msat", "1000"]);
+    assert_eq!(broke.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broke.stderr).contains("main account has 0 msat"));
+
+    let invoice = cli_ok(config, &["account", "invoice", "family", "--msat", "5000000"]);
+    let invoice = String::from_utf8(invoice).expect("text");
+    peer.wait_status("the peer's channel usable", 60, |s| s.usable_channels() == 1);
+    peer.node().pay_invoice(invoice.trim(), None).expect("the peer pays the family's invoice");
+    let show = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&cli_ok(config, &["account", "show", name])).expect("JSON")
+    };
+    wait_until(Deadline::in_secs(60), "the family credited", || {
+        (show("family")["balance_msat"] == 5_000_000).then_some(())
+    });
+
+    // A batch: one good transfer, a line that is not one, one with a wrong MAC.
+    let (from, to) = (family["id"].as_u64().expect("id"), show("kid")["id"].as_u64().expect("id"));
+    let lines = format!(
+        "{{\"from\":{from},\"to\":{to},\"amount_msat\":1500000}}\nnot json\n\
+         {{\"from\":{from},\"to\":{to},\"amount_msat\":1,\"nonce\":1,\"mac\":\"{}\"}}\n",
+        "00".repeat(32)
+    );
+    let mut batch = Command::new(env!("CARGO_BIN_EXE_boltbox"))
+        .args(["account", "batch", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    batch.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write");
+    let out = batch.wait_with_output().expect("batch");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a refused line fails the batch: {text}");
+    assert!(text.contains("1 applied, 2 refused"), "{text}");
+    assert!(
+        text.contains("line 2: not a transfer") && text.contains("line 3:") && text.contains("not signed"),
+        "{text}"
+    );
+    assert_eq!(
+        (show("family")["balance_msat"].as_u64(), show("kid")["balance_msat"].as_u64()),
+        (Some(3_500_000), Some(1_500_000))
+    );
+    let list: serde_json::Value =
+        serde_json::from_slice(&cli_ok(config, &["account", "list"])).expect("JSON");
+    assert_eq!(list["accounts"].as_array().map(Vec::len), Some(2), "{list}");
+
+    // The OLED's accounts page: from home, channels, earnings, then accounts.
+    for page in ["channels", "earnings"] {
+        next_page(link, page);
+    }
+    let page = next_page(link, "accounts");
+    assert!(page.caption.contains("2 accounts") && page.caption.contains("total 5,000"), "{}", page.caption);
 }
 
 /// Runs the CLI, asserts that it succeeded, and returns its standard output.

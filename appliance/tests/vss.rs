@@ -49,7 +49,7 @@ fn the_service_mirrors_to_vss_a_second_device_waits_and_restore_vss_brings_the_n
     let status = wait_status(&a_config, "the remote mirror in sync", BOOT, |s| remote_state(s) == "in_sync");
     let id = status["node_id"].as_str().expect("node id").to_string();
     // The system page shows it.
-    for page in ["channels", "earnings", "network"] {
+    for page in ["channels", "earnings", "accounts", "network"] {
         a_link.press(Button::A, SHORT_PRESS).expect("A");
         wait_screen(&mut a_link, page, "", SCREEN);
     }

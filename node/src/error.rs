@@ -35,6 +35,9 @@ pub enum Error {
         /// Why it is not valid.
         reason: String,
     },
+    /// The accounts ledger refused an operation or could not store it.
+    #[error(transparent)]
+    Accounts(#[from] crate::accounts::AccountsError),
     /// A file or the runtime failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

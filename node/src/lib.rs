@@ -1,6 +1,7 @@
 //! boltbox-node: the Lightning node of boltbox, built on ldk-node (LDK + BDK), with its state
 //! in a redb store that group-commits durable writes. It knows nothing of screens or pins.
 
+pub mod accounts;
 pub mod backup;
 pub mod bench;
 pub mod config;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ldk_node::bitcoin::Address;
+use ldk_node::bitcoin::hashes::Hash as _;
 use ldk_node::bitcoin::secp256k1::PublicKey;
 use ldk_node::config::{AnchorChannelsConfig, ChannelConfig, Config as LdkConfig};
 use ldk_node::lightning::ln::msgs::SocketAddress;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::accounts::{AccountId, Accounts, LedgerError, Op as LedgerOp};
 use crate::config::{ChainSource, Gossip, NodeConfig, PeerAddress, ValidConfig};
 use crate::error::Error;
 use crate::events::NodeEvent;
@@ -36,6 +38,10 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Trusted peers are checked this often; a failed connect backs off from 1 s to this.
 const PEER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 const PEER_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The fee limit of a payment when none is given: LDK's default, 1% of the amount plus 50 sat.
+fn default_fee_limit_msat(amount_msat: u64) -> u64 {
+    (amount_msat / 100).saturating_add(50_000)
+}
 
 /// Now, in Unix seconds (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {
@@ -95,6 +101,22 @@ struct Inner {
     refresh: Notify,
     started_at: u64,
     funding: Mutex<Funding>,
+    /// The accounts ledger (docs/ACCOUNTS.md).
+    accounts: Accounts,
+    /// Held while an outgoing payment is checked against the ledger and started, so that the
+    /// check and the start are one step for every payer (accounts and main alike).
+    sending: Mutex<()>,
+}
+
+/// An account's payment, as `boltbox account pay` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountPayment {
+    /// The payment hash (hex), which is also the payment id.
+    pub payment_hash: String,
+    /// Amount, msat.
+    pub amount_msat: u64,
+    /// Fee limit held, msat.
+    pub fee_limit_msat: u64,
 }
 
 /// The address shown to the owner for funding the node: revealed only when asked for (every
@@ -231,6 +253,7 @@ impl BoltNode {
 
         let probe = ChainProbe::new(config).map_err(|e| tracing::warn!("no chain probe: {e}")).ok();
         let ledger = Ledger::load(&store)?;
+        let accounts = Accounts::load(&store, Accounts::default_engine())?;
         let (events, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             status: RwLock::new(Status::starting(config.network, &config.alias)),
@@ -245,8 +268,11 @@ impl BoltNode {
             refresh: Notify::new(),
             started_at: unix_now(),
             funding: Mutex::new(Funding::default()),
+            accounts,
+            sending: Mutex::new(()),
         });
         inner.apply_policy_to_all_channels();
+        inner.resolve_holds();
         inner.refresh_status();
 
         let (shutdown, _) = watch::channel(false);
@@ -306,6 +332,7 @@ impl BoltNode {
         status.alerts.extend(status::mirror_alert(&status.mirror, unix_now()));
         status.remote_mirror = self.inner.store.vss_status();
         status.alerts.extend(status::remote_mirror_alert(&status.remote_mirror, unix_now()));
+        status.accounts = self.inner.accounts.summary(3);
         status
     }
 
@@ -467,6 +494,12 @@ impl BoltNode {
     /// payment id (hex); the outcome arrives as an event.
     pub fn pay_invoice(&self, invoice: &str, amount_msat: Option<u64>) -> Result<String, Error> {
         let invoice = Bolt11Invoice::from_str(invoice.trim()).map_err(|e| Error::invalid("invoice", e))?;
+        let _sending = self.inner.sending.lock().unwrap_or_else(|p| p.into_inner());
+        let hash = invoice.payment_hash().to_byte_array();
+        if self.inner.accounts.knows(&hash) {
+            return Err(Error::invalid("invoice", "it was made for accounts, or an account pays it"));
+        }
+        self.inner.check_main(amount_msat.or(invoice.amount_milli_satoshis()))?;
         let bolt11 = self.inner.node.bolt11_payment();
         let id = match amount_msat {
             Some(msat) => bolt11.send_using_amount(&invoice, msat, None),
@@ -479,6 +512,8 @@ impl BoltNode {
     /// Sends a spontaneous (keysend) payment.
     pub fn keysend(&self, node_id: &str, amount_msat: u64) -> Result<String, Error> {
         let id = parse_node_id(node_id)?;
+        let _sending = self.inner.sending.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.check_main(Some(amount_msat))?;
         let payment = self.inner.node.spontaneous_payment().send(amount_msat, id, None);
         Ok(hex(&payment.map_err(Error::node("keysend"))?.0))
     }
@@ -497,6 +532,12 @@ impl BoltNode {
     /// Pays a BOLT12 offer (with `amount_msat` for an any-amount offer).
     pub fn pay_offer(&self, offer: &str, amount_msat: Option<u64>) -> Result<String, Error> {
         let offer = Offer::from_str(offer.trim()).map_err(|e| Error::invalid("offer", format!("{e:?}")))?;
+        let _sending = self.inner.sending.lock().unwrap_or_else(|p| p.into_inner());
+        let offer_msat = match offer.amount() {
+            Some(ldk_node::lightning::offers::offer::Amount::Bitcoin { amount_msats }) => Some(amount_msats),
+            _ => None,
+        };
+        self.inner.check_main(amount_msat.or(offer_msat))?;
         let bolt12 = self.inner.node.bolt12_payment();
         let id = match amount_msat {
             Some(msat) => bolt12.send_using_amount(&offer, msat, None, None, None),
@@ -504,6 +545,113 @@ impl BoltNode {
         }
         .map_err(Error::node("pay offer"))?;
         Ok(hex(&id.0))
+    }
+
+    /// The accounts ledger, for reading (its changes go through [`BoltNode::account_ops`] and
+    /// the payment methods, which know what main has).
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+
+    /// Runs `ops` as one durable batch on the accounts ledger (see
+    /// [`Accounts::apply`]); main has the node's spendable Lightning balance minus what the
+    /// ledger tracks.
+    pub fn account_ops(
+        &self,
+        ops: Vec<LedgerOp>,
+    ) -> Result<Vec<Result<crate::accounts::Done, LedgerError>>, Error> {
+        Ok(self.inner.accounts.apply(ops, unix_now(), self.inner.spendable_msat())?)
+    }
+
+    /// What the owner's main account has, msat: the spendable Lightning balance minus what the
+    /// accounts hold.
+    pub fn main_account_msat(&self) -> u64 {
+        self.inner.spendable_msat().saturating_sub(self.inner.accounts.tracked_msat())
+    }
+
+    /// A BOLT11 invoice whose payment is credited to accounts by weight (`shares`: 1 to 16
+    /// (account, weight > 0); one account for an invoice of its own).
+    pub fn account_invoice(
+        &self,
+        shares: Vec<(AccountId, u32)>,
+        amount_msat: Option<u64>,
+        description: &str,
+        expiry_secs: u32,
+    ) -> Result<String, Error> {
+        for (id, _) in &shares {
+            if self.inner.accounts.show(*id).is_none() {
+                return Err(Error::Accounts(crate::accounts::AccountsError::Refused(
+                    LedgerError::NoAccount(*id),
+                )));
+            }
+        }
+        let text = self.create_invoice(amount_msat, description, expiry_secs)?;
+        let invoice = Bolt11Invoice::from_str(&text).map_err(|e| Error::invalid("invoice", e))?;
+        let op = LedgerOp::Invoice { payment_hash: invoice.payment_hash().to_byte_array(), shares };
+        match self.inner.accounts.apply_one(op, unix_now(), 0)? {
+            Ok(_) => Ok(text),
+            // Not recorded: a payment of it would go to main. Nobody has the invoice yet.
+            Err(refused) => Err(Error::Accounts(crate::accounts::AccountsError::Refused(refused))),
+        }
+    }
+
+    /// Pays a BOLT11 invoice (with an amount) from an account: holds amount plus `fee_limit_msat`
+    /// (default: 1% + 50 sat) durably, then starts the payment; its success settles the hold
+    /// with the fee paid, its failure releases it (events, also after a restart). An invoice
+    /// the node tried to pay before is refused: it is paid at most once, and only from one
+    /// place.
+    pub fn account_pay(
+        &self,
+        account: AccountId,
+        invoice: &str,
+        fee_limit_msat: Option<u64>,
+    ) -> Result<AccountPayment, Error> {
+        use ldk_node::lightning::ln::channelmanager::PaymentId;
+        use ldk_node::lightning::routing::router::RouteParametersConfig;
+        let invoice = Bolt11Invoice::from_str(invoice.trim()).map_err(|e| Error::invalid("invoice", e))?;
+        let amount_msat = invoice
+            .amount_milli_satoshis()
+            .ok_or_else(|| Error::invalid("invoice", "an account pays only invoices that name an amount"))?;
+        let fee_limit_msat = fee_limit_msat.unwrap_or_else(|| default_fee_limit_msat(amount_msat));
+        let payment_hash = invoice.payment_hash().to_byte_array();
+        let _sending = self.inner.sending.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.node.payment(&PaymentId(payment_hash)).is_some()
+            || self.inner.accounts.knows(&payment_hash)
+        {
+            return Err(Error::invalid(
+                "invoice",
+                "this node tried to pay it or made it before; it is paid at most once",
+            ));
+        }
+        let hold = LedgerOp::Hold { payment_hash, account, amount_msat, fee_limit_msat };
+        if let Err(refused) = self.inner.accounts.apply_one(hold, unix_now(), 0)? {
+            return Err(Error::Accounts(crate::accounts::AccountsError::Refused(refused)));
+        }
+        let route =
+            RouteParametersConfig { max_total_routing_fee_msat: Some(fee_limit_msat), ..Default::default() };
+        match self.inner.node.bolt11_payment().send(&invoice, Some(route)) {
+            Ok(_) => {}
+            // Nothing was sent: the hold goes back. Any other error may come after LDK took
+            // the payment; its outcome then arrives as an event, which settles or releases.
+            Err(
+                e @ (ldk_node::NodeError::NotRunning
+                | ldk_node::NodeError::InvalidInvoice
+                | ldk_node::NodeError::PaymentSendingFailed),
+            ) => {
+                self.inner.ledger_event(LedgerOp::Release { payment_hash });
+                return Err(Error::Node { operation: "pay from account", source: e });
+            }
+            Err(e) => return Err(Error::Node { operation: "pay from account", source: e }),
+        }
+        Ok(AccountPayment { payment_hash: hex(&payment_hash), amount_msat, fee_limit_msat })
+    }
+
+    /// A payment's status ("pending", "succeeded", "failed") by its id (hex), if the node has
+    /// a record of it.
+    pub fn payment_status(&self, id_hex: &str) -> Option<String> {
+        let id = crate::accounts::parse_hex32(id_hex)?;
+        let payment = self.inner.node.payment(&ldk_node::lightning::ln::channelmanager::PaymentId(id))?;
+        Some(status_name(payment.status).to_string())
     }
 
     /// The channels.
@@ -531,12 +679,7 @@ impl BoltNode {
                     PaymentDirection::Outbound => "outbound",
                 }
                 .into(),
-                status: match p.status {
-                    PaymentStatus::Pending => "pending",
-                    PaymentStatus::Succeeded => "succeeded",
-                    PaymentStatus::Failed => "failed",
-                }
-                .into(),
+                status: status_name(p.status).into(),
                 amount_msat: p.amount_msat,
                 fee_msat: p.fee_paid_msat,
             })
@@ -599,6 +742,14 @@ fn disk_free(dir: &std::path::Path) -> Option<u64> {
 
 fn parse_node_id(text: &str) -> Result<PublicKey, Error> {
     PublicKey::from_str(text.trim()).map_err(|e| Error::invalid("node id", e))
+}
+
+fn status_name(status: PaymentStatus) -> &'static str {
+    match status {
+        PaymentStatus::Pending => "pending",
+        PaymentStatus::Succeeded => "succeeded",
+        PaymentStatus::Failed => "failed",
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -705,18 +856,26 @@ impl Inner {
                 }
             }
             Event::PaymentReceived { payment_hash, amount_msat, .. } => {
+                // Durable before the event is marked handled; a replay finds it credited.
+                let credit = LedgerOp::Credit { payment_hash: payment_hash.0, amount_msat: *amount_msat };
+                self.ledger_op_for_event(credit)?;
                 self.publish(NodeEvent::PaymentReceived {
                     payment_hash: hex(&payment_hash.0),
                     amount_msat: *amount_msat,
                 });
             }
             Event::PaymentSuccessful { payment_hash, fee_paid_msat, .. } => {
+                let settle = LedgerOp::Settle { payment_hash: payment_hash.0, fee_paid_msat: *fee_paid_msat };
+                self.ledger_op_for_event(settle)?;
                 self.publish(NodeEvent::PaymentSent {
                     payment_hash: hex(&payment_hash.0),
                     fee_msat: *fee_paid_msat,
                 });
             }
             Event::PaymentFailed { payment_hash, reason, .. } => {
+                if let Some(hash) = payment_hash {
+                    self.ledger_op_for_event(LedgerOp::Release { payment_hash: hash.0 })?;
+                }
                 self.publish(NodeEvent::PaymentFailed {
                     payment_hash: payment_hash.map(|h| hex(&h.0)),
                     reason: format!("{reason:?}"),
@@ -746,6 +905,88 @@ impl Inner {
                 });
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies a credit, settle or release caused by an event, if the ledger knows the payment.
+    /// A refusal (a replay: credited already, no hold) is logged; a store error is returned,
+    /// so that the event stays unhandled and comes again.
+    fn ledger_op_for_event(&self, op: LedgerOp) -> Result<(), Error> {
+        let (LedgerOp::Credit { payment_hash, .. }
+        | LedgerOp::Settle { payment_hash, .. }
+        | LedgerOp::Release { payment_hash }) = &op
+        else {
+            return Ok(());
+        };
+        if !self.accounts.knows(payment_hash) {
+            return Ok(());
+        }
+        match self.accounts.apply_one(op.clone(), unix_now(), 0)? {
+            Ok(_) => tracing::info!("accounts: {op:?}"),
+            Err(refused) => tracing::info!("accounts: {op:?} changes nothing: {refused}"),
+        }
+        Ok(())
+    }
+
+    /// [`Inner::ledger_op_for_event`] outside the event loop (a payment that never started):
+    /// a store error is logged, and the hold is resolved at the next start.
+    fn ledger_event(&self, op: LedgerOp) {
+        if let Err(e) = self.ledger_op_for_event(op) {
+            tracing::error!("accounts: {e}; resolved at the next start");
+        }
+    }
+
+    /// Settles or releases the holds whose payments ended while the node was not listening
+    /// (ldk-node's record says how). A hold whose payment ldk-node has no record of stays held:
+    /// ldk-node records a payment only after LDK took it, so it may be in flight.
+    fn resolve_holds(&self) {
+        use ldk_node::lightning::ln::channelmanager::PaymentId;
+        for (payment_hash, hold) in self.accounts.holds() {
+            let op = match self.node.payment(&PaymentId(payment_hash)) {
+                Some(p) if p.status == PaymentStatus::Succeeded => {
+                    LedgerOp::Settle { payment_hash, fee_paid_msat: p.fee_paid_msat }
+                }
+                Some(p) if p.status == PaymentStatus::Failed => LedgerOp::Release { payment_hash },
+                Some(_) => continue,
+                None => {
+                    tracing::warn!(
+                        "account {}'s payment {} is unknown to the node; it stays held",
+                        hold.account,
+                        hex(&payment_hash)
+                    );
+                    continue;
+                }
+            };
+            self.ledger_event(op);
+        }
+    }
+
+    /// The node's spendable Lightning balance, msat: the outbound capacity of its ready
+    /// channels (what it can pay out now).
+    fn spendable_msat(&self) -> u64 {
+        self.node
+            .list_channels()
+            .iter()
+            .filter(|c| c.is_channel_ready)
+            .map(|c| c.outbound_capacity_msat)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Refuses a payment from main that would spend the accounts' money: `amount_msat` plus the
+    /// default fee limit must be within what main has. Fails closed on an unknown amount.
+    fn check_main(&self, amount_msat: Option<u64>) -> Result<(), Error> {
+        if self.accounts.tracked_msat() == 0 {
+            return Ok(());
+        }
+        let amount_msat =
+            amount_msat.ok_or_else(|| Error::invalid("amount", "accounts hold money: name the amount"))?;
+        let needed_msat = amount_msat.saturating_add(default_fee_limit_msat(amount_msat));
+        let available_msat = self.spendable_msat().saturating_sub(self.accounts.tracked_msat());
+        if needed_msat > available_msat {
+            return Err(Error::Accounts(crate::accounts::AccountsError::Refused(
+                LedgerError::MainInsufficient { available_msat, needed_msat },
+            )));
         }
         Ok(())
     }
@@ -887,6 +1128,7 @@ impl Inner {
             mirror: crate::mirror::MirrorStatus::Off,
             remote_mirror: crate::mirror::vss::VssStatus::Off,
             funding_address,
+            accounts: Default::default(),
             updated_at: now,
         };
         *self.status.write().unwrap_or_else(|p| p.into_inner()) = status;

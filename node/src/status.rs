@@ -276,6 +276,9 @@ pub struct Status {
     /// screen); a fresh one after funds arrived at it.
     #[serde(default)]
     pub funding_address: Option<String>,
+    /// The accounts (read live).
+    #[serde(default)]
+    pub accounts: crate::accounts::AccountsSummary,
     /// Unix time of this snapshot.
     pub updated_at: u64,
 }
@@ -301,6 +304,7 @@ impl Status {
             mirror: crate::mirror::MirrorStatus::Off,
             remote_mirror: crate::mirror::vss::VssStatus::Off,
             funding_address: None,
+            accounts: crate::accounts::AccountsSummary::default(),
             updated_at: 0,
         }
     }

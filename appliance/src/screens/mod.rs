@@ -5,7 +5,7 @@
 //! least 13 px tall and bold. The caption is the screen's name followed by each text line drawn,
 //! so that a host on the link board can assert on what is shown without decoding pixels.
 //!
-//! - [`status`]: home, channels, earnings, network (with QR codes), system, alerts.
+//! - [`status`]: home, channels, earnings, accounts, network (with QR codes), system, alerts.
 //! - [`dialogs`]: seed warning and words, shutdown, confirmations, backup, boot and config error.
 //! - [`service`]: waiting, a store that needs the owner, the seed reminder, a node not saved.
 //! - [`samples`]: sample data that `boltbox screens` and the golden tests render.
@@ -31,8 +31,8 @@ pub use service::{
     seed_skip_confirm, starting, store_choice, waiting,
 };
 pub use status::{
-    alerts, chain_source, channels, earnings, funding, home, network, network_qr, node_uri, screensaver,
-    system,
+    accounts, alerts, chain_source, channels, earnings, funding, home, network, network_qr, node_uri,
+    screensaver, system,
 };
 
 /// A drawn screen.

@@ -173,6 +173,15 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("fund-waiting".into(), funding(&fresh)));
     out.push(("earnings".into(), earnings(&synced)));
     out.push(("earnings-fresh".into(), earnings(&fresh)));
+    let mut shared = synced.clone();
+    shared.accounts = boltbox_node::accounts::AccountsSummary {
+        count: 4,
+        total_msat: 1_250_000_000,
+        held_msat: 21_000_000,
+        largest: vec![("family".into(), 900_000_000), ("shop till number one".into(), 250_000_000)],
+    };
+    out.push(("accounts".into(), accounts(&shared)));
+    out.push(("accounts-none".into(), accounts(&fresh)));
     out.push(("network".into(), network(&synced, Some(SAMPLE_IP))));
     out.push(("network-no-ip".into(), network(&fresh, None)));
     out.push(("network-qr".into(), network_qr(&synced)));

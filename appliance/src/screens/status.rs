@@ -134,6 +134,28 @@ pub fn earnings(status: &Status) -> Rendered {
     c.done()
 }
 
+/// Accounts: how many, what they hold in all and in flight, and the two largest. Names are cut
+/// to fit beside their balance.
+pub fn accounts(status: &Status) -> Rendered {
+    let mut c = Canvas::new("accounts");
+    let a = &status.accounts;
+    header(&mut c, &plural(a.count as usize, "account", "accounts"), &badge(status));
+    if a.count == 0 {
+        c.text("no accounts yet", BODY, 22, Align::Center);
+        c.text("boltbox account new", BODY, 40, Align::Center);
+        return c.done();
+    }
+    c.row("total", &msat_as_sats(a.total_msat), 13, 13, &[MEDIUM, BODY]);
+    c.row("held", &msat_as_sats(a.held_msat), 26, 13, &[MEDIUM, BODY]);
+    for (i, (name, msat)) in a.largest.iter().take(2).enumerate() {
+        let sats = msat_as_sats(*msat);
+        // 6 px glyphs: what the balance and a space leave of 20 columns.
+        let room = 20usize.saturating_sub(sats.chars().count() + 1);
+        c.row(&clip(name, room), &sats, 39 + 12 * i as i32, 13, &[BODY]);
+    }
+    c.done()
+}
+
 /// The port the node listens on, from the first listening address that has one.
 fn listen_port(status: &Status) -> Option<u16> {
     status.listening.iter().find_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))

@@ -46,7 +46,7 @@ fn in_sync(frame: &LinkFrame) -> bool {
 
 /// From the home page, A to the system page.
 fn to_system_page(guest: &mut Guest, link: &mut LinkClient) -> Result<(), ImageError> {
-    for page in ["channels", "earnings", "network", "system"] {
+    for page in ["channels", "earnings", "accounts", "network", "system"] {
         link.press(Button::A, SHORT_PRESS).map_err(|e| guest.failed("pressing A", e))?;
         wait_screen(guest, link, page, "", SCREEN)?;
     }

@@ -95,7 +95,7 @@ const STICK_SIZE: u64 = 64 * 1024 * 1024;
 /// Snapshot, seal, write, read back and verify a backup, then unmount the stick, under TCG.
 const BACKUP: Duration = Duration::from_secs(300);
 /// The screens A pages through, from home back to home.
-const PAGES: &[&str] = &["channels", "earnings", "network", "system", "alerts", "home"];
+const PAGES: &[&str] = &["channels", "earnings", "accounts", "network", "system", "alerts", "home"];
 
 /// What the boot test measured.
 #[derive(Debug, Clone)]

@@ -164,7 +164,7 @@ impl HostPeer {
             .ok_or_else(|| guest.failed("the channel usable on the host", format!("{:?}", self.channel())))?;
         press(guest, link, Button::B)?;
         wait_screen(guest, link, "channels", "usable", SCREEN)?;
-        for page in ["earnings", "network", "system", "alerts", "home"] {
+        for page in ["earnings", "accounts", "network", "system", "alerts", "home"] {
             press(guest, link, Button::A)?;
             wait_screen(guest, link, page, "", SCREEN)?;
         }
@@ -298,7 +298,7 @@ impl HostPeer {
         let received = format!("recv {}", succeeded.len());
         link.wait_for_frame(SCREEN, |f| screen(f) == "earnings" && f.caption.lines().any(|l| l == received))
             .map_err(|e| guest.failed(&format!("the guest's earnings screen showing {received:?}"), e))?;
-        for page in ["network", "system", "alerts", "home"] {
+        for page in ["accounts", "network", "system", "alerts", "home"] {
             press(guest, link, Button::A)?;
             wait_screen(guest, link, page, "", SCREEN)?;
         }

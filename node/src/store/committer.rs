@@ -53,9 +53,11 @@ struct Queue {
     ops: VecDeque<Op>,
     /// Completion shared by the operations queued since the last batch was taken.
     done: Arc<BatchDone>,
-    /// Completions of operations queued behind a full batch: (number of ops, completion).
-    /// Kept so that a batch cut by the limits releases exactly its own callers.
-    segments: VecDeque<(usize, Arc<BatchDone>)>,
+    /// Completions of operations queued behind a full batch, and of groups: (number of ops,
+    /// their bytes, completion). Kept so that a batch cut by the limits releases exactly its
+    /// own callers, and a group is never split; consecutive segments that fit the limits
+    /// together are committed together.
+    segments: VecDeque<(usize, usize, Arc<BatchDone>)>,
     open_segment_ops: usize,
     open_segment_bytes: usize,
     shutting_down: bool,
@@ -207,6 +209,12 @@ impl Committer {
         self.shared.submit(op)
     }
 
+    /// Queues `ops` as one commit of their own (never split by the limits, never shared with
+    /// other writers) and returns their completion.
+    pub(crate) fn submit_group(&self, ops: Vec<Op>) -> Completion {
+        self.shared.submit_group(ops)
+    }
+
     /// Chooses (or, with `None`, stops) the live mirror; it takes effect at the next commit.
     pub(crate) fn set_mirror(&self, setup: Option<MirrorSetup>) {
         self.replace_mirror(setup, |status| *status = MirrorStatus::Off);
@@ -282,8 +290,8 @@ impl Shared {
         {
             let full = std::mem::take(&mut q.done);
             let n = std::mem::take(&mut q.open_segment_ops);
-            q.open_segment_bytes = 0;
-            q.segments.push_back((n, full));
+            let bytes = std::mem::take(&mut q.open_segment_bytes);
+            q.segments.push_back((n, bytes, full));
         }
         q.ops.push_back(op);
         q.open_segment_ops += 1;
@@ -292,6 +300,31 @@ impl Shared {
         drop(q);
         self.wake.notify_one();
         done
+    }
+
+    /// See [`Committer::submit_group`].
+    fn submit_group(&self, ops: Vec<Op>) -> Completion {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.shutting_down {
+            let done = Arc::new(BatchDone::default());
+            done.finish(Err(&closed()));
+            return Completion(done);
+        }
+        // Close the open segment first, so that the group is a segment of its own: the
+        // committer takes a segment whole, so the group is one write transaction.
+        if q.open_segment_ops > 0 {
+            let open = std::mem::take(&mut q.done);
+            let n = std::mem::take(&mut q.open_segment_ops);
+            let bytes = std::mem::take(&mut q.open_segment_bytes);
+            q.segments.push_back((n, bytes, open));
+        }
+        let done = Arc::new(BatchDone::default());
+        let bytes = ops.iter().map(Op::bytes).sum();
+        q.segments.push_back((ops.len(), bytes, done.clone()));
+        q.ops.extend(ops);
+        drop(q);
+        self.wake.notify_one();
+        Completion(done)
     }
 
     /// Takes the next batch and commits it. Returns false when the store is shutting down
@@ -320,15 +353,26 @@ impl Shared {
                     q = self.wake.wait_timeout(q, until - now).unwrap_or_else(|p| p.into_inner()).0;
                 }
             }
-            match q.segments.pop_front() {
-                Some((n, done)) => (q.ops.drain(..n).collect::<Vec<_>>(), done),
-                None => {
-                    q.open_segment_ops = 0;
-                    q.open_segment_bytes = 0;
-                    let ops = q.ops.drain(..).collect::<Vec<_>>();
-                    (ops, std::mem::take(&mut q.done))
+            // Whole segments, as many as fit the limits together (at least one), then the open
+            // segment if it fits too.
+            let (max_ops, max_bytes) = (self.limits.max_ops, self.limits.max_bytes);
+            let (mut n, mut bytes, mut done) = (0usize, 0usize, Vec::new());
+            while let Some(&(ops, size, _)) = q.segments.front() {
+                if !done.is_empty() && (n + ops > max_ops || bytes + size > max_bytes) {
+                    break;
+                }
+                if let Some((_, _, segment)) = q.segments.pop_front() {
+                    (n, bytes) = (n + ops, bytes + size);
+                    done.push(segment);
                 }
             }
+            let open_fits = n + q.open_segment_ops <= max_ops && bytes + q.open_segment_bytes <= max_bytes;
+            if done.is_empty() || (q.segments.is_empty() && q.open_segment_ops > 0 && open_fits) {
+                n += std::mem::take(&mut q.open_segment_ops);
+                q.open_segment_bytes = 0;
+                done.push(std::mem::take(&mut q.done));
+            }
+            (q.ops.drain(..n).collect::<Vec<_>>(), done)
         };
         let started = Instant::now();
         // The mirror's copy is written while the card's commit runs; both are durable before
@@ -391,21 +435,25 @@ impl Shared {
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        done.finish(Ok(()));
+        for segment in &done {
+            segment.finish(Ok(()));
+        }
         true
     }
 
     /// The remote mirror refused this device: another one runs the node. Fails closed: the
     /// batch's writers (and every one after them) are never told "done"; they wait until the
     /// store is closed and then get the refusal as an error. The committer commits nothing more.
-    fn hold(&self, done: &BatchDone, refusal: &io::Error) {
+    fn hold(&self, done: &[Arc<BatchDone>], refusal: &io::Error) {
         tracing::error!("{refusal}: no write is acknowledged any more; the node must stop");
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         while !q.shutting_down {
             q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
         }
-        done.finish(Err(refusal));
-        for (_, segment) in q.segments.drain(..) {
+        for segment in done {
+            segment.finish(Err(refusal));
+        }
+        for (_, _, segment) in q.segments.drain(..) {
             segment.finish(Err(refusal));
         }
         std::mem::take(&mut q.done).finish(Err(refusal));

@@ -470,6 +470,50 @@ impl Store {
         Ok(self.committer.submit(Op::Delete { key: keys::encode(primary, secondary, key) }))
     }
 
+    /// Writes (`Some(value)`) and removes (`None`) the keys of one namespace in one commit of
+    /// their own: after a crash either all of them are stored or none is. Returns at once; the
+    /// completion says when they are durable. Keys and values follow LDK's rules, as `write`.
+    pub fn write_group(
+        &self,
+        primary: &str,
+        secondary: &str,
+        entries: Vec<(String, Option<Vec<u8>>)>,
+    ) -> io::Result<Completion> {
+        let mut ops = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            validate(primary, secondary, Some(&key), "write")?;
+            let key = keys::encode(primary, secondary, &key);
+            ops.push(match value {
+                Some(value) if value.len() > MAX_VALUE_BYTES => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("cannot write {primary:?}/{secondary:?}: {} bytes is more than a store value may have", value.len()),
+                    ));
+                }
+                Some(value) => Op::Put { key, value },
+                None => Op::Delete { key },
+            });
+        }
+        if ops.is_empty() {
+            return Ok(self.committer.submit(Op::Barrier));
+        }
+        Ok(self.committer.submit_group(ops))
+    }
+
+    /// Every key of one namespace with its value, from one committed state, in key order.
+    pub fn read_namespace(&self, primary: &str, secondary: &str) -> io::Result<Vec<(String, Vec<u8>)>> {
+        validate(primary, secondary, None, "list")?;
+        let (start, end) = keys::namespace_range(primary, secondary);
+        let txn = self.committer.db()?.begin_read().map_err(io::Error::other)?;
+        let table = txn.open_table(KV).map_err(io::Error::other)?;
+        let mut out = Vec::new();
+        for entry in table.range(start.as_slice()..end.as_slice()).map_err(io::Error::other)? {
+            let (k, v) = entry.map_err(io::Error::other)?;
+            out.push((keys::key_part(k.value())?, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     fn read_now(&self, primary: &str, secondary: &str, key: &str) -> io::Result<Vec<u8>> {
         validate(primary, secondary, Some(key), "read")?;
         let txn = self.committer.db()?.begin_read().map_err(io::Error::other)?;
