@@ -129,3 +129,4 @@ bench: $(SDCARD_SHIM)
 	$(BENCH_ENV) cargo bench --locked -p boltbox-tests --bench payments
 	cargo bench --locked -p boltbox-tests --bench node_rss
 	cargo bench --locked -p boltbox --bench button_latency
+	cargo bench --locked -p boltbox --bench account_batch

@@ -141,8 +141,11 @@ pub fn handle(node: &BoltNode, request: AccountRequest) -> Result<Value, String>
     Ok(match request {
         AccountRequest::New { name } => {
             let key = accounts::new_account_key().map_err(|e| e.to_string())?;
-            one(node, Op::Open { id: 0, name: name.clone(), key })?;
-            let id = resolve(node, &name)?;
+            let mut out = node
+                .account_ops(vec![Op::Open { id: 0, name: name.clone(), key }])
+                .map_err(|e| e.to_string())?;
+            let done = out.pop().unwrap_or(Err(LedgerError::Invalid("no outcome"))).map_err(refused)?;
+            let id = done.opened.ok_or("the account was not opened")?;
             json!({ "id": id, "name": name, "key": accounts::hex(&key) })
         }
         AccountRequest::List => json!({

@@ -60,7 +60,8 @@ fn workload(size: usize, count: usize, clients: usize, two: bool) -> Vec<Vec<Op>
                         // A payer of this client: ids ≡ client + 1 (mod clients).
                         let slots = ACCOUNTS / clients as u64;
                         let from = 1 + client + clients as u64 * (rng.next() % slots);
-                        (from, 1 + rng.next() % ACCOUNTS)
+                        let to = 1 + rng.next() % ACCOUNTS;
+                        (from, if to == from { from % ACCOUNTS + 1 } else { to })
                     };
                     let amount_msat = 1 + rng.next() % 100;
                     let nonce = &mut nonces[from as usize];

@@ -560,6 +560,9 @@ impl BoltNode {
         &self,
         ops: Vec<LedgerOp>,
     ) -> Result<Vec<Result<crate::accounts::Done, LedgerError>>, Error> {
+        // Under the sending lock: what main has is read and given out in one step, never
+        // while a payment from main is being checked and started.
+        let _sending = self.inner.sending.lock().unwrap_or_else(|p| p.into_inner());
         Ok(self.inner.accounts.apply(ops, unix_now(), self.inner.spendable_msat())?)
     }
 
@@ -864,16 +867,23 @@ impl Inner {
                     amount_msat: *amount_msat,
                 });
             }
-            Event::PaymentSuccessful { payment_hash, fee_paid_msat, .. } => {
-                let settle = LedgerOp::Settle { payment_hash: payment_hash.0, fee_paid_msat: *fee_paid_msat };
-                self.ledger_op_for_event(settle)?;
+            Event::PaymentSuccessful { payment_id, payment_hash, fee_paid_msat, .. } => {
+                // An account's payment has the id of its hash (BOLT11); another payment with the
+                // same hash (a BOLT12 invoice's, chosen by its payee) never settles a hold.
+                if payment_id.is_some_and(|id| id.0 == payment_hash.0) {
+                    let settle =
+                        LedgerOp::Settle { payment_hash: payment_hash.0, fee_paid_msat: *fee_paid_msat };
+                    self.ledger_op_for_event(settle)?;
+                }
                 self.publish(NodeEvent::PaymentSent {
                     payment_hash: hex(&payment_hash.0),
                     fee_msat: *fee_paid_msat,
                 });
             }
-            Event::PaymentFailed { payment_hash, reason, .. } => {
-                if let Some(hash) = payment_hash {
+            Event::PaymentFailed { payment_id, payment_hash, reason, .. } => {
+                if let (Some(id), Some(hash)) = (payment_id, payment_hash)
+                    && id.0 == hash.0
+                {
                     self.ledger_op_for_event(LedgerOp::Release { payment_hash: hash.0 })?;
                 }
                 self.publish(NodeEvent::PaymentFailed {
@@ -930,10 +940,10 @@ impl Inner {
     }
 
     /// [`Inner::ledger_op_for_event`] outside the event loop (a payment that never started):
-    /// a store error is logged, and the hold is resolved at the next start.
+    /// a store error is logged, and the hold stays (fail closed).
     fn ledger_event(&self, op: LedgerOp) {
         if let Err(e) = self.ledger_op_for_event(op) {
-            tracing::error!("accounts: {e}; resolved at the next start");
+            tracing::error!("accounts: {e}; the hold stays (fail closed)");
         }
     }
 
@@ -951,7 +961,7 @@ impl Inner {
                 Some(_) => continue,
                 None => {
                     tracing::warn!(
-                        "account {}'s payment {} is unknown to the node; it stays held",
+                        "account {}'s payment {} is unknown to the node; it stays held (fail closed)",
                         hold.account,
                         hex(&payment_hash)
                     );
@@ -963,14 +973,32 @@ impl Inner {
     }
 
     /// The node's spendable Lightning balance, msat: the outbound capacity of its ready
-    /// channels (what it can pay out now).
+    /// channels (what it can pay out now), less main's outbound payments still pending with
+    /// their default fee limit (LDK takes them from the capacity only once their HTLCs are
+    /// added, and gives them back between retries). Fails closed: an HTLC already added counts
+    /// twice until its payment ends.
     fn spendable_msat(&self) -> u64 {
-        self.node
+        let capacity = self
+            .node
             .list_channels()
             .iter()
             .filter(|c| c.is_channel_ready)
             .map(|c| c.outbound_capacity_msat)
-            .fold(0, u64::saturating_add)
+            .fold(0, u64::saturating_add);
+        let pending = self
+            .node
+            .list_payments_with_filter(|p| {
+                p.direction == PaymentDirection::Outbound
+                    && p.status == PaymentStatus::Pending
+                    && !self.accounts.is_held(&p.id.0)
+            })
+            .iter()
+            .map(|p| {
+                let amount = p.amount_msat.unwrap_or(0);
+                amount.saturating_add(default_fee_limit_msat(amount))
+            })
+            .fold(0, u64::saturating_add);
+        capacity.saturating_sub(pending)
     }
 
     /// Refuses a payment from main that would spend the accounts' money: `amount_msat` plus the

@@ -9,6 +9,7 @@ use boltbox_executor::engine::{Parallel, Scheduling};
 use boltbox_node::Store;
 use boltbox_node::accounts::{AccountId, Accounts, Engine, LedgerError, MAIN, Op, transfer_mac};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree as _;
 
 const KEY: [u8; 32] = [5; 32];
 const SPENDABLE: u64 = 1 << 40;
@@ -97,31 +98,52 @@ fn snapshot(ledger: &Accounts) -> View {
     (ledger.list(), holds, ledger.tracked_msat())
 }
 
+/// The ledger on the engine at 1, 2 and 2x cores threads against the sequential oracle.
+fn same_as_the_oracle(accounts: u64, batches: &[(u64, Vec<Op>)]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let oracle = ledger(&dir, "oracle.redb", Engine::Sequential);
+    setup(&oracle, accounts);
+    let expected = run(&oracle, batches);
+    let expected_state = snapshot(&oracle);
+    for n in [1, 2, 2 * threads()] {
+        let parallel = Parallel::new(n).expect("engine").with_scheduling(Scheduling::Phased);
+        let name = format!("engine-{n}.redb");
+        let ledger = ledger(&dir, &name, Engine::Parallel(parallel));
+        setup(&ledger, accounts);
+        let outcomes = run(&ledger, batches);
+        prop_assert_eq!(&outcomes, &expected, "outcomes at {} threads", n);
+        prop_assert_eq!(&snapshot(&ledger), &expected_state, "ledger at {} threads", n);
+    }
+    // What is stored is what was in memory.
+    drop(oracle);
+    let reloaded = ledger(&dir, "oracle.redb", Engine::Sequential);
+    prop_assert_eq!(snapshot(&reloaded), expected_state);
+    Ok(())
+}
+
 proptest! {
     // 16 cases in `make test`; PROPTEST_CASES sets more (`make reliability`: 200).
-    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(16), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(16),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_engine_keeps_the_ledger_of_the_sequential_oracle((accounts, batches) in case()) {
-        let dir = tempfile::tempdir().expect("tmp");
-        let oracle = ledger(&dir, "oracle.redb", Engine::Sequential);
-        setup(&oracle, accounts);
-        let expected = run(&oracle, &batches);
-        let expected_state = snapshot(&oracle);
-        for n in [1, 2, 2 * threads()] {
-            let parallel = Parallel::new(n).expect("engine").with_scheduling(Scheduling::Phased);
-            let name = format!("engine-{n}.redb");
-            let ledger = ledger(&dir, &name, Engine::Parallel(parallel));
-            setup(&ledger, accounts);
-            let outcomes = run(&ledger, &batches);
-            prop_assert_eq!(&outcomes, &expected, "outcomes at {} threads", n);
-            prop_assert_eq!(&snapshot(&ledger), &expected_state, "ledger at {} threads", n);
-        }
-        // What is stored is what was in memory.
-        drop(oracle);
-        let reloaded = ledger(&dir, "oracle.redb", Engine::Sequential);
-        prop_assert_eq!(snapshot(&reloaded), expected_state);
+        same_as_the_oracle(accounts, &batches)?;
     }
+}
+
+/// The largest ledger every run, whatever the random cases drew.
+#[test]
+fn ten_thousand_accounts_keep_the_ledger_of_the_oracle() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let batches =
+        proptest::collection::vec((0u64..3, proptest::collection::vec(op(10_000), 1_000..2_000)), 2..3)
+            .new_tree(&mut runner)
+            .expect("a case")
+            .current();
+    same_as_the_oracle(10_000, &batches).expect("the same as the oracle");
 }
 
 #[test]

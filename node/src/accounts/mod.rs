@@ -130,6 +130,9 @@ struct Book {
     tracked_msat: u64,
     /// A batch failed to be stored after changing the state: reload before the next.
     stale: bool,
+    /// Batches submitted so far, and (the last durable one's number, Σ balances after it).
+    submitted: u64,
+    durable: (u64, u64),
     stats: LedgerStats,
 }
 
@@ -231,7 +234,23 @@ impl Book {
                 }
             }
         }
-        Ok(Book { state, names, next_id, tracked_msat, stale: false, stats: LedgerStats::default() })
+        Ok(Book {
+            state,
+            names,
+            next_id,
+            tracked_msat,
+            stale: false,
+            submitted: 0,
+            durable: (0, tracked_msat),
+            stats: LedgerStats::default(),
+        })
+    }
+
+    /// What the ledger tracks for spending decisions: the larger of the total in memory and
+    /// the total after the last durable batch (money leaving the ledger counts for main only
+    /// once it is stored).
+    fn tracked(&self) -> u64 {
+        self.tracked_msat.max(self.durable.1)
     }
 
     fn account(&self, id: AccountId) -> Option<&Account> {
@@ -310,7 +329,7 @@ impl Accounts {
                 None => LedgerTx::new(op, now, |key| book.state.get(key)),
             });
         }
-        let main = spendable_msat.saturating_sub(book.tracked_msat);
+        let main = spendable_msat.saturating_sub(book.tracked());
         book.state.insert(Key::Main, Record::Main(main));
         let exec_started = Instant::now();
         let outcomes = self.engine.execute(&mut book.state, &batch);
@@ -363,6 +382,8 @@ impl Accounts {
                 return Err(e.into());
             }
         };
+        book.submitted += 1;
+        let (number, tracked_after) = (book.submitted, book.tracked_msat);
         drop(book);
         // Waiting outside the lock lets the next batch execute while this one commits; the
         // committer keeps their order, so a later batch is never durable before this one.
@@ -372,6 +393,9 @@ impl Accounts {
         if let Err(e) = stored {
             book.stale = true;
             return Err(e.into());
+        }
+        if number > book.durable.0 {
+            book.durable = (number, tracked_after);
         }
         let stats = &mut book.stats;
         stats.batches += 1;
@@ -463,6 +487,11 @@ impl Accounts {
             .collect()
     }
 
+    /// Whether the payment is held.
+    pub fn is_held(&self, payment_hash: &PaymentHash) -> bool {
+        lock(&self.book).state.get(&Key::Hold(*payment_hash)).is_some()
+    }
+
     /// Whether the payment is held, or its invoice was made for accounts.
     pub fn knows(&self, payment_hash: &PaymentHash) -> bool {
         let book = lock(&self.book);
@@ -480,9 +509,10 @@ impl Accounts {
         book.state.get(&Key::Hold(*payment_hash)).is_none()
     }
 
-    /// What the ledger tracks: Σ balances of the accounts, msat.
+    /// What the ledger tracks for main's spending: Σ balances of the accounts, msat (while a
+    /// batch that lowers it is not yet durable, the total before it).
     pub fn tracked_msat(&self) -> u64 {
-        lock(&self.book).tracked_msat
+        lock(&self.book).tracked()
     }
 
     /// Checks the invariant over the records in memory; the tracked total, msat.

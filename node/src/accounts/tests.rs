@@ -40,7 +40,7 @@ fn transfers_keep_to_what_main_and_accounts_have() {
     );
     let out = out.expect("stored");
     assert!(matches!(out[0], Err(LedgerError::Insufficient { available_msat: 6_000, .. })));
-    assert_eq!(out[2], Ok(Done { tracked_in_msat: 0, tracked_out_msat: 500 }));
+    assert_eq!(out[2], Ok(Done { tracked_out_msat: 500, ..Done::default() }));
     assert_eq!((balance(&accounts, a), balance(&accounts, b)), ((3_500, 0), (2_000, 0)));
     assert_eq!(accounts.check(), Ok(5_500));
     // Closing needs an empty account; names are unique among open accounts.
@@ -100,7 +100,7 @@ fn a_split_invoice_is_credited_once() {
     accounts.apply_one(invoice, NOW, 0).expect("stored").expect("recorded");
     let credit = Op::Credit { payment_hash: hash, amount_msat: 1_000 };
     let out = accounts.apply(vec![credit.clone(), credit.clone()], NOW, 0).expect("stored");
-    assert_eq!(out[0], Ok(Done { tracked_in_msat: 1_000, tracked_out_msat: 0 }));
+    assert_eq!(out[0], Ok(Done { tracked_in_msat: 1_000, ..Done::default() }));
     assert_eq!(out[1], Err(LedgerError::AlreadyCredited));
     // What rounding leaves goes to the first share.
     assert_eq!([balance(&accounts, a).0, balance(&accounts, b).0, balance(&accounts, c).0], [334, 333, 333]);
@@ -141,7 +141,7 @@ fn holds_settle_with_the_fee_paid_and_release_whole_within_the_budget() {
         100_000,
     );
     let out = out.expect("stored");
-    assert_eq!(out[0], Ok(Done { tracked_in_msat: 0, tracked_out_msat: 10_300 }));
+    assert_eq!(out[0], Ok(Done { tracked_out_msat: 10_300, ..Done::default() }));
     assert!(out[1].is_ok());
     assert_eq!(out[2], Err(LedgerError::UnknownHold));
     assert_eq!(balance(&accounts, a), (89_700, 0));
@@ -158,7 +158,7 @@ fn holds_settle_with_the_fee_paid_and_release_whole_within_the_budget() {
 fn names_are_checked_and_freed() {
     let dir = tempfile::tempdir().expect("tmp");
     let accounts = ledger(&dir);
-    for bad in ["", "123", " x", "a\nb", &"n".repeat(33)] {
+    for bad in ["", "123", "+5", "Main", " x", "a\nb", &"n".repeat(33)] {
         let out =
             accounts.apply_one(Op::Open { id: 0, name: bad.into(), key: [0; 32] }, NOW, 0).expect("stored");
         assert!(matches!(out, Err(LedgerError::InvalidName(_))), "{bad:?}: {out:?}");

@@ -338,6 +338,8 @@ pub struct Done {
     pub tracked_in_msat: u64,
     /// Money that left the ledger, msat.
     pub tracked_out_msat: u64,
+    /// The id an open gave its account.
+    pub opened: Option<AccountId>,
 }
 
 /// The MAC a signed transfer carries: HMAC-SHA256 with the paying account's key over
@@ -370,14 +372,16 @@ fn transfer_hmac(
 }
 
 /// Whether `name` may name an account: 1 to [`MAX_NAME_BYTES`] bytes of printable characters,
-/// not only digits (the CLI takes an id or a name), no leading or trailing space.
+/// not a number (the CLI takes an id or a name) nor `main`, no leading or trailing space.
 pub fn valid_name(name: &str) -> Result<(), LedgerError> {
     let why = if name.is_empty() || name.len() > MAX_NAME_BYTES {
         "1 to 32 bytes"
     } else if name.chars().any(char::is_control) {
         "no control characters"
-    } else if name.chars().all(|c| c.is_ascii_digit()) {
-        "not only digits (those are ids)"
+    } else if name.parse::<u64>().is_ok() {
+        "not a number (those are ids)"
+    } else if name.eq_ignore_ascii_case("main") {
+        "not \"main\" (the owner's main account)"
     } else if name.trim() != name {
         "no leading or trailing space"
     } else {
@@ -535,7 +539,7 @@ impl Transaction for LedgerTx {
                     closed: false,
                 };
                 put(ctx, Key::Account(*id), Record::Account(account))?;
-                Ok(Done::default())
+                Ok(Done { opened: Some(*id), ..Done::default() })
             }
             Op::Rename { id, name } => {
                 valid_name(name)?;
@@ -649,7 +653,7 @@ impl Transaction for LedgerTx {
                 }
                 invoice.credited = true;
                 put(ctx, Key::Invoice(*payment_hash), Record::Invoice(invoice))?;
-                Ok(Done { tracked_in_msat: *amount_msat, tracked_out_msat: 0 })
+                Ok(Done { tracked_in_msat: *amount_msat, ..Done::default() })
             }
             Op::Hold { payment_hash, account: id, amount_msat, fee_limit_msat } => {
                 if *amount_msat == 0 {
@@ -690,7 +694,7 @@ impl Transaction for LedgerTx {
                 put(ctx, Key::Account(hold.account), Record::Account(account))?;
                 ctx.delete(&Key::Hold(*payment_hash))
                     .map_err(|_| LedgerError::Undeclared(Key::Hold(*payment_hash)))?;
-                Ok(Done { tracked_in_msat: 0, tracked_out_msat: paid })
+                Ok(Done { tracked_out_msat: paid, ..Done::default() })
             }
             Op::Release { payment_hash } => {
                 let Some(Record::Hold(hold)) = get(ctx, Key::Hold(*payment_hash))? else {
