@@ -15,21 +15,10 @@ use boltbox::accounts::{AccountRequest, BatchTransfer};
 use boltbox::control::{Client, Request};
 use boltbox_node::NodeEvent;
 use boltbox_node::accounts::{hex, parse_hex32, transfer_mac};
-use boltbox_tests::{BitcoinD, Deadline, TestNode};
+use boltbox_tests::{BitcoinD, Deadline, Rng, TestNode};
 
 const ACCOUNTS: u64 = 1_000;
 const FUNDS_MSAT: u64 = 100_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn call(client: &mut Client, request: AccountRequest) -> serde_json::Value {
     client.call(&Request::Account(request)).expect("the service answers")
@@ -85,16 +74,16 @@ fn main() {
         "{:>6} {:>8} {:>13} {:>12} {:>14}",
         "batch", "batches", "transfers/s", "encode ms", "round trip ms"
     );
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
     let mut nonces = vec![0u64; ACCOUNTS as usize + 1];
     for (size, count) in [(100usize, 50usize), (1_000, 20), (10_000, 10)] {
         let (mut encode, mut round_trip, mut transfers) = (Duration::ZERO, Duration::ZERO, 0u64);
         for _ in 0..count {
             let batch: Vec<BatchTransfer> = (0..size)
                 .map(|_| {
-                    let from = 1 + rng.next() % ACCOUNTS;
-                    let to = 1 + rng.next() % ACCOUNTS;
-                    let amount_msat = 1 + rng.next() % 10;
+                    let from = 1 + rng.below(ACCOUNTS);
+                    let to = 1 + rng.below(ACCOUNTS);
+                    let amount_msat = 1 + rng.below(10);
                     nonces[from as usize] += 1;
                     let nonce = nonces[from as usize];
                     let mac = hex(&transfer_mac(&keys[from as usize], from, to, amount_msat, nonce));

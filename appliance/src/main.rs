@@ -91,15 +91,8 @@ enum AccountCommand {
     Invoice {
         /// Id or name.
         account: String,
-        /// Amount in msat; omitted: any amount.
-        #[arg(long)]
-        msat: Option<u64>,
-        /// What it is for.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Seconds until it expires.
-        #[arg(long, default_value_t = 3600)]
-        expiry_secs: u32,
+        #[command(flatten)]
+        invoice: InvoiceArgs,
         #[command(flatten)]
         target: Target,
     },
@@ -108,15 +101,8 @@ enum AccountCommand {
         /// ACCOUNT:WEIGHT, 1 to 16 of them.
         #[arg(required = true, value_parser = parse_share)]
         shares: Vec<(String, u32)>,
-        /// Amount in msat; omitted: any amount.
-        #[arg(long)]
-        msat: Option<u64>,
-        /// What it is for.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Seconds until it expires.
-        #[arg(long, default_value_t = 3600)]
-        expiry_secs: u32,
+        #[command(flatten)]
+        invoice: InvoiceArgs,
         #[command(flatten)]
         target: Target,
     },
@@ -242,15 +228,8 @@ enum Command {
     },
     /// Create a BOLT11 invoice.
     Invoice {
-        /// Amount in msat; omitted: any amount.
-        #[arg(long)]
-        msat: Option<u64>,
-        /// What it is for.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Seconds until it expires.
-        #[arg(long, default_value_t = 3600)]
-        expiry_secs: u32,
+        #[command(flatten)]
+        invoice: InvoiceArgs,
         #[command(flatten)]
         target: Target,
     },
@@ -329,6 +308,20 @@ enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
         scale: u32,
     },
+}
+
+/// What every BOLT11 invoice the CLI asks for takes.
+#[derive(Debug, clap::Args)]
+struct InvoiceArgs {
+    /// Amount in msat; omitted: any amount.
+    #[arg(long)]
+    msat: Option<u64>,
+    /// What it is for.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Seconds until it expires.
+    #[arg(long, default_value_t = 3600)]
+    expiry_secs: u32,
 }
 
 /// Which running boltbox a command talks to.
@@ -458,7 +451,7 @@ fn command_line(command: Command) -> anyhow::Result<()> {
             target.call(Request::OpenChannel { peer, amount_sats: sats, push_msat, announce: !private })
         }
         Command::Close { channel, force, target } => target.call(Request::CloseChannel { channel, force }),
-        Command::Invoice { msat, description, expiry_secs, target } => {
+        Command::Invoice { invoice: InvoiceArgs { msat, description, expiry_secs }, target } => {
             target.call(Request::Invoice { amount_msat: msat, description, expiry_secs })
         }
         Command::Pay { invoice, msat, target } => target.call(Request::Pay { invoice, amount_msat: msat }),
@@ -513,11 +506,15 @@ fn account(command: AccountCommand) -> anyhow::Result<()> {
             call(target, A::Transfer { from, to, amount_msat: msat })
         }
         AccountCommand::Batch(target) => account_batch(&target),
-        AccountCommand::Invoice { account, msat, description, expiry_secs, target } => call(
+        AccountCommand::Invoice {
+            account,
+            invoice: InvoiceArgs { msat, description, expiry_secs },
+            target,
+        } => call(
             target,
             A::Invoice { shares: vec![(account, 1)], amount_msat: msat, description, expiry_secs },
         ),
-        AccountCommand::Split { shares, msat, description, expiry_secs, target } => {
+        AccountCommand::Split { shares, invoice: InvoiceArgs { msat, description, expiry_secs }, target } => {
             call(target, A::Invoice { shares, amount_msat: msat, description, expiry_secs })
         }
         AccountCommand::Pay { account, invoice, fee_limit_msat, target } => {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::accounts::{AccountId, Accounts, LedgerError, Op as LedgerOp};
+use crate::accounts::{AccountId, Accounts, LedgerError, Op as LedgerOp, hex};
 use crate::config::{ChainSource, Gossip, NodeConfig, PeerAddress, ValidConfig};
 use crate::error::Error;
 use crate::events::NodeEvent;
@@ -753,10 +753,6 @@ fn status_name(status: PaymentStatus) -> &'static str {
         PaymentStatus::Succeeded => "succeeded",
         PaymentStatus::Failed => "failed",
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn summarize_channel(c: &ldk_node::ChannelDetails) -> ChannelSummary {
