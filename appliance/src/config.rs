@@ -92,6 +92,7 @@ impl UiSettings {
             ask_timeout: crate::mirror::ASK_WAIT,
             bright: self.bright,
             dim: self.dim,
+            panel: boltbox_board::PanelSize::Size128x64,
         }
     }
 

@@ -14,10 +14,11 @@ use boltbox_node::{Alert, Seed};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AppConfig;
+use crate::screens::panel::Pager;
 use crate::screens::{self, Rendered, ShutdownPhase, SystemInfo};
 use crate::supervisor::{Event, Notifier, Owner, Phase, Shared, State};
 use crate::system::{primary_ip, read_system_info};
-use crate::ui::{Action, Context, Service, Ui};
+use crate::ui::{Action, Context, Service, Ui, UiConfig};
 
 /// The display loop draws at least this often (4 frames/s), and at once after a gesture.
 pub const FRAME_EVERY: Duration = Duration::from_millis(250);
@@ -64,6 +65,7 @@ pub(crate) struct DisplayLoop {
     buttons: Box<dyn Buttons>,
     gestures: GestureMachine,
     ui: Ui,
+    pager: Pager,
     shared: Arc<Shared>,
     notifier: Arc<Notifier>,
     data_dir: PathBuf,
@@ -83,7 +85,8 @@ impl DisplayLoop {
             display,
             buttons,
             gestures: GestureMachine::new(config.ui.gestures()),
-            ui: Ui::new(config.ui.ui()),
+            ui: Ui::new(UiConfig { panel: config.board.panel(), ..config.ui.ui() }),
+            pager: Pager::new(config.board.panel()),
             data_dir: shared.data_dir().to_path_buf(),
             shared,
             notifier,
@@ -178,9 +181,10 @@ impl DisplayLoop {
                             Err(e) => log_once(&mut last_error, format!("display contrast: {e}")),
                         }
                     }
-                    Rendered { frame: out.frame, caption: out.caption }
+                    Rendered { frame: out.frame, caption: out.caption, bands: out.bands }
                 }
             };
+            let screen = self.pager.show(screen, monotonic().saturating_sub(start));
             if let Err(e) = self.display.show(&screen.frame, &screen.caption) {
                 log_once(&mut last_error, format!("display: {e}"));
             }

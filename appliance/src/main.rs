@@ -307,6 +307,10 @@ enum Command {
         /// Pixels per OLED pixel (1..=16).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
         scale: u32,
+        /// The panel to draw for: 128x64, or 128x32 (a screen that does not fit is written as
+        /// the parts the panel shows in turn, `<screen>-<part>.png`).
+        #[arg(long, default_value = "128x64", value_parser = parse_panel)]
+        panel: boltbox_board::PanelSize,
     },
 }
 
@@ -426,7 +430,7 @@ fn command_line(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { .. } => Ok(()),
         Command::StartEmpty { yes, target } => start_empty(yes, &target),
-        Command::Screens { out, scale } => screens(&out, scale),
+        Command::Screens { out, scale, panel } => screens(&out, scale, panel),
         Command::Status(target) => target.call(Request::Status),
         Command::Account { command } => account(command),
         Command::Mirror { command: MirrorCommand::Use { stick, target } } => {
@@ -659,18 +663,35 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// `boltbox screens`: writes each sample screen as `<name>.png` and lists the files.
-fn screens(out: &std::path::Path, scale: u32) -> anyhow::Result<()> {
+/// A panel size as `[board] display_size` writes it.
+fn parse_panel(text: &str) -> Result<boltbox_board::PanelSize, String> {
+    boltbox_board::PanelSize::from_name(text).ok_or_else(|| format!("{text:?} is not 128x64 or 128x32"))
+}
+
+/// `boltbox screens`: writes each sample screen as `<name>.png` (on a 128x32 panel, each part
+/// of one that does not fit as `<name>-<part>.png`) and lists the files.
+fn screens(out: &std::path::Path, scale: u32, panel: boltbox_board::PanelSize) -> anyhow::Result<()> {
+    use boltbox::screens::panel::{part_frame, parts};
     use std::io::Write as _;
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut stdout = std::io::stdout().lock();
-    for (name, screen) in boltbox::screens::samples::render_all() {
-        let path = out.join(format!("{name}.png"));
-        let png = screen.frame.to_png(scale).with_context(|| format!("encoding {name}"))?;
-        std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
-        // An error, not a panic, when the reader of the list went away (`| head`).
-        writeln!(stdout, "{}", path.display()).context("writing the list of files")?;
+    let rows = panel.rows();
+    for (name, screen) in boltbox::screens::samples::render_all_for(panel) {
+        let parts = parts(&screen.bands, rows);
+        for (i, part) in parts.iter().enumerate() {
+            let file = if parts.len() > 1 { format!("{name}-{}.png", i + 1) } else { format!("{name}.png") };
+            let path = out.join(file);
+            let frame = if rows < boltbox_board::HEIGHT {
+                part_frame(&screen.frame, *part, rows)
+            } else {
+                screen.frame.clone()
+            };
+            let png = frame.to_png_rows(scale, rows).with_context(|| format!("encoding {name}"))?;
+            std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+            // An error, not a panic, when the reader of the list went away (`| head`).
+            writeln!(stdout, "{}", path.display()).context("writing the list of files")?;
+        }
     }
     Ok(())
 }

@@ -1394,7 +1394,7 @@ mod tests {
     /// One bad field of `[board]` keeps the others: the error shows on the board asked for.
     #[test]
     fn a_bad_board_field_keeps_the_board_the_file_asks_for() {
-        let text = "[node]\nalias = \"\"\n\n[board]\nboard = \"link:/run/x.sock\"\ndisplay_size = \"128x32\"\n\
+        let text = "[node]\nalias = \"\"\n\n[board]\nboard = \"link:/run/x.sock\"\ndisplay_size = \"64x48\"\n\
                     controller = \"SH1106\"\ni2c_address = 0x3d\n";
         let board = board_of_bad_config(text);
         assert_eq!(board.board, "link:/run/x.sock");

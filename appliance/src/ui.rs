@@ -43,9 +43,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use boltbox_board::{Button, Frame, Gesture};
+use boltbox_board::{Button, Frame, Gesture, PanelSize};
 use boltbox_node::Status;
 
+use crate::screens::panel::Band;
 use crate::screens::{
     self, BackupFacts, BackupProgress, Rendered, ShutdownPhase, StoreChoice, SystemInfo, Waiting,
 };
@@ -70,6 +71,9 @@ pub struct UiConfig {
     pub bright: u8,
     /// Contrast when dim or blank.
     pub dim: u8,
+    /// The panel the screens are drawn for: its QR codes and screensaver fit its rows (the
+    /// display loop shows other screens a part at a time on 128x32, see `screens::panel`).
+    pub panel: PanelSize,
 }
 
 impl Default for UiConfig {
@@ -83,6 +87,7 @@ impl Default for UiConfig {
             ask_timeout: crate::mirror::ASK_WAIT,
             bright: 0xff,
             dim: 0x10,
+            panel: PanelSize::Size128x64,
         }
     }
 }
@@ -282,6 +287,8 @@ pub struct Output {
     pub frame: Frame,
     /// Its caption: screen name and text lines.
     pub caption: String,
+    /// The rows drawn on ([`Rendered::bands`]).
+    pub bands: Vec<Band>,
     /// The contrast to set (0..=255).
     pub contrast: u8,
     /// How awake the display is.
@@ -421,11 +428,11 @@ impl Ui {
         self.watch_alerts(ctx.status);
         let idle = self.idle();
         let contrast = if idle == Idle::Awake { self.config.bright } else { self.config.dim };
-        let (Rendered { frame, caption }, seed_seen) = self.render(idle, ctx);
+        let (Rendered { frame, caption, bands }, seed_seen) = self.render(idle, ctx);
         if seed_seen {
             actions.push(Action::SeedSeen);
         }
-        Output { frame, caption, contrast, idle, actions }
+        Output { frame, caption, bands, contrast, idle, actions }
     }
 
     fn gesture(&mut self, gesture: Gesture, ctx: &Context<'_>, actions: &mut Vec<Action>) {
@@ -596,7 +603,8 @@ impl Ui {
             let blank_since = self.last_activity.saturating_add(self.config.blank_after);
             let every = self.config.shift_every.as_millis().max(1);
             let step = self.now.saturating_sub(blank_since).as_millis() / every;
-            return (screens::screensaver(ctx.status, u64::try_from(step).unwrap_or(u64::MAX)), false);
+            let step = u64::try_from(step).unwrap_or(u64::MAX);
+            return (screens::screensaver(ctx.status, step, self.config.panel), false);
         }
         let status = ctx.status;
         let screen = match self.view {
@@ -610,14 +618,16 @@ impl Ui {
                 Service::Restoring(failed) => screens::restore_progress(failed),
             },
             View::Page(Page::Channels) if self.channel >= status.channels.len().max(1) => {
-                screens::funding(status)
+                screens::funding(status, self.config.panel)
             }
             View::Page(Page::Channels) => screens::channels(status, self.channel),
             View::Page(Page::Earnings) => screens::earnings(status),
             View::Page(Page::Accounts) => screens::accounts(status),
-            View::Page(Page::Network) if self.network_view == 1 => screens::network_qr(status),
+            View::Page(Page::Network) if self.network_view == 1 => {
+                screens::network_qr(status, self.config.panel)
+            }
             View::Page(Page::Network) if self.network_view == 2 => screens::chain_source(status),
-            View::Page(Page::Network) => screens::network(status, ctx.ip),
+            View::Page(Page::Network) => screens::network(status, ctx.ip, self.config.panel),
             View::Page(Page::System) => screens::system(status, ctx.system),
             View::Page(Page::Alerts) => screens::alerts(status),
             View::ShutdownConfirm => screens::shutdown_confirm(),

@@ -232,6 +232,46 @@ fn cli_ok(config: &std::path::Path, args: &[&str]) -> Vec<u8> {
     output.stdout
 }
 
+/// A 0.91" module (`display_size = "128x32"`): the service shows every screen a band of whole
+/// lines at a time, nothing past the panel's 32 rows, and the node id's QR code whole within
+/// them, module for module.
+#[test]
+fn a_128x32_panel_is_shown_each_screen_a_part_at_a_time_and_the_qr_code_whole() {
+    let bitcoind = BitcoinD::start().expect("bitcoind");
+    bitcoind.mine(101).expect("mine");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, _, socket) = link_appliance(&bitcoind, dir.path(), ALIAS);
+    let config = boltbox_tests::appliance_config(
+        dir.path(),
+        &node,
+        &format!("board = \"link:{}\"\ndisplay_size = \"128x32\"\n", socket.display()),
+    );
+    let mut run = Appliance::start(&config, dir.path().join("run.log"), None);
+    let mut link = LinkClient::connect_within(&socket, BOOT).expect("link");
+    let first = wait_screen(&mut link, "home", "part 1/", BOOT);
+    let second = wait_screen(&mut link, "home", "part 2/", SCREEN);
+    assert_ne!(first.frame, second.frame, "the second part is another band of the screen");
+    let below = |f: &LinkFrame| (32..64).any(|y| (0..128).any(|x| f.frame.get(x, y)));
+    assert!(!below(&first) && !below(&second), "nothing is drawn past row 32");
+
+    for page in ["channels", "earnings", "accounts", "network"] {
+        next_page(&mut link, page);
+    }
+    link.press(Button::B, SHORT_PRESS).expect("press B");
+    let qr = wait_screen(&mut link, "network qr", "qr ", SCREEN);
+    assert!(!below(&qr), "the QR screen fits the panel");
+    let id = qr.caption.lines().find_map(|l| l.strip_prefix("qr ")).expect("qr line").to_string();
+    let code = qrcode::QrCode::with_error_correction_level(&id, qrcode::EcLevel::L).expect("code");
+    let n = code.width();
+    let (x0, y0) = ((128 - (n + 8)) / 2 + 4, (32 - n) / 2);
+    let drawn: Vec<bool> = (0..n * n).map(|i| !qr.frame.get(x0 + i % n, y0 + i / n)).collect();
+    let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == qrcode::Color::Dark).collect();
+    assert_eq!(drawn, dark, "the node id's code, module for module\n{}", qr.frame.to_ascii());
+    assert_eq!(id, common::status_node_id(&config).to_uppercase(), "and it is this node's id");
+    run.sigterm();
+    assert!(run.wait_exit(SHUTDOWN), "a safe stop");
+}
+
 #[test]
 fn a_missing_display_and_missing_buttons_are_alerts_while_the_node_runs() {
     let bitcoind = BitcoinD::start().expect("bitcoind");

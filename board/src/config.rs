@@ -9,7 +9,7 @@ use crate::buttons::{
     ButtonEdge, ButtonError, ButtonPins, Buttons, ButtonsHealth, CdevButtons, RppalButtons,
 };
 use crate::clock::{Clock, MonotonicClock};
-use crate::display::{Backoff, Connect, Controller, Display, ResilientDisplay};
+use crate::display::{Backoff, Connect, Controller, Display, PanelSize, ResilientDisplay};
 use crate::facts::BoardFacts;
 use crate::gesture::GestureConfig;
 use crate::link::{LinkError, link_path, open_link};
@@ -29,7 +29,8 @@ pub struct BoardConfig {
     /// modules, often sold as SSD1306: a picture shifted by two columns with a stripe of noise
     /// at one edge, or garbled, means this one).
     pub controller: Controller,
-    /// The OLED's size in pixels, `"128x64"`: the only one the screens are laid out for.
+    /// The OLED's size in pixels: `"128x64"` (most modules) or `"128x32"` (0.91" modules, whose
+    /// screens are shown a band of lines at a time, docs/BOARD.md).
     pub display_size: String,
     /// GPIO (BCM) number of button A.
     pub button_a: u32,
@@ -107,18 +108,11 @@ impl BoardConfig {
         if self.i2c_address != 0x3C && self.i2c_address != 0x3D {
             return Err(invalid("i2c_address", format!("{:#04x} is not 0x3c or 0x3d", self.i2c_address)));
         }
-        match self.display_size.as_str() {
-            "128x64" => {}
-            // Every screen, and the QR codes most of all, needs all 64 rows: a 128x32 panel would
-            // crop them, and a cropped QR code does not scan.
-            "128x32" => {
-                return Err(invalid(
-                    "display_size",
-                    "128x32 panels are not supported: the screens and QR codes are laid out for \
-                     128x64 and would be cropped; use a 128x64 module",
-                ));
-            }
-            other => return Err(invalid("display_size", format!("{other:?} is not \"128x64\""))),
+        if PanelSize::from_name(&self.display_size).is_none() {
+            return Err(invalid(
+                "display_size",
+                format!("{:?} is not \"128x64\" or \"128x32\"", self.display_size),
+            ));
         }
         for (field, pin) in [("button_a", self.button_a), ("button_b", self.button_b)] {
             if pin > 511 {
@@ -135,6 +129,11 @@ impl BoardConfig {
             ));
         }
         Ok(kind)
+    }
+
+    /// The panel's size; a size [`BoardConfig::validate`] refuses is taken as 128x64.
+    pub fn panel(&self) -> PanelSize {
+        PanelSize::from_name(&self.display_size).unwrap_or_default()
     }
 
     fn pins(&self) -> ButtonPins {
@@ -259,20 +258,27 @@ fn auto_display(config: &BoardConfig, pi: bool, clock: Box<dyn Clock>) -> (Resil
     let bus = config.i2c_bus.clone();
     let address = config.i2c_address;
     let chip = config.controller;
+    let size = config.panel();
     let present = if bus.exists() { "" } else { " (missing: display absent, retrying)" };
     let (connect, why): (Connect, String) = match i2c_bus_number(&bus).filter(|_| pi) {
         Some(n) => (
-            Box::new(move || crate::display::open_rppal(n, address, chip)),
-            format!("{}{present} → {} at {address:#04x} via rppal I2C", bus.display(), chip.name()),
+            Box::new(move || crate::display::open_rppal(n, address, chip, size)),
+            format!(
+                "{}{present} → {} {} at {address:#04x} via rppal I2C",
+                bus.display(),
+                chip.name(),
+                size.name()
+            ),
         ),
         None => {
             let path = bus.clone();
             (
-                Box::new(move || crate::display::open_i2cdev(&path, address, chip)),
+                Box::new(move || crate::display::open_i2cdev(&path, address, chip, size)),
                 format!(
-                    "{}{present} → {} at {address:#04x} via linux-embedded-hal I2cdev",
+                    "{}{present} → {} {} at {address:#04x} via linux-embedded-hal I2cdev",
                     bus.display(),
-                    chip.name()
+                    chip.name(),
+                    size.name()
                 ),
             )
         }
@@ -458,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn the_controller_is_chosen_and_a_128x32_panel_is_refused_by_name() {
+    fn the_controller_and_the_panel_size_are_chosen() {
         let config = parse("controller = \"sh1106\"").expect("parses");
         assert_eq!(config.controller, Controller::Sh1106);
         assert_eq!(config.validate(), Ok(BoardKind::Auto));
@@ -467,16 +473,23 @@ mod tests {
             false,
             Box::new(ManualClock::default()),
         );
-        assert!(why.contains("sh1106 at 0x3c"), "{why}");
+        assert!(why.contains("sh1106 128x64 at 0x3c"), "{why}");
         let err = parse("controller = \"ssd1309\"").expect_err("unknown chip");
         assert!(err.to_string().contains("sh1106"), "names the choices: {err}");
 
-        let err = parse("display_size = \"128x32\"").expect("parses").validate().expect_err("128x32");
-        assert_eq!(err.field, "display_size");
-        assert!(err.reason.contains("128x32 panels are not supported"), "{err}");
-        assert!(err.reason.contains("cropped"), "{err}");
+        let small = parse("display_size = \"128x32\"").expect("parses");
+        assert_eq!(small.validate(), Ok(BoardKind::Auto));
+        assert_eq!(small.panel(), PanelSize::Size128x32);
+        assert_eq!(BoardConfig::default().panel(), PanelSize::Size128x64);
+        let (_, why) = auto_display(
+            &BoardConfig { i2c_bus: PathBuf::from("/nonexistent/i2c-1"), ..small },
+            false,
+            Box::new(ManualClock::default()),
+        );
+        assert!(why.contains("ssd1306 128x32 at 0x3c"), "{why}");
         let err = parse("display_size = \"64x48\"").expect("parses").validate().expect_err("64x48");
-        assert!(err.to_string().contains("\"64x48\" is not \"128x64\""), "{err}");
+        assert_eq!(err.field, "display_size");
+        assert!(err.to_string().contains("\"64x48\" is not \"128x64\" or \"128x32\""), "{err}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The display: a 128x64 monochrome panel that takes whole frames.
+//! The display: a 128x64 (or 128x32) monochrome panel that takes whole frames.
 //!
 //! [`Ssd1306Display`] drives a real SSD1306 through the `ssd1306` crate over any
 //! [`embedded_hal::i2c::I2c`] bus, [`crate::sh1106::Sh1106Display`] an SH1106 (sold as "1.3 inch
@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use ssd1306::I2CDisplayInterface;
 use ssd1306::mode::BufferedGraphicsMode;
-use ssd1306::prelude::{Brightness, DisplayConfig, DisplayRotation, DisplaySize128x64, I2CInterface};
+use ssd1306::prelude::{
+    Brightness, DisplayConfig, DisplayRotation, DisplaySize128x32, DisplaySize128x64, I2CInterface,
+};
 
 use crate::clock::Clock;
 use crate::frame::{Frame, HEIGHT, WIDTH};
@@ -43,6 +45,42 @@ impl Controller {
             Controller::Ssd1306 => "ssd1306",
             Controller::Sh1106 => "sh1106",
         }
+    }
+}
+
+/// The glass of the OLED module (`[board] display_size`). Screens are always drawn into a
+/// 128x64 [`Frame`]; a 128x32 panel shows its rows 0..32 (the appliance pages a screen's lines
+/// into that window, docs/BOARD.md), and its controller is set up for 32 rows (multiplex ratio
+/// 31, sequential COM pins) so that every row of the glass shows its own row of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PanelSize {
+    /// 128x64: most 0.96" and 1.3" modules.
+    #[default]
+    Size128x64,
+    /// 128x32: 0.91" modules.
+    Size128x32,
+}
+
+impl PanelSize {
+    /// Rows of the glass: 64 or 32.
+    pub fn rows(self) -> usize {
+        match self {
+            PanelSize::Size128x64 => HEIGHT,
+            PanelSize::Size128x32 => HEIGHT / 2,
+        }
+    }
+
+    /// The size as written in the config: `"128x64"` or `"128x32"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PanelSize::Size128x64 => "128x64",
+            PanelSize::Size128x32 => "128x32",
+        }
+    }
+
+    /// The size a config names, if it is one of the two.
+    pub fn from_name(name: &str) -> Option<PanelSize> {
+        [PanelSize::Size128x64, PanelSize::Size128x32].into_iter().find(|size| size.name() == name)
     }
 }
 
@@ -97,7 +135,7 @@ pub enum DisplayHealth {
     },
 }
 
-/// A 128x64 monochrome display that takes whole frames.
+/// A monochrome display that takes whole 128x64 frames (a 128x32 panel shows rows 0..32).
 pub trait Display: Send {
     /// Shows `frame`. `caption` names the screen and carries its text lines: a panel ignores it,
     /// the sim board prints it, the link sends it so that a host can assert on text.
@@ -130,50 +168,82 @@ impl<D: Display + ?Sized> Display for Box<D> {
     }
 }
 
-type Driver<I> =
-    ssd1306::Ssd1306<I2CInterface<I>, DisplaySize128x64, BufferedGraphicsMode<DisplaySize128x64>>;
+/// The `ssd1306` crate's driver in its buffered mode, for one of the two glass sizes (the size
+/// is a type parameter there).
+enum Driver<I> {
+    Rows64(ssd1306::Ssd1306<I2CInterface<I>, DisplaySize128x64, BufferedGraphicsMode<DisplaySize128x64>>),
+    Rows32(ssd1306::Ssd1306<I2CInterface<I>, DisplaySize128x32, BufferedGraphicsMode<DisplaySize128x32>>),
+}
 
-/// An SSD1306 128x64 panel on an I2C bus, through the `ssd1306` crate.
+/// Calls the same method on either size's driver.
+macro_rules! each_driver {
+    ($driver:expr, $d:ident => $body:expr) => {
+        match $driver {
+            Driver::Rows64($d) => $body,
+            Driver::Rows32($d) => $body,
+        }
+    };
+}
+
+/// An SSD1306 panel (128x64 or 128x32) on an I2C bus, through the `ssd1306` crate.
 ///
 /// Only what changed since the last frame is sent (the crate's buffered mode sends the
 /// bounding box of the pixels set), which keeps I2C traffic small for mostly static screens.
 pub struct Ssd1306Display<I> {
     driver: Driver<I>,
     address: u8,
+    rows: usize,
     /// What the panel shows, when known; after an error it is not, and the next frame is sent whole.
     shown: Option<Frame>,
 }
 
 impl<I> std::fmt::Debug for Ssd1306Display<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ssd1306Display").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("Ssd1306Display")
+            .field("address", &self.address)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
     }
 }
 
 impl<I: embedded_hal::i2c::I2c> Ssd1306Display<I> {
-    /// Initialises the controller at `address` (0x3C or 0x3D) on `i2c`. Memory is not cleared
-    /// here; the first [`Display::show`] sends a whole frame.
+    /// Initialises a 128x64 controller at `address` (0x3C or 0x3D) on `i2c`. Memory is not
+    /// cleared here; the first [`Display::show`] sends a whole frame.
     pub fn init(i2c: I, address: u8) -> Result<Self, DisplayError> {
+        Self::init_size(i2c, address, PanelSize::Size128x64)
+    }
+
+    /// Initialises the controller of a `size` panel at `address` (0x3C or 0x3D) on `i2c`.
+    pub fn init_size(i2c: I, address: u8, size: PanelSize) -> Result<Self, DisplayError> {
         if address != 0x3C && address != 0x3D {
             return Err(DisplayError::BadAddress(address));
         }
         let interface = I2CDisplayInterface::new_custom_address(i2c, address);
-        let mut driver = ssd1306::Ssd1306::new(interface, DisplaySize128x64, DisplayRotation::Rotate0)
-            .into_buffered_graphics_mode();
-        driver.init().map_err(|e| controller_error(address, e))?;
-        Ok(Ssd1306Display { driver, address, shown: None })
+        let mut driver = match size {
+            PanelSize::Size128x64 => Driver::Rows64(
+                ssd1306::Ssd1306::new(interface, DisplaySize128x64, DisplayRotation::Rotate0)
+                    .into_buffered_graphics_mode(),
+            ),
+            PanelSize::Size128x32 => Driver::Rows32(
+                ssd1306::Ssd1306::new(interface, DisplaySize128x32, DisplayRotation::Rotate0)
+                    .into_buffered_graphics_mode(),
+            ),
+        };
+        each_driver!(&mut driver, d => d.init()).map_err(|e| controller_error(address, e))?;
+        Ok(Ssd1306Display { driver, address, rows: size.rows(), shown: None })
     }
 }
 
-/// Initialises the `controller` at `address` (0x3C or 0x3D) on `i2c`.
+/// Initialises the `controller` of a `size` panel at `address` (0x3C or 0x3D) on `i2c`.
 pub fn init_controller<I: embedded_hal::i2c::I2c + Send + 'static>(
     i2c: I,
     address: u8,
     controller: Controller,
+    size: PanelSize,
 ) -> Result<Box<dyn Display>, DisplayError> {
     Ok(match controller {
-        Controller::Ssd1306 => Box::new(Ssd1306Display::init(i2c, address)?),
-        Controller::Sh1106 => Box::new(Sh1106Display::init(i2c, address)?),
+        Controller::Ssd1306 => Box::new(Ssd1306Display::init_size(i2c, address, size)?),
+        Controller::Sh1106 => Box::new(Sh1106Display::init_size(i2c, address, size)?),
     })
 }
 
@@ -183,16 +253,16 @@ pub(crate) fn controller_error(address: u8, error: impl std::fmt::Debug) -> Disp
 
 impl<I: embedded_hal::i2c::I2c + Send> Display for Ssd1306Display<I> {
     fn show(&mut self, frame: &Frame, _caption: &str) -> Result<(), DisplayError> {
-        for y in 0..HEIGHT {
+        for y in 0..self.rows {
             for x in 0..WIDTH {
                 let on = frame.get(x, y);
                 if self.shown.as_ref().is_none_or(|shown| shown.get(x, y) != on) {
-                    self.driver.set_pixel(x as u32, y as u32, on);
+                    each_driver!(&mut self.driver, d => d.set_pixel(x as u32, y as u32, on));
                 }
             }
         }
         self.shown = None;
-        self.driver.flush().map_err(|e| controller_error(self.address, e))?;
+        each_driver!(&mut self.driver, d => d.flush()).map_err(|e| controller_error(self.address, e))?;
         self.shown = Some(frame.clone());
         Ok(())
     }
@@ -200,13 +270,13 @@ impl<I: embedded_hal::i2c::I2c + Send> Display for Ssd1306Display<I> {
     fn set_contrast(&mut self, contrast: u8) -> Result<(), DisplayError> {
         // Low contrast also gets the short pre-charge of the crate's dimmest setting.
         let precharge = if contrast < 0x10 { 0x1 } else { 0x2 };
-        self.driver
-            .set_brightness(Brightness::custom(precharge, contrast))
+        each_driver!(&mut self.driver, d => d.set_brightness(Brightness::custom(precharge, contrast)))
             .map_err(|e| controller_error(self.address, e))
     }
 
     fn set_on(&mut self, on: bool) -> Result<(), DisplayError> {
-        self.driver.set_display_on(on).map_err(|e| controller_error(self.address, e))
+        each_driver!(&mut self.driver, d => d.set_display_on(on))
+            .map_err(|e| controller_error(self.address, e))
     }
 }
 
@@ -215,17 +285,23 @@ pub fn open_i2cdev(
     bus: &Path,
     address: u8,
     controller: Controller,
+    size: PanelSize,
 ) -> Result<Box<dyn Display>, DisplayError> {
     let i2c = linux_embedded_hal::I2cdev::new(bus)
         .map_err(|e| DisplayError::Bus { bus: bus.display().to_string(), reason: e.to_string() })?;
-    init_controller(i2c, address, controller)
+    init_controller(i2c, address, controller, size)
 }
 
 /// Opens the `controller` through rppal's I2C (Raspberry Pi OS); `bus` is N of `/dev/i2c-N`.
-pub fn open_rppal(bus: u8, address: u8, controller: Controller) -> Result<Box<dyn Display>, DisplayError> {
+pub fn open_rppal(
+    bus: u8,
+    address: u8,
+    controller: Controller,
+    size: PanelSize,
+) -> Result<Box<dyn Display>, DisplayError> {
     let i2c = rppal::i2c::I2c::with_bus(bus)
         .map_err(|e| DisplayError::Bus { bus: format!("rppal I2C bus {bus}"), reason: e.to_string() })?;
-    init_controller(i2c, address, controller)
+    init_controller(i2c, address, controller, size)
 }
 
 /// How long to wait between attempts to reach an absent display.
@@ -527,7 +603,9 @@ mod tests {
 
     #[test]
     fn a_missing_bus_is_an_error() {
-        let Err(err) = open_i2cdev(Path::new("/nonexistent/i2c-9"), 0x3C, Controller::Ssd1306) else {
+        let Err(err) =
+            open_i2cdev(Path::new("/nonexistent/i2c-9"), 0x3C, Controller::Ssd1306, PanelSize::Size128x64)
+        else {
             panic!("no bus")
         };
         assert!(err.to_string().contains("/nonexistent/i2c-9"), "{err}");
@@ -539,7 +617,8 @@ mod tests {
 
     fn resilient_chip(bus: &EmulatedSsd1306, clock: &ManualClock, chip: Controller) -> ResilientDisplay {
         let bus = bus.clone();
-        let connect: Connect = Box::new(move || init_controller(bus.clone(), 0x3C, chip));
+        let connect: Connect =
+            Box::new(move || init_controller(bus.clone(), 0x3C, chip, PanelSize::Size128x64));
         ResilientDisplay::new(connect, Box::new(clock.clone()), Backoff::default())
     }
 
@@ -679,6 +758,71 @@ mod tests {
         display.show(&qr_like(), "qr").expect("show");
         assert_ne!(handle.visible(), qr_like());
         assert!(!handle.protocol_errors().is_empty(), "0x20-0x22 and 0x8D are no SH1106 commands");
+    }
+
+    /// `frame` as a 128x32 glass shows it: rows 0..32, the rest dark (there is no glass there).
+    fn top_rows(frame: &Frame) -> Frame {
+        let mut top = Frame::blank();
+        for y in 0..HEIGHT / 2 {
+            for x in 0..WIDTH {
+                top.set(x, y, frame.get(x, y));
+            }
+        }
+        top
+    }
+
+    #[test]
+    fn a_128x32_panel_shows_the_frames_first_32_rows_on_either_chip() {
+        for chip in [Controller::Ssd1306, Controller::Sh1106] {
+            let bus = EmulatedSsd1306::with_panel(0x3C, chip, PanelSize::Size128x32);
+            let handle = bus.handle();
+            let mut display = init_controller(bus, 0x3C, chip, PanelSize::Size128x32).expect("init");
+            display.show(&qr_like(), "qr").expect("show");
+            assert_eq!(handle.visible(), top_rows(&qr_like()), "{chip:?}\n{}", handle.visible().to_ascii());
+            assert_eq!(handle.data_bytes(), 512, "{chip:?}: 4 pages of 128 columns, no more");
+            assert!(handle.is_on() && handle.charge_pump(), "{chip:?}");
+            assert!(handle.protocol_errors().is_empty(), "{chip:?}: {:?}", handle.protocol_errors());
+        }
+    }
+
+    #[test]
+    fn a_panel_set_up_for_the_other_size_shows_a_garbled_picture() {
+        // Why `display_size` exists: the emulated glass is wired as modules are, so a 64-row
+        // setup on a 32-row glass shows every other row, and a 32-row setup on a 64-row glass
+        // leaves every other row dark.
+        for chip in [Controller::Ssd1306, Controller::Sh1106] {
+            for (glass, setup) in [
+                (PanelSize::Size128x32, PanelSize::Size128x64),
+                (PanelSize::Size128x64, PanelSize::Size128x32),
+            ] {
+                let bus = EmulatedSsd1306::with_panel(0x3C, chip, glass);
+                let handle = bus.handle();
+                let mut display = init_controller(bus, 0x3C, chip, setup).expect("init");
+                display.show(&qr_like(), "qr").expect("show");
+                let right = if glass == PanelSize::Size128x32 { top_rows(&qr_like()) } else { qr_like() };
+                assert_ne!(handle.visible(), right, "{chip:?} {glass:?} set up as {setup:?}");
+                assert!(handle.visible().lit_pixels() > 0, "{chip:?}: garbled, not dark");
+            }
+        }
+    }
+
+    #[test]
+    fn a_128x32_panel_that_lost_power_is_recovered_within_one_period() {
+        for chip in [Controller::Ssd1306, Controller::Sh1106] {
+            let bus = EmulatedSsd1306::with_panel(0x3C, chip, PanelSize::Size128x32);
+            let handle = bus.handle();
+            let clock = ManualClock::new(Duration::ZERO);
+            let connect: Connect =
+                Box::new(move || init_controller(bus.clone(), 0x3C, chip, PanelSize::Size128x32));
+            let mut display = ResilientDisplay::new(connect, Box::new(clock.clone()), Backoff::default());
+            display.show(&picture(), "home").expect("ok");
+            assert_eq!(handle.visible(), top_rows(&picture()), "{chip:?}");
+            handle.lose_power();
+            clock.advance(REINIT_EVERY);
+            display.show(&picture(), "home").expect("ok");
+            assert_eq!(handle.visible(), top_rows(&picture()), "{chip:?}: back, set up for 32 rows again");
+            assert!(handle.protocol_errors().is_empty(), "{chip:?}: {:?}", handle.protocol_errors());
+        }
     }
 
     fn absent_failures(display: &ResilientDisplay) -> Option<u32> {

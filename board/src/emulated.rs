@@ -12,6 +12,12 @@
 //! pointer stopping at 131 and never moving to the next page. A driver that uses horizontal
 //! addressing or forgets the column offset shows a garbled or shifted picture.
 //!
+//! The glass is 128x64 or 128x32 ([`EmulatedSsd1306::with_panel`]), wired as modules wire it: a
+//! 64-row glass for the alternative COM pin configuration (0xDA 0x12, the reset value), a
+//! 32-row one for the sequential (0xDA 0x02) with 32 rows multiplexed. A driver that sets a
+//! 32-row glass up for 64 rows shows every other row of memory, squeezed (and the other way
+//! round, every other row dark): garbled either way.
+//!
 //! Clones of the bus and the [`EmulatedHandle`] share one controller, so a test can unplug and
 //! replug it, make it NACK, or cut its power without an I2C error, while the driver owns the bus.
 //!
@@ -23,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use embedded_hal::i2c::{ErrorKind, ErrorType, NoAcknowledgeSource, Operation};
 
-use crate::display::Controller as Chip;
+use crate::display::{Controller as Chip, PanelSize};
 use crate::frame::{FRAME_BYTES, Frame, HEIGHT, WIDTH};
 use crate::sh1106::COLUMN_OFFSET;
 
@@ -60,6 +66,10 @@ impl embedded_hal::i2c::Error for EmulatedI2cError {
 #[derive(Debug, Clone)]
 struct Controller {
     chip: Chip,
+    /// Rows of the glass: 64 or 32.
+    glass_rows: usize,
+    /// COM pin configuration (0xDA bit 4): alternative, else sequential.
+    com_alternative: bool,
     /// RAM columns: 128 (SSD1306) or 132 (SH1106).
     columns: usize,
     /// Page-major: page p's column c at `p * columns + c`.
@@ -93,7 +103,7 @@ impl Controller {
     /// The state after power-on reset (SSD1306 datasheet section 8.9: display off, charge pump
     /// off, page addressing, full windows, contrast 0x7F; SH1106 datasheet "Power on reset":
     /// display off, DC-DC on, column and page 0, contrast 0x80); RAM holds noise.
-    fn power_on(chip: Chip, seed: u32) -> Self {
+    fn power_on(chip: Chip, panel: PanelSize, seed: u32) -> Self {
         let columns = match chip {
             Chip::Ssd1306 => WIDTH,
             Chip::Sh1106 => SH1106_COLUMNS,
@@ -109,6 +119,8 @@ impl Controller {
         }
         Controller {
             chip,
+            glass_rows: panel.rows(),
+            com_alternative: true,
             columns,
             ram,
             mode: AddressingMode::Page,
@@ -297,8 +309,9 @@ impl Controller {
             }
             0xC0 | 0xC8 => self.com_reversed = opcode == 0xC8,
             0xD3 => self.display_offset = arg(0) & 0x3F,
-            // Clock, pre-charge, COM pins, VCOMH, internal IREF: analog settings, no effect here.
-            0xAD | 0xD5 | 0xD9 | 0xDA | 0xDB => {}
+            0xDA => self.com_alternative = arg(0) & 0x10 != 0,
+            // Clock, pre-charge, VCOMH, internal IREF: analog settings, no effect here.
+            0xAD | 0xD5 | 0xD9 | 0xDB => {}
             0xE3 => {}
             _ => self.errors.push(format!("unknown command {opcode:#04x}")),
         }
@@ -331,8 +344,9 @@ impl Controller {
             0xB0..=0xB7 => self.page = opcode & 0x07,
             0xC0..=0xCF => self.com_reversed = opcode & 0x08 != 0,
             0xD3 => self.display_offset = arg(0) & 0x3F,
-            // Clock, pre-charge, common pads, VCOM: analog settings, no effect here.
-            0xD5 | 0xD9 | 0xDA | 0xDB => {}
+            0xDA => self.com_alternative = arg(0) & 0x10 != 0,
+            // Clock, pre-charge, VCOM: analog settings, no effect here.
+            0xD5 | 0xD9 | 0xDB => {}
             0xE0 | 0xE3 | 0xEE => {}
             _ => self.errors.push(format!("{opcode:#04x} is no SH1106 command")),
         }
@@ -361,14 +375,28 @@ impl Controller {
         if !self.display_on {
             return frame;
         }
-        for y in 0..HEIGHT {
-            let scan = if self.com_reversed { y } else { HEIGHT - 1 - y };
-            let lit_row = scan <= usize::from(self.multiplex);
+        let half = HEIGHT / 2;
+        let multiplex = usize::from(self.multiplex);
+        for y in 0..self.glass_rows {
+            // The COM pin the glass's row is wired to: a 64-row glass alternates between the
+            // two halves of the pins, a 32-row one takes the first 32 in order.
+            let pin =
+                if self.glass_rows == HEIGHT { if y % 2 == 0 { y / 2 } else { half + y / 2 } } else { y };
+            // The place of that pin in the scan, as the COM pin configuration orders them.
+            let place = match (self.com_alternative, pin < half) {
+                (true, true) => 2 * pin,
+                (true, false) => 2 * (pin - half) + 1,
+                (false, _) => pin,
+            };
+            // Reversed scan (0xC8) runs upright on the glass; normal scan mirrors within the
+            // multiplexed rows, and rows beyond them are not driven.
+            let scan = if self.com_reversed { Some(place) } else { multiplex.checked_sub(place) };
+            let Some(scan) = scan.filter(|scan| *scan <= multiplex) else { continue };
             let row = (scan + usize::from(self.start_line) + usize::from(self.display_offset)) % HEIGHT;
             for x in 0..WIDTH {
                 let at = (row / 8) * self.columns + self.ram_column(x);
                 let bit = self.ram.get(at).is_some_and(|byte| byte & (1 << (row % 8)) != 0);
-                let on = lit_row && (self.entire_on || bit);
+                let on = self.entire_on || bit;
                 frame.set(x, y, on != self.inverted);
             }
         }
@@ -409,9 +437,14 @@ impl EmulatedSsd1306 {
         Self::with_controller(address, Chip::Ssd1306)
     }
 
-    /// A powered-on `chip` answering at `address`.
+    /// A powered-on `chip` with a 128x64 glass answering at `address`.
     pub fn with_controller(address: u8, chip: Chip) -> Self {
-        let controller = Controller::power_on(chip, SEED);
+        Self::with_panel(address, chip, PanelSize::Size128x64)
+    }
+
+    /// A powered-on `chip` with a `panel` glass answering at `address`.
+    pub fn with_panel(address: u8, chip: Chip, panel: PanelSize) -> Self {
+        let controller = Controller::power_on(chip, panel, SEED);
         let shared = Shared { controller, nack: false, transactions: 0, power_cycles: 0 };
         EmulatedSsd1306 { address, shared: Arc::new(Mutex::new(shared)) }
     }
@@ -453,7 +486,8 @@ impl embedded_hal::i2c::I2c for EmulatedSsd1306 {
 }
 
 impl EmulatedHandle {
-    /// What the panel shows: blank when off, all lit for 0xA5, inverted for 0xA7.
+    /// What the panel shows: blank when off, all lit for 0xA5, inverted for 0xA7; rows beyond a
+    /// 128x32 glass are dark.
     pub fn visible(&self) -> Frame {
         lock(&self.shared).controller.visible()
     }
@@ -541,7 +575,9 @@ impl EmulatedHandle {
 fn power_cycle(shared: &mut Shared) {
     shared.power_cycles = shared.power_cycles.wrapping_add(1);
     let seed = SEED ^ shared.power_cycles.wrapping_mul(0x9E37_79B9);
-    shared.controller = Controller::power_on(shared.controller.chip, seed);
+    let panel =
+        if shared.controller.glass_rows == HEIGHT { PanelSize::Size128x64 } else { PanelSize::Size128x32 };
+    shared.controller = Controller::power_on(shared.controller.chip, panel, seed);
 }
 
 #[cfg(test)]

@@ -128,11 +128,16 @@ impl Frame {
     /// The frame as a PNG: 8-bit grayscale, lit pixels white (255) on black (0), each pixel
     /// `scale` x `scale` (1 for goldens; more for pictures people look at).
     pub fn to_png(&self, scale: u32) -> Result<Vec<u8>, PngError> {
+        self.to_png_rows(scale, HEIGHT)
+    }
+
+    /// [`Frame::to_png`] of the first `rows` rows only (at most 64): what a 128x32 panel shows.
+    pub fn to_png_rows(&self, scale: u32, rows: usize) -> Result<Vec<u8>, PngError> {
         if !(1..=16).contains(&scale) {
             return Err(PngError::Scale(scale));
         }
         let s = scale as usize;
-        let (w, h) = (WIDTH * s, HEIGHT * s);
+        let (w, h) = (WIDTH * s, rows.clamp(1, HEIGHT) * s);
         let mut pixels = vec![0u8; w * h];
         for (i, p) in pixels.iter_mut().enumerate() {
             if self.get((i % w) / s, (i / w) / s) {

@@ -24,7 +24,7 @@ pub mod sim;
 pub use buttons::{Button, ButtonEdge, ButtonError, Buttons, ButtonsHealth};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::{Board, BoardConfig, ConfigError, OpenError, open, open_with_gestures};
-pub use display::{Controller, Display, DisplayError, DisplayHealth, ResilientDisplay};
+pub use display::{Controller, Display, DisplayError, DisplayHealth, PanelSize, ResilientDisplay};
 pub use facts::{BoardFacts, FactsError};
 pub use frame::{FRAME_BYTES, Frame, HEIGHT, PngError, WIDTH};
 pub use gesture::{Gesture, GestureConfig, GestureMachine, Levels};

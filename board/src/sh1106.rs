@@ -10,7 +10,7 @@
 //! - The panel's supply is the DC-DC converter (0xAD, 0x8B on), not the SSD1306 charge pump
 //!   (0x8D).
 
-use crate::display::{Display, DisplayError, controller_error};
+use crate::display::{Display, DisplayError, PanelSize, controller_error};
 use crate::frame::{Frame, WIDTH};
 
 /// RAM column of the glass's first column on a 128-wide module: (132 - 128) / 2.
@@ -20,6 +20,12 @@ pub const COLUMN_OFFSET: usize = 2;
 const COMMANDS: u8 = 0x00;
 /// Control byte: every following byte is display data (Co = 0, D/C# = 1).
 const DATA: u8 = 0x40;
+
+/// Where [`INIT`] holds the multiplex ratio's argument and the common pads' argument, which a
+/// 128x32 glass needs otherwise (32 rows, sequential pads: each COM pin its own row).
+const MULTIPLEX_AT: usize = 5;
+const PADS_AT: usize = 14;
+const _: () = assert!(INIT[MULTIPLEX_AT - 1] == 0xA8 && INIT[PADS_AT - 1] == 0xDA);
 
 /// The initialisation, with the values 128x64 modules need (datasheet "Commands" 1-21).
 const INIT: [u8; 24] = [
@@ -41,13 +47,15 @@ const INIT: [u8; 24] = [
     0xAF, // display on
 ];
 
-/// An SH1106 128x64 panel on an I2C bus.
+/// An SH1106 panel (128x64, or 128x32) on an I2C bus.
 ///
 /// Only the pages that changed since the last frame are sent, and of each only the span of
 /// columns that changed, which keeps I2C traffic small for mostly static screens.
 pub struct Sh1106Display<I> {
     i2c: I,
     address: u8,
+    /// Pages of the glass: 8 (64 rows) or 4 (32 rows).
+    pages: usize,
     /// What the panel shows, when known; after an error it is not, and the next frame is sent whole.
     shown: Option<Frame>,
 }
@@ -59,14 +67,24 @@ impl<I> std::fmt::Debug for Sh1106Display<I> {
 }
 
 impl<I: embedded_hal::i2c::I2c> Sh1106Display<I> {
-    /// Initialises the controller at `address` (0x3C or 0x3D) on `i2c` and turns it on. Memory
-    /// is not cleared here; the first [`Display::show`] sends a whole frame.
+    /// Initialises a 128x64 controller at `address` (0x3C or 0x3D) on `i2c` and turns it on.
+    /// Memory is not cleared here; the first [`Display::show`] sends a whole frame.
     pub fn init(i2c: I, address: u8) -> Result<Self, DisplayError> {
+        Self::init_size(i2c, address, PanelSize::Size128x64)
+    }
+
+    /// Initialises the controller of a `size` panel at `address` (0x3C or 0x3D) on `i2c`.
+    pub fn init_size(i2c: I, address: u8, size: PanelSize) -> Result<Self, DisplayError> {
         if address != 0x3C && address != 0x3D {
             return Err(DisplayError::BadAddress(address));
         }
-        let mut display = Sh1106Display { i2c, address, shown: None };
-        display.write(&INIT)?;
+        let mut init = INIT;
+        if size == PanelSize::Size128x32 {
+            init[MULTIPLEX_AT] = 0x1F;
+            init[PADS_AT] = 0x02;
+        }
+        let mut display = Sh1106Display { i2c, address, pages: size.rows() / 8, shown: None };
+        display.write(&init)?;
         Ok(display)
     }
 
@@ -76,7 +94,7 @@ impl<I: embedded_hal::i2c::I2c> Sh1106Display<I> {
 
     fn send(&mut self, frame: &Frame) -> Result<(), DisplayError> {
         let old = self.shown.take();
-        let rows = frame.pages().chunks(WIDTH);
+        let rows = frame.pages().chunks(WIDTH).take(self.pages);
         for (page, row) in (0u8..).zip(rows) {
             let before = old.as_ref().and_then(|o| o.pages().chunks(WIDTH).nth(usize::from(page)));
             let changed = |x: &usize| before.is_none_or(|b| b.get(*x) != row.get(*x));

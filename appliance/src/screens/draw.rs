@@ -9,6 +9,7 @@ use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 
 use super::Rendered;
+use super::panel::Band;
 
 /// Header and small print: 10 px tall, 21 characters across. Never used for a headline value.
 pub(crate) const SMALL: &MonoFont<'static> = &ascii::FONT_6X10;
@@ -48,16 +49,18 @@ pub(crate) fn fit<'f>(text: &str, width: i32, fonts: &[&'f MonoFont<'f>]) -> &'f
     fonts.iter().copied().find(|f| text_width(text, f) <= width).unwrap_or(fonts[fonts.len() - 1])
 }
 
-/// A frame being drawn plus the caption lines of what was drawn on it.
+/// A frame being drawn plus the caption lines of what was drawn on it, and the rows each thing
+/// drawn covers (so that a 128x32 panel can be shown whole things only, see [`super::panel`]).
 pub(crate) struct Canvas {
     frame: Frame,
     lines: Vec<String>,
+    bands: Vec<Band>,
 }
 
 impl Canvas {
     /// A blank canvas for the screen called `name` (the caption's first line).
     pub(crate) fn new(name: &str) -> Self {
-        Canvas { frame: Frame::blank(), lines: vec![name.to_string()] }
+        Canvas { frame: Frame::blank(), lines: vec![name.to_string()], bands: Vec::new() }
     }
 
     fn style(font: &'static MonoFont<'static>, inverted: bool) -> MonoTextStyle<'static, BinaryColor> {
@@ -66,7 +69,34 @@ impl Canvas {
         MonoTextStyleBuilder::new().font(font).text_color(fg).background_color(bg).build()
     }
 
+    /// Records the rows that the glyphs of `text` ink, not the font's whole cell: a font's cell
+    /// has blank rows above and below, which screens let the next line's cell overlap.
+    fn covers_ink(&mut self, text: &str, font: &'static MonoFont<'static>, x: i32, y: i32) {
+        let mut ink = Frame::blank();
+        let style = MonoTextStyleBuilder::new().font(font).text_color(BinaryColor::On).build();
+        match Text::with_baseline(text, Point::new(x, y), style, Baseline::Top).draw(&mut ink) {
+            Ok(_) => {}
+            Err(never) => match never {},
+        }
+        let inked = |row: &usize| (0..WIDTH).any(|col| ink.get(col, *row));
+        if let (Some(top), Some(bottom)) = ((0..HEIGHT).find(inked), (0..HEIGHT).rev().find(inked)) {
+            self.covers(top as i32, (bottom - top + 1) as i32);
+        }
+    }
+
+    /// Records that rows `y..y + h` have something drawn on them.
+    fn covers(&mut self, y: i32, h: i32) {
+        if let Some(band) = Band::of_rows(y, h) {
+            self.bands.push(band);
+        }
+    }
+
     fn put(&mut self, text: &str, font: &'static MonoFont<'static>, x: i32, y: i32, inverted: bool) {
+        if inverted {
+            self.covers(y, font.character_size.height as i32);
+        } else {
+            self.covers_ink(text, font, x, y);
+        }
         let text = Text::with_baseline(text, Point::new(x, y), Self::style(font, inverted), Baseline::Top);
         // Drawing on a Frame cannot fail (its error type is Infallible).
         match text.draw(&mut self.frame) {
@@ -161,6 +191,7 @@ impl Canvas {
         if w <= 0 || h <= 0 {
             return;
         }
+        self.covers(y, h);
         let r = Rectangle::new(Point::new(x, y), Size::new(w as u32, h as u32)).into_styled(style);
         match r.draw(&mut self.frame) {
             Ok(_) => {}
@@ -180,6 +211,7 @@ impl Canvas {
     /// Sets one pixel.
     pub(crate) fn pixel(&mut self, x: i32, y: i32, on: bool) {
         if x >= 0 && y >= 0 {
+            self.covers(y, 1);
             self.frame.set(x as usize, y as usize, on);
         }
     }
@@ -191,7 +223,7 @@ impl Canvas {
 
     /// The finished screen.
     pub(crate) fn done(self) -> Rendered {
-        Rendered { frame: self.frame, caption: self.lines.join("\n") }
+        Rendered { frame: self.frame, caption: self.lines.join("\n"), bands: Band::merged(self.bands) }
     }
 }
 

@@ -2,16 +2,18 @@
 //!
 //! Every screen is laid out for a 0.96" 128x64 panel read at arm's length: a title bar in
 //! small print, then at most four lines, headline values in a 20 px font, everything else at
-//! least 13 px tall and bold. The caption is the screen's name followed by each text line drawn,
+//! least 13 px tall and bold. A 128x32 panel shows it in parts of whole lines ([`panel`]). The caption is the screen's name followed by each text line drawn,
 //! so that a host on the link board can assert on what is shown without decoding pixels.
 //!
 //! - [`status`]: home, channels, earnings, accounts, network (with QR codes), system, alerts.
 //! - [`dialogs`]: seed warning and words, shutdown, confirmations, backup, boot and config error.
 //! - [`service`]: waiting, a store that needs the owner, the seed reminder, a node not saved.
 //! - [`samples`]: sample data that `boltbox screens` and the golden tests render.
+//! - [`panel`]: a screen on a 128x32 panel, a band of whole lines at a time.
 
 mod dialogs;
 mod draw;
+pub mod panel;
 pub mod samples;
 mod service;
 mod status;
@@ -42,6 +44,9 @@ pub struct Rendered {
     pub frame: Frame,
     /// The screen's name on the first line, then each text line shown on it.
     pub caption: String,
+    /// The rows that something is drawn on, merged where things overlap or touch, top to bottom:
+    /// what a 128x32 panel may not cut through ([`panel`]).
+    pub bands: Vec<panel::Band>,
 }
 
 /// Used and total amount of a resource, in bytes.

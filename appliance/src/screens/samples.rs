@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use boltbox_board::PanelSize;
 use boltbox_node::status::{Balances, ChannelSummary, Earnings, PaymentCounts, SyncStatus};
 use boltbox_node::{Alert, Network, Status};
 
@@ -152,6 +153,12 @@ pub fn system_info() -> SystemInfo {
 
 /// Every screen for the sample data, each with a file-name stem ("home-synced").
 pub fn render_all() -> Vec<(String, Rendered)> {
+    render_all_for(PanelSize::Size128x64)
+}
+
+/// Every screen for the sample data as drawn for a `panel` (only the QR screens and the
+/// screensaver differ).
+pub fn render_all_for(panel: PanelSize) -> Vec<(String, Rendered)> {
     use super::*;
 
     let synced = synced();
@@ -169,8 +176,8 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     }
     out.push(("channels-pending".into(), channels(&syncing, 0)));
     out.push(("channels-none".into(), channels(&fresh, 0)));
-    out.push(("fund".into(), funding(&funded())));
-    out.push(("fund-waiting".into(), funding(&fresh)));
+    out.push(("fund".into(), funding(&funded(), panel)));
+    out.push(("fund-waiting".into(), funding(&fresh, panel)));
     out.push(("earnings".into(), earnings(&synced)));
     out.push(("earnings-fresh".into(), earnings(&fresh)));
     let mut shared = synced.clone();
@@ -182,9 +189,9 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     };
     out.push(("accounts".into(), accounts(&shared)));
     out.push(("accounts-none".into(), accounts(&fresh)));
-    out.push(("network".into(), network(&synced, Some(SAMPLE_IP))));
-    out.push(("network-no-ip".into(), network(&fresh, None)));
-    out.push(("network-qr".into(), network_qr(&synced)));
+    out.push(("network".into(), network(&synced, Some(SAMPLE_IP), panel)));
+    out.push(("network-no-ip".into(), network(&fresh, None, panel)));
+    out.push(("network-qr".into(), network_qr(&synced, panel)));
     out.push(("chain-source".into(), chain_source(&synced)));
     out.push(("system".into(), system(&synced, &system_info())));
     out.push(("system-unknown".into(), system(&fresh, &SystemInfo::default())));
@@ -197,7 +204,7 @@ pub fn render_all() -> Vec<(String, Rendered)> {
     out.push(("system-mirror-lost".into(), system(&mirrored, &system_info())));
     out.push(("alerts".into(), alerts(&synced)));
     out.push(("alerts-none".into(), alerts(&fresh)));
-    out.push(("screensaver".into(), screensaver(&synced, 3)));
+    out.push(("screensaver".into(), screensaver(&synced, 3, panel)));
     out.push(("seed-warning".into(), seed_warning()));
     for page in 0..seed_pages(SAMPLE_SEED.len()) {
         out.push((format!("seed-{}", page + 1), seed_page(&SAMPLE_SEED, page)));

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use boltbox_board::PanelSize;
 use boltbox_node::mirror::MirrorStatus;
 use boltbox_node::mirror::vss::VssStatus;
 use boltbox_node::{Network, Status};
@@ -191,6 +192,20 @@ fn draw_qr(c: &mut Canvas, code: &QrCode, x: i32, y: i32, scale: i32, quiet_x: i
     }
 }
 
+/// Pixels per module of an `n`-module QR code on `rows` rows with at least a module of quiet
+/// zone above and below, or `None` when it does not fit even at one pixel per module.
+fn qr_scale(n: i32, rows: i32) -> Option<i32> {
+    let scale = rows / (n + 2);
+    (scale >= 1).then_some(scale)
+}
+
+/// Instead of a QR code that does not fit the panel: where to get what it holds.
+fn qr_too_big(c: &mut Canvas, cli: &str) {
+    c.text("QR code too big", SMALL, 0, Align::Center);
+    c.text("for this display:", SMALL, 11, Align::Center);
+    c.text(cli, SMALL, 22, Align::Center);
+}
+
 fn network_name(network: Network) -> &'static str {
     match network {
         Network::Bitcoin => "mainnet",
@@ -200,12 +215,15 @@ fn network_name(network: Network) -> &'static str {
 
 /// Network: the IP address and port to reach the node, the chain, and the node URI as a QR
 /// code (one pixel per module, which a phone reads from a hand's width away; B shows a bigger
-/// one, see [`network_qr`]).
-pub fn network(status: &Status, ip: Option<IpAddr>) -> Rendered {
+/// one, see [`network_qr`]). On a 128x32 `panel` the URI's code does not fit and is left out
+/// (the node id's, on B, does).
+pub fn network(status: &Status, ip: Option<IpAddr>, panel: PanelSize) -> Rendered {
     let mut c = Canvas::new("network");
     let uri = node_uri(status, ip);
     // A URI is about 90 bytes: a version-5 code, 37 modules, plus a 4-module quiet zone.
     let code = uri.as_deref().and_then(|u| QrCode::with_error_correction_level(u, EcLevel::L).ok());
+    let rows = panel.rows() as i32;
+    let code = code.filter(|code| qr_scale(code.width() as i32, rows).is_some());
     let text_right = match &code {
         Some(code) => {
             let n = code.width() as i32;
@@ -223,47 +241,54 @@ pub fn network(status: &Status, ip: Option<IpAddr>) -> Rendered {
     let port = listen_port(status).map_or_else(|| "not listening".to_string(), |p| format!("port {p}"));
     c.text_in(&port, fit(&port, text_right, &[BODY, SMALL]), 0, text_right, 28, Align::Left);
     c.text_in(network_name(status.network), BODY, 0, text_right, 42, Align::Left);
-    match &uri {
-        Some(uri) => {
+    match (&uri, &code) {
+        (Some(uri), Some(_)) => {
             c.text_in("B: big QR", SMALL, 0, text_right, 54, Align::Left);
             c.note(format!("qr {uri}"));
         }
-        None => c.text_in("no node id yet", SMALL, 0, text_right, 54, Align::Left),
+        (Some(_), None) => c.text_in("B: node id QR", SMALL, 0, text_right, 54, Align::Left),
+        (None, _) => c.text_in("no node id yet", SMALL, 0, text_right, 54, Align::Left),
     }
     c.done()
 }
 
-/// The node id as a full-screen QR code at two pixels per module. The id alone, in upper case,
-/// fits a version-3 code (29 modules, 58 px) that is easy to scan; the whole URI would need a
-/// version-5 code, which only fits the 64 px height at one pixel per module.
-pub fn network_qr(status: &Status) -> Rendered {
+/// The node id as a full-screen QR code at two pixels per module (one on a 128x32 `panel`).
+/// The id alone, in upper case, fits a version-3 code (29 modules, 58 px) that is easy to
+/// scan; the whole URI would need a version-5 code, which only fits the 64 px height at one
+/// pixel per module.
+pub fn network_qr(status: &Status, panel: PanelSize) -> Rendered {
     let mut c = Canvas::new("network qr");
+    let rows = panel.rows() as i32;
     let id = status.node_id.to_uppercase();
     let code = if id.is_empty() { None } else { QrCode::with_error_correction_level(&id, EcLevel::L).ok() };
     let Some(code) = code else {
-        c.text("no node id yet", BODY, 25, Align::Center);
+        c.text("no node id yet", BODY, rows / 2 - 7, Align::Center);
         return c.done();
     };
     let n = code.width() as i32;
-    let scale = (H / (n + 2)).max(1);
-    let quiet_y = (H - n * scale) / 2;
+    let Some(scale) = qr_scale(n, rows) else {
+        qr_too_big(&mut c, "boltbox status");
+        return c.done();
+    };
+    let quiet_y = (rows - n * scale) / 2;
     let quiet_x = 4 * scale;
     let size_x = n * scale + 2 * quiet_x;
     let x = (W - size_x) / 2;
-    draw_qr(&mut c, &code, x, (H - n * scale - 2 * quiet_y) / 2, scale, quiet_x, quiet_y);
-    c.text_in("node", SMALL, 0, x, 22, Align::Center);
-    c.text_in("id", SMALL, 0, x, 33, Align::Center);
-    c.text_in("B:", SMALL, x + size_x, W, 22, Align::Center);
-    c.text_in("back", SMALL, x + size_x, W, 33, Align::Center);
+    draw_qr(&mut c, &code, x, (rows - n * scale - 2 * quiet_y) / 2, scale, quiet_x, quiet_y);
+    let (upper, lower) = (rows / 2 - 10, rows / 2 + 1);
+    c.text_in("node", SMALL, 0, x, upper, Align::Center);
+    c.text_in("id", SMALL, 0, x, lower, Align::Center);
+    c.text_in("B:", SMALL, x + size_x, W, upper, Align::Center);
+    c.text_in("back", SMALL, x + size_x, W, lower, Align::Center);
     c.note(format!("qr {id}"));
     c.done()
 }
 
 /// An on-chain address to fund the node (B after the last channel), as a BIP 21 URI in a QR
-/// code at two pixels per module: upper case, so the code uses QR's alphanumeric mode and a
-/// P2WPKH address fits a version-3 code (29 modules, 58 px). Until the node has revealed one
-/// ([`Status::funding_address`]) the screen says so.
-pub fn funding(status: &Status) -> Rendered {
+/// code at two pixels per module (one on a 128x32 `panel`): upper case, so the code uses QR's
+/// alphanumeric mode and a P2WPKH or P2TR address fits a version-3 code (29 modules, 58 px).
+/// Until the node has revealed one ([`Status::funding_address`]) the screen says so.
+pub fn funding(status: &Status, panel: PanelSize) -> Rendered {
     let mut c = Canvas::new("fund");
     let uri = status.funding_address.as_ref().map(|a| format!("bitcoin:{a}").to_uppercase());
     let code = uri.as_deref().and_then(|u| QrCode::with_error_correction_level(u, EcLevel::L).ok());
@@ -274,17 +299,27 @@ pub fn funding(status: &Status) -> Rendered {
         c.text("B: back", SMALL, 49, Align::Center);
         return c.done();
     };
+    let rows = panel.rows() as i32;
     let n = code.width() as i32;
-    let scale = (H / (n + 2)).max(1);
-    let quiet_y = (H - n * scale) / 2;
+    let Some(scale) = qr_scale(n, rows) else {
+        qr_too_big(&mut c, "boltbox address");
+        return c.done();
+    };
+    let quiet_y = (rows - n * scale) / 2;
     let quiet_x = 2 * scale;
     let size_x = n * scale + 2 * quiet_x;
     let x = W - size_x;
-    draw_qr(&mut c, &code, x, (H - n * scale - 2 * quiet_y) / 2, scale, quiet_x, quiet_y);
-    c.text_in("fund", SMALL, 0, x, 14, Align::Center);
-    c.text_in("the node", SMALL, 0, x, 25, Align::Center);
-    c.text_in("on-chain", SMALL, 0, x, 36, Align::Center);
-    c.text_in("B: back", SMALL, 0, x, 54, Align::Center);
+    draw_qr(&mut c, &code, x, (rows - n * scale - 2 * quiet_y) / 2, scale, quiet_x, quiet_y);
+    if rows >= H {
+        c.text_in("fund", SMALL, 0, x, 14, Align::Center);
+        c.text_in("the node", SMALL, 0, x, 25, Align::Center);
+        c.text_in("on-chain", SMALL, 0, x, 36, Align::Center);
+        c.text_in("B: back", SMALL, 0, x, 54, Align::Center);
+    } else {
+        c.text_in("fund the node", SMALL, 0, x, 0, Align::Center);
+        c.text_in("on-chain", SMALL, 0, x, 11, Align::Center);
+        c.text_in("B: back", SMALL, 0, x, 22, Align::Center);
+    }
     c.note(format!("qr {}", uri.to_lowercase()));
     c.done()
 }
@@ -363,14 +398,15 @@ pub fn alerts(status: &Status) -> Rendered {
 /// What an idle, blanked display shows: the alias (and the alert count) in small print at one
 /// of many positions, picked by `step` (the UI advances it every few minutes), so that no pixel
 /// stays lit for long against OLED burn-in while the box still shows it is alive.
-pub fn screensaver(status: &Status, step: u64) -> Rendered {
+pub fn screensaver(status: &Status, step: u64, panel: PanelSize) -> Rendered {
     let mut c = Canvas::new("screensaver");
+    let rows = panel.rows() as i32;
     let mut text = clip(&status.alias, 16);
     if !status.alerts.is_empty() {
         text.push_str(&format!(" !{}", status.alerts.len()));
     }
     let free_x = (W - super::draw::text_width(&text, SMALL)).max(0) as u64 + 1;
-    let free_y = (H - SMALL.character_size.height as i32).max(0) as u64 + 1;
+    let free_y = (rows - SMALL.character_size.height as i32).max(0) as u64 + 1;
     // Steps by primes: successive positions are far apart and cycle through many before repeating.
     let x = (step.wrapping_mul(37) % free_x) as i32;
     let y = (step.wrapping_mul(23) % free_y) as i32;
@@ -398,7 +434,7 @@ mod tests {
         let code = QrCode::with_error_correction_level(&uri, EcLevel::L).expect("code");
         let n = code.width();
         assert_eq!(n, 37, "a URI is a version-5 code");
-        let frame = network(&status, Some(samples::SAMPLE_IP)).frame;
+        let frame = network(&status, Some(samples::SAMPLE_IP), PanelSize::Size128x64).frame;
         let quiet = 4;
         let (x0, y0) = (128 - n - 2 * quiet, (64 - n - 2 * quiet) / 2);
         let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
@@ -416,7 +452,7 @@ mod tests {
             QrCode::with_error_correction_level(status.node_id.to_uppercase(), EcLevel::L).expect("code");
         let n = code.width();
         assert_eq!(n, 29, "an upper-case node id is a version-3 code");
-        let frame = network_qr(&status).frame;
+        let frame = network_qr(&status, PanelSize::Size128x64).frame;
         let (x0, y0) = ((128 - (2 * n + 16)) / 2 + 8, (64 - 2 * n) / 2);
         let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
         assert_eq!(modules_in(&frame, x0, y0, 2, n), dark);
@@ -430,14 +466,52 @@ mod tests {
         let code = QrCode::with_error_correction_level(uri, EcLevel::L).expect("code");
         let n = code.width();
         assert_eq!(n, 29, "an upper-case P2WPKH URI is a version-3 code");
-        let shown = funding(&status);
+        let shown = funding(&status, PanelSize::Size128x64);
         assert!(shown.caption.contains(&format!("qr {}", uri.to_lowercase())), "{}", shown.caption);
         let (x0, y0) = (128 - (2 * n + 8) + 4, (64 - 2 * n) / 2);
         let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
         assert_eq!(modules_in(&shown.frame, x0, y0, 2, n), dark);
         assert_eq!(modules_in(&shown.frame, x0 + 1, y0 + 1, 2, n), dark, "each module is 2x2");
-        let waiting = funding(&samples::fresh());
+        let waiting = funding(&samples::fresh(), PanelSize::Size128x64);
         assert!(waiting.caption.contains("getting an address"), "{}", waiting.caption);
+    }
+
+    #[test]
+    fn on_a_128x32_panel_the_qr_codes_are_drawn_module_for_module_within_its_rows() {
+        let small = PanelSize::Size128x32;
+        let rows = 32;
+        let status = samples::synced();
+        let id = status.node_id.to_uppercase();
+        let code = QrCode::with_error_correction_level(&id, EcLevel::L).expect("code");
+        let n = code.width();
+        let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
+        let shown = network_qr(&status, small);
+        let (x0, y0) = ((128 - (n + 8)) / 2 + 4, (rows - n) / 2);
+        assert_eq!(modules_in(&shown.frame, x0, y0, 1, n), dark, "\n{}", shown.frame.to_ascii());
+        for i in 0..n + 8 {
+            assert!(shown.frame.get(x0 - 4 + i, y0 - 1), "quiet zone lit above the code");
+            assert!(shown.frame.get(x0 - 4 + i, y0 + n), "quiet zone lit below the code");
+        }
+        assert!(shown.caption.contains(&format!("qr {id}")), "{}", shown.caption);
+
+        let uri = "BITCOIN:BC1QAR0SRRR7XFKVY5L643LYDNW9RE59GTZZWF5MDQ";
+        let code = QrCode::with_error_correction_level(uri, EcLevel::L).expect("code");
+        let n = code.width();
+        let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == Color::Dark).collect();
+        let shown = funding(&samples::funded(), small);
+        let (x0, y0) = (128 - (n + 4) + 2, (rows - n) / 2);
+        assert_eq!(modules_in(&shown.frame, x0, y0, 1, n), dark, "\n{}", shown.frame.to_ascii());
+        for shown in [network_qr(&status, small), funding(&samples::funded(), small)] {
+            assert!(shown.bands.iter().all(|b| usize::from(b.bottom) <= rows), "{:?}", shown.bands);
+        }
+
+        // The URI's version-5 code needs 39 rows: the network page leaves it out, says so by
+        // offering the node id's, and does not claim a code it did not draw.
+        let page = network(&status, Some(samples::SAMPLE_IP), small);
+        assert!(!page.caption.contains("qr "), "{}", page.caption);
+        assert!(page.caption.contains("B: node id QR"), "{}", page.caption);
+        let saver = screensaver(&status, 7, small);
+        assert!(saver.bands.iter().all(|b| usize::from(b.bottom) <= rows), "{:?}", saver.bands);
     }
 
     #[test]
@@ -532,11 +606,11 @@ mod tests {
     #[test]
     fn the_screensaver_moves_but_stays_whole() {
         let status = samples::synced();
-        let first = screensaver(&status, 0).frame;
+        let first = screensaver(&status, 0, PanelSize::Size128x64).frame;
         let lit = first.lit_pixels();
         let mut positions = std::collections::HashSet::new();
         for step in 0..50 {
-            let frame = screensaver(&status, step).frame;
+            let frame = screensaver(&status, step, PanelSize::Size128x64).frame;
             assert_eq!(frame.lit_pixels(), lit, "step {step}: text cut at an edge");
             positions.insert(frame);
         }
