@@ -169,10 +169,14 @@ impl<D: Display + ?Sized> Display for Box<D> {
 }
 
 /// The `ssd1306` crate's driver in its buffered mode, for one of the two glass sizes (the size
-/// is a type parameter there).
+/// is a type parameter there; boxed, as the buffers differ in size).
 enum Driver<I> {
-    Rows64(ssd1306::Ssd1306<I2CInterface<I>, DisplaySize128x64, BufferedGraphicsMode<DisplaySize128x64>>),
-    Rows32(ssd1306::Ssd1306<I2CInterface<I>, DisplaySize128x32, BufferedGraphicsMode<DisplaySize128x32>>),
+    Rows64(
+        Box<ssd1306::Ssd1306<I2CInterface<I>, DisplaySize128x64, BufferedGraphicsMode<DisplaySize128x64>>>,
+    ),
+    Rows32(
+        Box<ssd1306::Ssd1306<I2CInterface<I>, DisplaySize128x32, BufferedGraphicsMode<DisplaySize128x32>>>,
+    ),
 }
 
 /// Calls the same method on either size's driver.
@@ -220,14 +224,14 @@ impl<I: embedded_hal::i2c::I2c> Ssd1306Display<I> {
         }
         let interface = I2CDisplayInterface::new_custom_address(i2c, address);
         let mut driver = match size {
-            PanelSize::Size128x64 => Driver::Rows64(
+            PanelSize::Size128x64 => Driver::Rows64(Box::new(
                 ssd1306::Ssd1306::new(interface, DisplaySize128x64, DisplayRotation::Rotate0)
                     .into_buffered_graphics_mode(),
-            ),
-            PanelSize::Size128x32 => Driver::Rows32(
+            )),
+            PanelSize::Size128x32 => Driver::Rows32(Box::new(
                 ssd1306::Ssd1306::new(interface, DisplaySize128x32, DisplayRotation::Rotate0)
                     .into_buffered_graphics_mode(),
-            ),
+            )),
         };
         each_driver!(&mut driver, d => d.init()).map_err(|e| controller_error(address, e))?;
         Ok(Ssd1306Display { driver, address, rows: size.rows(), shown: None })

@@ -32,7 +32,7 @@ impl Band {
     pub(crate) fn of_rows(y: i32, h: i32) -> Option<Band> {
         let top = y.clamp(0, HEIGHT as i32);
         let bottom = y.saturating_add(h).clamp(0, HEIGHT as i32);
-        (top < bottom).then(|| Band { top: top as u8, bottom: bottom as u8 })
+        (top < bottom).then_some(Band { top: top as u8, bottom: bottom as u8 })
     }
 
     /// Rows in the band.
@@ -180,7 +180,7 @@ mod tests {
         let shown = part_frame(&frame, band(28, 48), ROWS);
         for y in 0..64 {
             for x in 0..WIDTH {
-                let expected = y >= 6 && y < 26 && x == y + 22;
+                let expected = (6..26).contains(&y) && x == y + 22;
                 assert_eq!(shown.get(x, y), expected, "({x}, {y})\n{}", shown.to_ascii());
             }
         }
