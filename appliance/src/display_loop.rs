@@ -184,7 +184,7 @@ impl DisplayLoop {
                     Rendered { frame: out.frame, caption: out.caption, bands: out.bands }
                 }
             };
-            let screen = self.pager.show(screen, monotonic().saturating_sub(start));
+            let screen = self.pager.show(screen, monotonic().saturating_sub(start), !gestures.is_empty());
             if let Err(e) = self.display.show(&screen.frame, &screen.caption) {
                 log_once(&mut last_error, format!("display: {e}"));
             }

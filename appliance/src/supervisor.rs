@@ -1267,7 +1267,7 @@ fn runtime_plan(board: &Board, config: &AppConfig) -> Result<RuntimePlan, RunErr
 }
 
 /// The board a bad config file asks for: each field of its `[board]` section that is valid
-/// with those before it, defaults for the rest. A typo in one field (a 128x32 size, an unknown
+/// with those before it, defaults for the rest. A typo in one field (a 64x48 size, an unknown
 /// controller) must not move the error to another board, where nobody would see it.
 fn board_of_bad_config(text: &str) -> BoardConfig {
     let section = text
@@ -1299,7 +1299,7 @@ fn show_config_error(path: &Path, error: &ConfigError) {
         std::fs::read_to_string(path).map(|text| board_of_bad_config(&text)).unwrap_or_default();
     match boltbox_board::open(&board_config) {
         Ok(mut board) => {
-            let screen = screens::config_error(&error.field, &error.reason);
+            let screen = screens::config_error(&error.field, &error.reason, board_config.panel());
             if let Err(e) = board.display.show(&screen.frame, &screen.caption) {
                 tracing::warn!(error = %e, "cannot show the config error");
             }

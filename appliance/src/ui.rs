@@ -631,7 +631,9 @@ impl Ui {
             View::Page(Page::System) => screens::system(status, ctx.system),
             View::Page(Page::Alerts) => screens::alerts(status),
             View::ShutdownConfirm => screens::shutdown_confirm(),
-            View::ShuttingDown => screens::shutdown(ctx.shutdown.unwrap_or(ShutdownPhase::InProgress)),
+            View::ShuttingDown => {
+                screens::shutdown(ctx.shutdown.unwrap_or(ShutdownPhase::InProgress), self.config.panel)
+            }
             View::BackupConfirm => screens::backup_confirm(),
             View::BackupUnavailable => screens::backup_unavailable(),
             View::Backup => {

@@ -268,7 +268,11 @@ fn a_128x32_panel_is_shown_each_screen_a_part_at_a_time_and_the_qr_code_whole() 
     let dark: Vec<bool> = code.to_colors().iter().map(|c| *c == qrcode::Color::Dark).collect();
     assert_eq!(drawn, dark, "the node id's code, module for module\n{}", qr.frame.to_ascii());
     assert_eq!(id, common::status_node_id(&config).to_uppercase(), "and it is this node's id");
+    // The last frame stays on a halted board: whole on the panel, not a part of a screen.
     run.sigterm();
+    let last = wait_screen(&mut link, "shutdown", "stopped", SHUTDOWN);
+    assert!(!last.caption.contains("part "), "{}", last.caption);
+    assert!(!below(&last) && last.frame.lit_pixels() > 0, "{}", last.frame.to_ascii());
     assert!(run.wait_exit(SHUTDOWN), "a safe stop");
 }
 

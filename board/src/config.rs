@@ -30,7 +30,7 @@ pub struct BoardConfig {
     /// at one edge, or garbled, means this one).
     pub controller: Controller,
     /// The OLED's size in pixels: `"128x64"` (most modules) or `"128x32"` (0.91" modules, whose
-    /// screens are shown a band of lines at a time, docs/BOARD.md).
+    /// screens are shown a band of lines at a time, board/README.md).
     pub display_size: String,
     /// GPIO (BCM) number of button A.
     pub button_a: u32,

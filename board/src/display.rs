@@ -50,7 +50,7 @@ impl Controller {
 
 /// The glass of the OLED module (`[board] display_size`). Screens are always drawn into a
 /// 128x64 [`Frame`]; a 128x32 panel shows its rows 0..32 (the appliance pages a screen's lines
-/// into that window, docs/BOARD.md), and its controller is set up for 32 rows (multiplex ratio
+/// into that window, board/README.md), and its controller is set up for 32 rows (multiplex ratio
 /// 31, sequential COM pins) so that every row of the glass shows its own row of memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PanelSize {

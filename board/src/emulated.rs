@@ -376,22 +376,26 @@ impl Controller {
             return frame;
         }
         let half = HEIGHT / 2;
-        let multiplex = usize::from(self.multiplex);
+        // The pads of the COM outputs in the alternative configuration: the first 32 outputs
+        // on the even pads, the rest on the odd ones (SSD1306 datasheet, Table 10-3).
+        let alternative_pad = |com: usize| if com < half { 2 * com } else { 2 * (com - half) + 1 };
+        let ratio = usize::from(self.multiplex) + 1;
         for y in 0..self.glass_rows {
-            // The COM pin the glass's row is wired to: a 64-row glass alternates between the
-            // two halves of the pins, a 32-row one takes the first 32 in order.
-            let pin =
-                if self.glass_rows == HEIGHT { if y % 2 == 0 { y / 2 } else { half + y / 2 } } else { y };
-            // The place of that pin in the scan, as the COM pin configuration orders them.
-            let place = match (self.com_alternative, pin < half) {
-                (true, true) => 2 * pin,
-                (true, false) => 2 * (pin - half) + 1,
-                (false, _) => pin,
+            // Modules wire their glass so that the setup the drivers send (reversed COM scan,
+            // 0xC8, with the glass's own rows multiplexed and pad configuration) shows memory
+            // upright: a 64-row glass row y is on the pad of COM 63 - y in the alternative
+            // configuration, a 32-row one on pad 31 - y in the sequential.
+            let pad = if self.glass_rows == HEIGHT { alternative_pad(HEIGHT - 1 - y) } else { half - 1 - y };
+            // Which COM output drives that pad in the configuration set (0xDA).
+            let com = match (self.com_alternative, pad % 2) {
+                (false, _) => pad,
+                (true, 0) => pad / 2,
+                (true, _) => half + pad / 2,
             };
-            // Reversed scan (0xC8) runs upright on the glass; normal scan mirrors within the
-            // multiplexed rows, and rows beyond them are not driven.
-            let scan = if self.com_reversed { Some(place) } else { multiplex.checked_sub(place) };
-            let Some(scan) = scan.filter(|scan| *scan <= multiplex) else { continue };
+            // Outputs past the multiplex ratio are not driven. The scan runs from COM0 (0xC0)
+            // or from COM[ratio - 1] down (0xC8).
+            let Some(scan) = ratio.checked_sub(com + 1).filter(|_| com < ratio) else { continue };
+            let scan = if self.com_reversed { scan } else { com };
             let row = (scan + usize::from(self.start_line) + usize::from(self.display_offset)) % HEIGHT;
             for x in 0..WIDTH {
                 let at = (row / 8) * self.columns + self.ram_column(x);
@@ -695,6 +699,40 @@ mod tests {
         cmd(&mut bus, &[0xA0]);
         cmd(&mut bus, &[0xC0]);
         assert!(handle.visible().get(WIDTH - 1, HEIGHT - 1), "unremapped settings mirror the picture");
+    }
+
+    /// A 32-row glass shows memory rows 0..32 only when both the multiplex ratio (32) and the
+    /// COM pads (sequential) are set for it; either one left at the 64-row value shows another
+    /// picture, as on a real module (the wrong half, or rows interleaved).
+    #[test]
+    fn a_32_row_glass_needs_both_its_multiplex_ratio_and_its_com_pads() {
+        let mut picture = Frame::blank();
+        for y in 0..HEIGHT {
+            for x in 0..WIDTH {
+                picture.set(x, y, (x * 7 + y * 13) % 5 == 0 || y == 3);
+            }
+        }
+        let mut top = Frame::blank();
+        for y in 0..HEIGHT / 2 {
+            for x in 0..WIDTH {
+                top.set(x, y, picture.get(x, y));
+            }
+        }
+        for (ratio, pads, right) in
+            [(0x1F, 0x02, true), (0x3F, 0x02, false), (0x1F, 0x12, false), (0x3F, 0x12, false)]
+        {
+            let mut bus = EmulatedSsd1306::with_panel(0x3C, Chip::Ssd1306, PanelSize::Size128x32);
+            let handle = bus.handle();
+            upright_on(&mut bus);
+            cmd(&mut bus, &[0xA8, ratio, 0xDA, pads, 0x20, 0x00, 0x21, 0, 127, 0x22, 0, 7]);
+            data(&mut bus, picture.pages());
+            let shown = handle.visible();
+            assert_eq!(shown == top, right, "ratio {ratio:#04x}, pads {pads:#04x}\n{}", shown.to_ascii());
+            assert!(
+                (HEIGHT / 2..HEIGHT).all(|y| (0..WIDTH).all(|x| !shown.get(x, y))),
+                "no glass past row 32"
+            );
+        }
     }
 
     #[test]

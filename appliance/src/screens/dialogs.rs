@@ -1,7 +1,11 @@
 //! Screens that are not status pages: seed warning and words, shutdown, confirmations, backup,
 //! boot and the config error.
 
-use super::draw::{Align, BIG, BODY, Canvas, MEDIUM, SMALL, W, bytes, clip, short_duration, wrap_lines};
+use boltbox_board::PanelSize;
+
+use super::draw::{
+    Align, BIG, BODY, Canvas, H, MEDIUM, SMALL, W, bytes, clip, fit, short_duration, wrap_lines,
+};
 use super::{BackupProgress, Rendered, ShutdownPhase, StateSource};
 
 /// Seed words on one page: four lines of 13 px text below the title bar.
@@ -54,29 +58,28 @@ pub fn seed_unavailable() -> Rendered {
     c.done()
 }
 
-/// Shutting down, then the last frame, which stays on the OLED after power-off.
-pub fn shutdown(phase: ShutdownPhase) -> Rendered {
+/// Shutting down, then the last frame, which stays on the OLED after power-off. On a 128x32
+/// `panel` each fits its 32 rows: a last frame is never paged, so it must be whole.
+pub fn shutdown(phase: ShutdownPhase, panel: PanelSize) -> Rendered {
     let mut c = Canvas::new("shutdown");
-    match phase {
-        ShutdownPhase::InProgress => {
-            c.text("shutting", BIG, 6, Align::Center);
-            c.text("down...", BIG, 26, Align::Center);
-            c.text("saving node state", SMALL, 52, Align::Center);
+    let (first, second, small) = match phase {
+        ShutdownPhase::InProgress => ("shutting", "down...", "saving node state"),
+        ShutdownPhase::NothingToSave => ("shutting", "down...", "no node running"),
+        ShutdownPhase::Stopped => ("stopped", "", "node state saved"),
+        ShutdownPhase::SafeToUnplug => ("safe to", "unplug", "boltbox is off"),
+    };
+    if panel.rows() >= H as usize {
+        if second.is_empty() {
+            c.text(first, BIG, 16, Align::Center);
+        } else {
+            c.text(first, BIG, 6, Align::Center);
+            c.text(second, BIG, 26, Align::Center);
         }
-        ShutdownPhase::NothingToSave => {
-            c.text("shutting", BIG, 6, Align::Center);
-            c.text("down...", BIG, 26, Align::Center);
-            c.text("no node running", SMALL, 52, Align::Center);
-        }
-        ShutdownPhase::Stopped => {
-            c.text("stopped", BIG, 16, Align::Center);
-            c.text("node state saved", SMALL, 52, Align::Center);
-        }
-        ShutdownPhase::SafeToUnplug => {
-            c.text("safe to", BIG, 6, Align::Center);
-            c.text("unplug", BIG, 26, Align::Center);
-            c.text("boltbox is off", SMALL, 52, Align::Center);
-        }
+        c.text(small, SMALL, 52, Align::Center);
+    } else {
+        let headline = if second.is_empty() { first.to_string() } else { format!("{first} {second}") };
+        c.text(&headline, fit(&headline, W, &[MEDIUM, BODY]), 3, Align::Center);
+        c.text(small, SMALL, 20, Align::Center);
     }
     c.done()
 }
@@ -115,8 +118,11 @@ pub fn mirror_confirm(stick: &Result<String, String>) -> Rendered {
         Err(why) => {
             let mut c = Canvas::new("mirror unavailable");
             c.header("live mirror", "");
+            // A line apart by the font's whole cell: the reason can be any text, and glyphs that
+            // ink a cell's first and last rows would join overlapping lines into one band too
+            // tall for a 128x32 panel.
             for (i, line) in wrap_lines(why, 21, 3).iter().enumerate() {
-                c.text(line, BODY, 14 + 11 * i32::try_from(i).unwrap_or(0), Align::Center);
+                c.text(line, BODY, 14 + 13 * i32::try_from(i).unwrap_or(0), Align::Center);
             }
             c.text("any button: back", BODY, 53, Align::Center);
             c.done()
@@ -250,13 +256,21 @@ pub fn boot(version: &str) -> Rendered {
 }
 
 /// A configuration the node cannot start with: the field and the reason, wrapped, so that the
-/// user can fix `boltbox.toml` without a console.
-pub fn config_error(field: &str, reason: &str) -> Rendered {
+/// user can fix `boltbox.toml` without a console. It is the last frame (the service exits), so
+/// on a 128x32 `panel` it fits 32 rows: the field and two lines of the reason, no title bar.
+pub fn config_error(field: &str, reason: &str, panel: PanelSize) -> Rendered {
     let mut c = Canvas::new("config error");
-    c.header("config error", "");
-    c.text_in(&clip(field, 21), BODY, 0, W, 12, Align::Left);
-    for (i, line) in wrap_lines(reason, 21, 4).iter().enumerate() {
-        c.text_in(line, SMALL, 0, W, 25 + 10 * i as i32, Align::Left);
+    if panel.rows() >= H as usize {
+        c.header("config error", "");
+        c.text_in(&clip(field, 21), BODY, 0, W, 12, Align::Left);
+        for (i, line) in wrap_lines(reason, 21, 4).iter().enumerate() {
+            c.text_in(line, SMALL, 0, W, 25 + 10 * i as i32, Align::Left);
+        }
+    } else {
+        c.text_in(&clip(&format!("bad {field}"), 21), SMALL, 0, W, 0, Align::Left);
+        for (i, line) in wrap_lines(reason, 21, 2).iter().enumerate() {
+            c.text_in(line, SMALL, 0, W, 11 + 10 * i as i32, Align::Left);
+        }
     }
     c.done()
 }
@@ -286,7 +300,7 @@ mod tests {
     #[test]
     fn a_long_config_error_is_wrapped_and_marked_as_cut() {
         let reason = "word ".repeat(40);
-        let screen = config_error("node.alias", &reason);
+        let screen = config_error("node.alias", &reason, PanelSize::Size128x64);
         let lines: Vec<&str> = screen.caption.lines().collect();
         assert_eq!(lines[..3], ["config error", "config error", "node.alias"]);
         assert_eq!(lines.len(), 3 + 4);

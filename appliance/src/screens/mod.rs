@@ -44,7 +44,7 @@ pub struct Rendered {
     pub frame: Frame,
     /// The screen's name on the first line, then each text line shown on it.
     pub caption: String,
-    /// The rows that something is drawn on, merged where things overlap or touch, top to bottom:
+    /// The rows that something is drawn on, merged where things share a row, top to bottom:
     /// what a 128x32 panel may not cut through ([`panel`]).
     pub bands: Vec<panel::Band>,
 }

@@ -69,7 +69,7 @@ pub fn parts(bands: &[Band], rows: usize) -> Vec<Band> {
     let mut out: Vec<Band> = Vec::new();
     let mut part = *first;
     for band in &bands[1..] {
-        if usize::from(band.bottom) - usize::from(part.top) <= rows {
+        if usize::from(band.bottom).saturating_sub(usize::from(part.top)) <= rows {
             part.bottom = band.bottom;
         } else {
             out.push(part);
@@ -87,7 +87,7 @@ pub fn parts(bands: &[Band], rows: usize) -> Vec<Band> {
 pub fn part_frame(frame: &Frame, part: Band, rows: usize) -> Frame {
     let height = part.rows().min(rows);
     let top = usize::from(part.top);
-    let to = if top == 0 { 0 } else { (rows - height) / 2 };
+    let to = part_offset(part, rows);
     let mut out = Frame::blank();
     for y in 0..height {
         for x in 0..WIDTH {
@@ -95,6 +95,11 @@ pub fn part_frame(frame: &Frame, part: Band, rows: usize) -> Frame {
         }
     }
     out
+}
+
+/// The row of a panel of `rows` rows that `part`'s first row is shown at.
+fn part_offset(part: Band, rows: usize) -> usize {
+    if part.top == 0 { 0 } else { rows.saturating_sub(part.rows()) / 2 }
 }
 
 /// Shows screens on a panel: as drawn on 128x64, a part at a time on 128x32.
@@ -113,14 +118,15 @@ impl Pager {
 
     /// What the panel shows of `screen` at `now` (any monotonic time base): the screen itself
     /// if it fits, else the part due at `now` with "part i/n" added to its caption. A new
-    /// screen (another name) starts at its first part.
-    pub fn show(&mut self, screen: Rendered, now: Duration) -> Rendered {
+    /// screen (another name), or any screen after a button press (`pressed`: the next seed
+    /// page or channel has the same name), starts at its first part.
+    pub fn show(&mut self, screen: Rendered, now: Duration, pressed: bool) -> Rendered {
         if self.rows >= HEIGHT {
             return screen;
         }
         let name = screen.caption.lines().next().unwrap_or_default();
         let since = match &self.showing {
-            Some((shown, since)) if shown == name => *since,
+            Some((shown, since)) if shown == name && !pressed => *since,
             _ => {
                 self.showing = Some((name.to_string(), now));
                 now
@@ -137,7 +143,16 @@ impl Pager {
         } else {
             screen.caption
         };
-        Rendered { frame, caption, bands: vec![Band { top: 0, bottom: part.rows().min(self.rows) as u8 }] }
+        let bands = screen
+            .bands
+            .iter()
+            .filter(|b| part.top <= b.top && b.bottom <= part.bottom)
+            .filter_map(|b| {
+                let moved = i32::from(b.top) - i32::from(part.top) + part_offset(part, self.rows) as i32;
+                Band::of_rows(moved, b.rows() as i32)
+            })
+            .collect();
+        Rendered { frame, caption, bands }
     }
 }
 
@@ -223,6 +238,52 @@ mod tests {
         }
     }
 
+    /// The screens that show text from outside (a reason from the OS or a server, a name the
+    /// owner chose, a CLI argument) with glyphs that ink their cells' first and last rows, at
+    /// every length that wraps: still no band taller than the panel, and the last frames
+    /// (shutdown, config error) fit it whole.
+    #[test]
+    fn outside_text_never_makes_a_band_taller_than_the_panel() {
+        use crate::screens::*;
+        let small = PanelSize::Size128x32;
+        for len in [1, 20, 21, 22, 43, 64, 90, 200] {
+            let text: String = "g(j)[p]{q}y|".chars().cycle().take(len).collect();
+            let mut status = samples::synced();
+            status.alias = text.clone();
+            let waiting_ =
+                Waiting { what: text.clone(), reason: text.clone(), retry_in: Some(Duration::from_secs(4)) };
+            let screens = [
+                waiting(&waiting_),
+                mirror_confirm(&Err(text.clone())),
+                mirror_confirm(&Ok(text.clone())),
+                restore_progress(Some(&text)),
+                backup(&BackupProgress::Failed { reason: text.clone() }),
+                not_saved(&text),
+                restarting(&text),
+                home(&status),
+                screensaver(&status, 5, small),
+                config_error(&text, &text, small),
+            ];
+            for screen in screens {
+                let name = screen.caption.lines().next().unwrap_or_default().to_string();
+                for b in &screen.bands {
+                    assert!(b.rows() <= ROWS, "{name} with {len} characters: band {b:?}");
+                }
+            }
+        }
+        for phase in [
+            ShutdownPhase::InProgress,
+            ShutdownPhase::NothingToSave,
+            ShutdownPhase::Stopped,
+            ShutdownPhase::SafeToUnplug,
+        ] {
+            let last = shutdown(phase, small);
+            assert_eq!(parts(&last.bands, ROWS).len(), 1, "{phase:?} is one part: {:?}", last.bands);
+        }
+        let error = config_error("chain.rpc_port", &"reason ".repeat(20), small);
+        assert_eq!(parts(&error.bands, ROWS).len(), 1, "{:?}", error.bands);
+    }
+
     #[test]
     fn the_pager_shows_the_parts_in_turn_and_starts_a_new_screen_at_its_first() {
         let home = crate::screens::home(&samples::synced());
@@ -230,17 +291,20 @@ mod tests {
         assert!(n > 1, "the home screen does not fit 32 rows");
         let mut pager = Pager::new(PanelSize::Size128x32);
         let t0 = Duration::from_secs(100);
-        let first = pager.show(home.clone(), t0);
+        let first = pager.show(home.clone(), t0, false);
         assert!(first.caption.ends_with(&format!("part 1/{n}")), "{}", first.caption);
         assert!((32..64).all(|y| (0..WIDTH).all(|x| !first.frame.get(x, y))), "rows past 32 are dark");
-        let second = pager.show(home.clone(), t0 + PART_EVERY);
+        let second = pager.show(home.clone(), t0 + PART_EVERY, false);
         assert!(second.caption.ends_with(&format!("part 2/{n}")), "{}", second.caption);
         assert_ne!(first.frame, second.frame);
-        let again = pager.show(home.clone(), t0 + PART_EVERY * n as u32);
+        let again = pager.show(home.clone(), t0 + PART_EVERY * n as u32, false);
         assert_eq!(again.frame, first.frame, "the parts go round");
+        let pressed = pager.show(home.clone(), t0 + PART_EVERY * (n as u32 + 1), true);
+        assert_eq!(pressed.frame, first.frame, "a press starts the screen (the next seed page) over");
+        assert!(second.bands.iter().all(|b| usize::from(b.bottom) <= ROWS), "{:?}", second.bands);
 
         let other = crate::screens::shutdown_confirm();
-        let shown = pager.show(other.clone(), t0 + PART_EVERY * 7);
+        let shown = pager.show(other.clone(), t0 + PART_EVERY * 7, false);
         let parts_of_other = parts(&other.bands, ROWS);
         assert_eq!(
             shown.frame,
@@ -249,6 +313,6 @@ mod tests {
         );
 
         let mut tall = Pager::new(PanelSize::Size128x64);
-        assert_eq!(tall.show(home.clone(), t0), home, "a 128x64 panel shows the screen as drawn");
+        assert_eq!(tall.show(home.clone(), t0, false), home, "a 128x64 panel shows the screen as drawn");
     }
 }

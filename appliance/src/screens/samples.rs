@@ -211,10 +211,10 @@ pub fn render_all_for(panel: PanelSize) -> Vec<(String, Rendered)> {
     }
     out.push(("seed-unavailable".into(), seed_unavailable()));
     out.push(("shutdown-confirm".into(), shutdown_confirm()));
-    out.push(("shutdown".into(), shutdown(ShutdownPhase::InProgress)));
-    out.push(("shutdown-safe".into(), shutdown(ShutdownPhase::SafeToUnplug)));
-    out.push(("shutdown-nothing".into(), shutdown(ShutdownPhase::NothingToSave)));
-    out.push(("shutdown-stopped".into(), shutdown(ShutdownPhase::Stopped)));
+    out.push(("shutdown".into(), shutdown(ShutdownPhase::InProgress, panel)));
+    out.push(("shutdown-safe".into(), shutdown(ShutdownPhase::SafeToUnplug, panel)));
+    out.push(("shutdown-nothing".into(), shutdown(ShutdownPhase::NothingToSave, panel)));
+    out.push(("shutdown-stopped".into(), shutdown(ShutdownPhase::Stopped, panel)));
     out.push((
         "waiting-chain".into(),
         waiting(&Waiting {
@@ -319,7 +319,11 @@ pub fn render_all_for(panel: PanelSize) -> Vec<(String, Rendered)> {
     ));
     out.push((
         "config-error".into(),
-        config_error("chain.rpc_port", "expected a port number from 1 to 65535, found \"eighty\" (line 14)"),
+        config_error(
+            "chain.rpc_port",
+            "expected a port number from 1 to 65535, found \"eighty\" (line 14)",
+            panel,
+        ),
     ));
     out
 }
