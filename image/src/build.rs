@@ -34,7 +34,26 @@ pub struct Built {
 
 fn cargo() -> Command {
     // Under `cargo run` this is the cargo that runs us; otherwise the one on PATH.
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    without_package_env(&mut command);
+    command
+}
+
+/// Removes what `cargo run` tells the program it runs about its package (CARGO_MANIFEST_DIR
+/// and the like) from `command`'s environment. A cargo started with them passes them on to
+/// build scripts that watch them (ring's `rerun-if-env-changed=CARGO_MANIFEST_DIR`), so a
+/// checkout at another path, or `make aarch64` beside `make image`, rebuilt ring and all that
+/// depends on it (ldk-node most of all): about two minutes of every image build.
+fn without_package_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let package = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(name, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE");
+        if package {
+            command.env_remove(name);
+        }
+    }
 }
 
 /// The cargo target directory of the workspace (CARGO_TARGET_DIR, config, or ./target).
@@ -170,4 +189,24 @@ pub fn build(workspace: &Path, cache: &Path, dist: &Path) -> Result<Built, Image
         base_cached: base.cached,
         steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cargo_it_starts_knows_nothing_of_this_package() {
+        // cargo sets these for the tests it runs, as `cargo run` does for the program.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+        let mut env = Command::new("env");
+        without_package_env(&mut env);
+        env.env("CARGO_TARGET_DIR", "/kept");
+        let out = env.output().expect("env runs");
+        let vars = String::from_utf8_lossy(&out.stdout);
+        assert!(!vars.lines().any(|l| l.starts_with("CARGO_MANIFEST_DIR=")), "{vars}");
+        assert!(!vars.lines().any(|l| l.starts_with("CARGO_PKG_")), "{vars}");
+        assert!(vars.lines().any(|l| l == "CARGO_TARGET_DIR=/kept"), "the build's own settings stay");
+    }
 }
