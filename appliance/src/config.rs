@@ -81,8 +81,8 @@ impl UiSettings {
         }
     }
 
-    /// The UI's timings and contrast levels.
-    pub fn ui(&self) -> UiConfig {
+    /// The UI's timings and contrast levels, for screens drawn for `panel` (`[board]`'s).
+    pub fn ui(&self, panel: boltbox_board::PanelSize) -> UiConfig {
         UiConfig {
             dim_after: Duration::from_secs(self.dim_after_secs),
             blank_after: Duration::from_secs(self.blank_after_secs),
@@ -92,7 +92,7 @@ impl UiSettings {
             ask_timeout: crate::mirror::ASK_WAIT,
             bright: self.bright,
             dim: self.dim,
-            panel: boltbox_board::PanelSize::Size128x64,
+            panel,
         }
     }
 
@@ -545,7 +545,7 @@ mod tests {
         let config = AppConfig::parse(MINIMAL).expect("minimal config");
         assert_eq!(config.board, BoardConfig::default());
         assert_eq!(config.ui.gestures(), GestureConfig::default());
-        assert_eq!(config.ui.ui(), UiConfig::default());
+        assert_eq!(config.ui.ui(config.board.panel()), UiConfig::default());
         assert_eq!(config.runtime, RuntimeOverrides::default());
     }
 
@@ -710,7 +710,7 @@ mod tests {
                 let _ = config.eject_request();
                 let facts = BoardFacts { cores: 4, memory_bytes: 1 << 30 };
                 let _ = RuntimePlan::derive(facts).and_then(|plan| plan.with_overrides(&config.runtime));
-                let mut ui = Ui::new(config.ui.ui());
+                let mut ui = Ui::new(config.ui.ui(config.board.panel()));
                 let status = samples::synced();
                 let system = SystemInfo::default();
                 let none = || None;

@@ -18,7 +18,7 @@ use crate::screens::panel::Pager;
 use crate::screens::{self, Rendered, ShutdownPhase, SystemInfo};
 use crate::supervisor::{Event, Notifier, Owner, Phase, Shared, State};
 use crate::system::{primary_ip, read_system_info};
-use crate::ui::{Action, Context, Service, Ui, UiConfig};
+use crate::ui::{Action, Context, Service, Ui};
 
 /// The display loop draws at least this often (4 frames/s), and at once after a gesture.
 pub const FRAME_EVERY: Duration = Duration::from_millis(250);
@@ -85,7 +85,7 @@ impl DisplayLoop {
             display,
             buttons,
             gestures: GestureMachine::new(config.ui.gestures()),
-            ui: Ui::new(UiConfig { panel: config.board.panel(), ..config.ui.ui() }),
+            ui: Ui::new(config.ui.ui(config.board.panel())),
             pager: Pager::new(config.board.panel()),
             data_dir: shared.data_dir().to_path_buf(),
             shared,

@@ -766,13 +766,7 @@ mod tests {
 
     /// `frame` as a 128x32 glass shows it: rows 0..32, the rest dark (there is no glass there).
     fn top_rows(frame: &Frame) -> Frame {
-        let mut top = Frame::blank();
-        for y in 0..HEIGHT / 2 {
-            for x in 0..WIDTH {
-                top.set(x, y, frame.get(x, y));
-            }
-        }
-        top
+        frame.moved_rows(0, HEIGHT / 2, 0)
     }
 
     #[test]

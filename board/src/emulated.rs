@@ -66,8 +66,8 @@ impl embedded_hal::i2c::Error for EmulatedI2cError {
 #[derive(Debug, Clone)]
 struct Controller {
     chip: Chip,
-    /// Rows of the glass: 64 or 32.
-    glass_rows: usize,
+    /// The glass: 128x64 or 128x32.
+    panel: PanelSize,
     /// COM pin configuration (0xDA bit 4): alternative, else sequential.
     com_alternative: bool,
     /// RAM columns: 128 (SSD1306) or 132 (SH1106).
@@ -119,7 +119,7 @@ impl Controller {
         }
         Controller {
             chip,
-            glass_rows: panel.rows(),
+            panel,
             com_alternative: true,
             columns,
             ram,
@@ -380,12 +380,13 @@ impl Controller {
         // on the even pads, the rest on the odd ones (SSD1306 datasheet, Table 10-3).
         let alternative_pad = |com: usize| if com < half { 2 * com } else { 2 * (com - half) + 1 };
         let ratio = usize::from(self.multiplex) + 1;
-        for y in 0..self.glass_rows {
+        let glass_rows = self.panel.rows();
+        for y in 0..glass_rows {
             // Modules wire their glass so that the setup the drivers send (reversed COM scan,
             // 0xC8, with the glass's own rows multiplexed and pad configuration) shows memory
             // upright: a 64-row glass row y is on the pad of COM 63 - y in the alternative
             // configuration, a 32-row one on pad 31 - y in the sequential.
-            let pad = if self.glass_rows == HEIGHT { alternative_pad(HEIGHT - 1 - y) } else { half - 1 - y };
+            let pad = if glass_rows == HEIGHT { alternative_pad(HEIGHT - 1 - y) } else { half - 1 - y };
             // Which COM output drives that pad in the configuration set (0xDA).
             let com = match (self.com_alternative, pad % 2) {
                 (false, _) => pad,
@@ -579,9 +580,7 @@ impl EmulatedHandle {
 fn power_cycle(shared: &mut Shared) {
     shared.power_cycles = shared.power_cycles.wrapping_add(1);
     let seed = SEED ^ shared.power_cycles.wrapping_mul(0x9E37_79B9);
-    let panel =
-        if shared.controller.glass_rows == HEIGHT { PanelSize::Size128x64 } else { PanelSize::Size128x32 };
-    shared.controller = Controller::power_on(shared.controller.chip, panel, seed);
+    shared.controller = Controller::power_on(shared.controller.chip, shared.controller.panel, seed);
 }
 
 #[cfg(test)]
@@ -712,12 +711,7 @@ mod tests {
                 picture.set(x, y, (x * 7 + y * 13) % 5 == 0 || y == 3);
             }
         }
-        let mut top = Frame::blank();
-        for y in 0..HEIGHT / 2 {
-            for x in 0..WIDTH {
-                top.set(x, y, picture.get(x, y));
-            }
-        }
+        let top = picture.moved_rows(0, HEIGHT / 2, 0);
         for (ratio, pads, right) in
             [(0x1F, 0x02, true), (0x3F, 0x02, false), (0x1F, 0x12, false), (0x3F, 0x12, false)]
         {

@@ -89,6 +89,18 @@ impl Frame {
         out
     }
 
+    /// `count` rows of the frame from row `from` on, shown from row `to` on, every other row
+    /// dark: what a panel shorter than the frame shows of it (rows past 64 are dropped).
+    pub fn moved_rows(&self, from: usize, count: usize, to: usize) -> Frame {
+        let mut out = Frame::blank();
+        for y in 0..count {
+            for x in 0..WIDTH {
+                out.set(x, to + y, self.get(x, from + y));
+            }
+        }
+        out
+    }
+
     /// Rows of the frame as text, `#` for lit and `.` for dark: for test failure messages.
     pub fn to_ascii(&self) -> String {
         let mut s = String::with_capacity((WIDTH + 1) * HEIGHT);

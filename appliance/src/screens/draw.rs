@@ -79,7 +79,8 @@ impl Canvas {
             Err(never) => match never {},
         }
         let inked = |row: &usize| (0..WIDTH).any(|col| ink.get(col, *row));
-        if let (Some(top), Some(bottom)) = ((0..HEIGHT).find(inked), (0..HEIGHT).rev().find(inked)) {
+        let cell = y.max(0) as usize..(y + font.character_size.height as i32).clamp(0, H) as usize;
+        if let (Some(top), Some(bottom)) = (cell.clone().find(inked), cell.rev().find(inked)) {
             self.covers(top as i32, (bottom - top + 1) as i32);
         }
     }

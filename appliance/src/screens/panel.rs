@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use boltbox_board::{Frame, HEIGHT, PanelSize, WIDTH};
+use boltbox_board::{Frame, HEIGHT, PanelSize};
 
 use super::Rendered;
 
@@ -85,16 +85,7 @@ pub fn parts(bands: &[Band], rows: usize) -> Vec<Band> {
 /// starts at row 0 stays where it was drawn, so that a screen that fits is shown as drawn).
 /// Rows outside the part are dark.
 pub fn part_frame(frame: &Frame, part: Band, rows: usize) -> Frame {
-    let height = part.rows().min(rows);
-    let top = usize::from(part.top);
-    let to = part_offset(part, rows);
-    let mut out = Frame::blank();
-    for y in 0..height {
-        for x in 0..WIDTH {
-            out.set(x, to + y, frame.get(x, top + y));
-        }
-    }
-    out
+    frame.moved_rows(usize::from(part.top), part.rows().min(rows), part_offset(part, rows))
 }
 
 /// The row of a panel of `rows` rows that `part`'s first row is shown at.
@@ -143,14 +134,12 @@ impl Pager {
         } else {
             screen.caption
         };
+        let shift = part_offset(part, self.rows) as i32 - i32::from(part.top);
         let bands = screen
             .bands
             .iter()
             .filter(|b| part.top <= b.top && b.bottom <= part.bottom)
-            .filter_map(|b| {
-                let moved = i32::from(b.top) - i32::from(part.top) + part_offset(part, self.rows) as i32;
-                Band::of_rows(moved, b.rows() as i32)
-            })
+            .filter_map(|b| Band::of_rows(i32::from(b.top) + shift, b.rows() as i32))
             .collect();
         Rendered { frame, caption, bands }
     }
@@ -158,6 +147,8 @@ impl Pager {
 
 #[cfg(test)]
 mod tests {
+    use boltbox_board::WIDTH;
+
     use super::*;
     use crate::screens::samples;
 
